@@ -1,0 +1,1 @@
+"""Worker classes: sync and eventlet."""
