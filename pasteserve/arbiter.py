@@ -1,0 +1,525 @@
+"""The master process: binds once, forks workers, watches them and answers signals.
+
+Signal handlers only queue the signal and wake the loop; `Arbiter.run` does the work in
+`handle_<name>` methods, between which it reaps children, kills silent workers and keeps the
+number of workers right. See docs/signals.md for what each signal does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from . import __version__, logs, sockets, workers
+from . import hooks as hooks_mod
+from .heartbeat import Heartbeat, SlotAllocator
+from .loader import AppLoadError
+from .proctitle import set_title
+from .settings import ConfigError, Settings
+
+log = logging.getLogger(logs.ERROR_LOGGER)
+
+# A worker that cannot load the app exits with this, so the master stops instead of forking forever.
+WORKER_BOOT_ERROR = 3
+HEARTBEAT_SLOTS = 4096
+MASTER_PID_ENV = "PASTESERVE_MASTER_PID"
+SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
+
+
+def _unpatched(name: str) -> ModuleType:
+    """The standard module, not eventlet's green copy: the master never runs a hub."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched(name):
+        return patcher.original(name)
+    return importlib.import_module(name)
+
+
+select = _unpatched("select")
+time = _unpatched("time")
+
+
+@dataclass
+class WorkerInfo:
+    pid: int
+    slot: int
+    generation: int
+    spawned: float              # heartbeat value written at fork; a later beat means "booted"
+    retiring: float = 0.0       # when it was told to stop (0: not told)
+    aborted: float = 0.0        # when it was sent SIGABRT for silence
+
+
+class HaltServer(Exception):
+    def __init__(self, reason: str, exit_status: int = 1) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
+class Arbiter:
+    def __init__(self, source: Any, settings: Settings, logging_by_ini: bool = False) -> None:
+        self.source = source
+        self.settings = settings
+        self.logging_by_ini = logging_by_ini
+        self.pid = os.getpid()
+        self.workers: dict[int, WorkerInfo] = {}
+        self.generation = 0
+        self.num_workers = settings.workers
+        self.listeners: list[socket.socket] = []
+        self.app: Any = None
+        self.signals: list[int] = []
+        self.stopping = False
+        self.reexec_pid = 0
+        # Set when we are the new master of a USR2 upgrade: our parent is the old master.
+        self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
+        self.heartbeat = Heartbeat(HEARTBEAT_SLOTS)
+        self.slots = SlotAllocator(HEARTBEAT_SLOTS)
+        self.hooks = hooks_mod.Hooks(settings.hooks(), log)
+        self.pidfile: str | None = None
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Workers pass idle keep-alive connections to each other through this pair (SCM_RIGHTS).
+        self.handoff = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for s in self.handoff:
+            s.setblocking(False)
+
+    # --- start and stop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.start()
+            self.loop()
+        except HaltServer as exc:
+            log.error(exc.reason)
+            self.stop(graceful=False)
+            self.finish()
+            return exc.exit_status
+        except Exception:
+            log.error("Unhandled exception in the master:\n%s", traceback.format_exc())
+            self.stop(graceful=False)
+            self.finish()
+            return 1
+        self.finish()
+        return 0
+
+    def start(self) -> None:
+        self.hooks.call("on_starting", self)
+        set_title(f"master [{self.title_name}]")
+        log.info("Starting pasteserve %s (pid %s)", __version__, self.pid)
+        for line in self.settings.describe_sources():
+            log.debug("setting %s", line)
+        self.write_pidfile()
+        self.install_signals()
+        self.listeners = self.bind(self.settings)
+        for sock in self.listeners:
+            log.info("Listening at: %s", sockets.describe(sock))
+        log.info("Using worker: %s", self.settings.worker_class)
+        if self.settings.preload_app:
+            self.app = self.load_app_or_halt()
+        self.manage_workers()
+        self.hooks.call("when_ready", self)
+
+    @property
+    def title_name(self) -> str:
+        return self.settings.proc_name or self.source.name
+
+    def bind(self, settings: Settings, keep: list[socket.socket] = ()) -> list[socket.socket]:
+        specs = [sockets.parse_bind(b) for b in settings.bind]
+        inherited = sockets.inherited_fds() + [s.fileno() for s in keep]
+        try:
+            return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
+                                            umask=settings.umask, inherited=inherited)
+        except sockets.BindError as exc:
+            raise HaltServer(f"Cannot listen: {exc}", 1) from None
+
+    def load_app_or_halt(self) -> Any:
+        try:
+            return self.source.load_app()
+        except AppLoadError as exc:
+            raise HaltServer(str(exc), WORKER_BOOT_ERROR) from None
+        except Exception:
+            raise HaltServer("Cannot load the app:\n" + traceback.format_exc(), WORKER_BOOT_ERROR) from None
+
+    def write_pidfile(self) -> None:
+        if not self.settings.pidfile:
+            return
+        path = self.settings.pidfile
+        # The new master of an upgrade writes PIDFILE.2 and takes PIDFILE once the old one is gone.
+        if self.old_master_pid:
+            path += ".2"
+        tmp = f"{path}.{self.pid}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{self.pid}\n")
+        os.replace(tmp, path)
+        self.pidfile = path
+
+    def remove_pidfile(self) -> None:
+        if not self.pidfile:
+            return
+        try:
+            with open(self.pidfile) as f:
+                if int(f.read().strip() or 0) == self.pid:
+                    os.unlink(self.pidfile)
+        except (OSError, ValueError):
+            pass
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop every worker: TERM and wait graceful_timeout, or QUIT; then KILL what is left."""
+        self.stopping = True
+        # A new master from USR2 still uses the unix socket files: leave them.
+        sockets.close_listeners(self.listeners, unlink=not self.reexec_pid)
+        self.listeners = []
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        for pid in list(self.workers):
+            self.kill_worker(pid, sig)
+        limit = time.monotonic() + (self.settings.graceful_timeout if graceful else 2.0)
+        while self.workers and time.monotonic() < limit:
+            self.reap_workers()
+            time.sleep(0.05)
+        for pid in list(self.workers):
+            self.kill_worker(pid, signal.SIGKILL)
+        while self.workers:
+            self.reap_workers()
+            time.sleep(0.01)
+
+    def finish(self) -> None:
+        self.hooks.call("on_exit", self)
+        self.remove_pidfile()
+        log.info("Shutting down: master (pid %s)", self.pid)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
+
+    def _queue_signal(self, signum: int, frame: Any) -> None:
+        if len(self.signals) < 10:
+            self.signals.append(signum)
+
+    def loop(self) -> None:
+        while True:
+            while self.signals:
+                signum = self.signals.pop(0)
+                name = signal.Signals(signum).name[3:].lower()
+                if name != "chld":
+                    log.info("Handling signal: %s", name)
+                if getattr(self, "handle_" + name)() is StopLoop:
+                    return
+            self.reap_workers()
+            self.murder_workers()
+            self.manage_workers()
+            self.watch_upgrade()
+            self.sleep()
+
+    def sleep(self) -> None:
+        # Poll faster while new workers boot, so old ones retire as soon as the new ones serve.
+        booting = any(not self.is_ready(w) for w in self.workers.values() if not w.retiring)
+        try:
+            ready, _, _ = select.select([self.wake_r], [], [], 0.05 if booting else 1.0)
+            if ready:
+                while os.read(self.wake_r, 4096):
+                    pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # --- signals ----------------------------------------------------------------------------------
+
+    def handle_chld(self) -> None:
+        self.reap_workers()
+
+    def handle_hup(self) -> None:
+        """Re-read the configuration, start new workers, retire the old ones once the new serve."""
+        try:
+            new = self.source.settings()
+        except ConfigError as exc:
+            log.error("Reload cancelled, keeping the running configuration:\n%s", exc)
+            return
+        except Exception:
+            log.error("Reload cancelled:\n%s", traceback.format_exc())
+            return
+        old = self.settings
+        if not self.logging_by_ini:
+            logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
+        if new.bind != old.bind or new.backlog != old.backlog:
+            listeners = self.bind(new, keep=self.listeners)
+            kept = {s.fileno() for s in listeners}
+            sockets.close_listeners([s for s in self.listeners if s.fileno() not in kept], unlink=True)
+            self.listeners = listeners
+            for sock in listeners:
+                log.info("Listening at: %s", sockets.describe(sock))
+        self.settings = new
+        self.num_workers = new.workers
+        self.hooks = hooks_mod.Hooks(new.hooks(), log)
+        if not new.preload_app:
+            self.source.forget_app()
+            self.app = None
+        elif self.app is None:
+            self.app = self.load_app_or_halt()
+        self.hooks.call("on_reload", self)
+        self.generation += 1
+        set_title(f"master [{self.title_name}]")
+        self.manage_workers()
+
+    def handle_term(self) -> Any:
+        self.stop(graceful=True)
+        return StopLoop
+
+    def handle_int(self) -> Any:
+        self.stop(graceful=False)
+        return StopLoop
+
+    handle_quit = handle_int
+
+    def handle_ttin(self) -> None:
+        self.set_num_workers(self.num_workers + 1)
+
+    def handle_ttou(self) -> None:
+        if self.num_workers > 1:
+            self.set_num_workers(self.num_workers - 1)
+
+    def set_num_workers(self, count: int) -> None:
+        old, self.num_workers = self.num_workers, count
+        self.hooks.call("nworkers_changed", self, count, old)
+        self.manage_workers()
+
+    def handle_usr1(self) -> None:
+        logs.reopen_files()
+        for pid in self.workers:
+            self.kill_worker(pid, signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        self.reexec()
+
+    def handle_winch(self) -> None:
+        if self.settings.daemon:
+            log.info("Stopping all workers (WINCH while daemonized)")
+            self.set_num_workers(0)
+        else:
+            log.debug("SIGWINCH ignored: not daemonized")
+
+    # --- workers ----------------------------------------------------------------------------------
+
+    def is_ready(self, info: WorkerInfo) -> bool:
+        return self.heartbeat.last(info.slot) > info.spawned
+
+    def manage_workers(self) -> None:
+        if self.stopping:
+            return
+        current = self.current_workers()
+        for _ in range(self.num_workers - len(current)):
+            self.spawn_worker()
+        if len(current) > self.num_workers:
+            for info in sorted(current, key=lambda w: w.spawned)[: len(current) - self.num_workers]:
+                self.retire_worker(info)
+        older = [w for w in self.workers.values() if w.generation < self.generation and not w.retiring]
+        current = self.current_workers()
+        # Old workers serve until every new one has booted: a reload never leaves nobody accepting.
+        if older and all(self.is_ready(w) for w in current):
+            for info in older:
+                self.retire_worker(info)
+
+    def current_workers(self) -> list[WorkerInfo]:
+        return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
+
+    def spawn_worker(self) -> None:
+        slot = self.slots.acquire()
+        self.heartbeat.reset(slot)
+        info = WorkerInfo(0, slot, self.generation, self.heartbeat.last(slot))
+        worker_cls = workers.load(self.settings.worker_class)
+        worker = worker_cls(age=self.generation, ppid=self.pid, listeners=self.listeners,
+                            source=self.source, app=self.app, settings=self.settings,
+                            heartbeat=self.heartbeat, slot=slot, hooks=self.hooks,
+                            handoff=self.handoff, title=self.title_name)
+        self.hooks.call("pre_fork", self, worker)
+        pid = os.fork()
+        if pid:
+            info.pid = worker.pid = pid
+            self.workers[pid] = info
+            return
+        # In the child: never return into the master's loop.
+        status = 0
+        try:
+            self._reset_in_child()
+            worker.pid = os.getpid()
+            self.hooks.call("post_fork", self, worker)
+            worker.init_process()
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except AppLoadError as exc:
+            log.error("Worker failed to boot: %s", exc)
+            status = WORKER_BOOT_ERROR
+        except BaseException:
+            log.error("Exception in worker process:\n%s", traceback.format_exc())
+            status = 1
+        finally:
+            try:
+                self.hooks.call("worker_exit", self, worker)
+                logging.shutdown()
+            finally:
+                os._exit(status)
+
+    def _reset_in_child(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        random.seed()
+
+    def retire_worker(self, info: WorkerInfo) -> None:
+        # HUP to a worker: finish in-flight requests, hand idle keep-alive connections to siblings, exit.
+        info.retiring = time.monotonic()
+        self.kill_worker(info.pid, signal.SIGHUP)
+
+    def kill_worker(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            self.forget_worker(pid)
+        else:
+            info = self.workers.get(pid)
+            if info is not None and sig in (signal.SIGTERM, signal.SIGQUIT) and not info.retiring:
+                info.retiring = time.monotonic()
+
+    def forget_worker(self, pid: int) -> WorkerInfo | None:
+        info = self.workers.pop(pid, None)
+        if info is not None:
+            self.slots.release(info.slot)
+        return info
+
+    def reap_workers(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            if pid == self.reexec_pid:
+                log.error("The new master (pid %s) from USR2 exited: %s", pid, _describe_status(status))
+                self.reexec_pid = 0
+                continue
+            info = self.forget_worker(pid)
+            if info is None:
+                continue
+            self.hooks.call("child_exit", self, info)
+            code = os.waitstatus_to_exitcode(status)
+            if code == WORKER_BOOT_ERROR:
+                self.boot_failed(info)
+            elif info.retiring or self.stopping:
+                log.info("Worker exited (pid %s): %s", pid, _describe_status(status))
+            elif code == 0:
+                log.info("Worker (pid %s) retired after max_requests; replacing it", pid)
+            else:
+                log.warning("Worker (pid %s) %s; replacing it", pid, _describe_status(status))
+
+    def boot_failed(self, info: WorkerInfo) -> None:
+        serving = [w for w in self.workers.values() if w.generation < info.generation and not w.retiring]
+        if serving:
+            # A reload whose app cannot load: keep the workers that still serve the old code.
+            log.error("Reload failed: new workers cannot load the app; keeping the running workers")
+            for w in list(self.workers.values()):
+                if w.generation == info.generation:
+                    self.kill_worker(w.pid, signal.SIGKILL)
+            self.generation = max(w.generation for w in serving)
+            return
+        raise HaltServer(f"Worker (pid {info.pid}) failed to boot: the app cannot be loaded "
+                         "(traceback above); stopping", WORKER_BOOT_ERROR)
+
+    def murder_workers(self) -> None:
+        """Abort workers silent for longer than `timeout`; kill those that overstay a retirement."""
+        now = time.monotonic()
+        timeout = self.settings.timeout
+        for info in list(self.workers.values()):
+            if info.aborted:
+                if now - info.aborted > 2.0:
+                    self.kill_worker(info.pid, signal.SIGKILL)
+                continue
+            if info.retiring and now - info.retiring > self.settings.graceful_timeout:
+                log.warning("Worker (pid %s) did not stop within graceful_timeout; killing it", info.pid)
+                info.aborted = now
+                self.kill_worker(info.pid, signal.SIGKILL)
+            elif timeout and now - self.heartbeat.last(info.slot) > timeout:
+                log.critical("WORKER TIMEOUT (pid %s): silent for over %ss; aborting it", info.pid, timeout)
+                info.aborted = now
+                self.kill_worker(info.pid, signal.SIGABRT)
+
+    # --- upgrade (USR2) ---------------------------------------------------------------------------
+
+    def reexec(self) -> None:
+        if self.reexec_pid:
+            log.warning("USR2 ignored: an upgraded master (pid %s) is already running", self.reexec_pid)
+            return
+        if self.old_master_pid:
+            log.warning("USR2 ignored: this master is itself an upgrade still waiting for the old one to stop")
+            return
+        env = dict(os.environ)
+        env.update(sockets.fds_env(self.listeners))
+        env[MASTER_PID_ENV] = str(self.pid)
+        argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
+        argv[0] = sys.executable
+        pid = os.fork()
+        if pid:
+            self.reexec_pid = pid
+            log.info("Upgrading: started a new master (pid %s); stop this one (pid %s) when it serves",
+                     pid, self.pid)
+            return
+        try:
+            self.hooks.call("pre_exec", self)
+            signal.set_wakeup_fd(-1)
+            os.execve(sys.executable, argv, env)
+        finally:
+            os._exit(1)
+
+    def watch_upgrade(self) -> None:
+        # The new master of an upgrade takes the real pidfile once its parent, the old master, exits.
+        if self.old_master_pid and os.getppid() != self.old_master_pid:
+            log.info("The old master (pid %s) is gone; this master (pid %s) takes over", self.old_master_pid,
+                     self.pid)
+            self.old_master_pid = 0
+            if self.pidfile and self.settings.pidfile:
+                os.replace(self.pidfile, self.settings.pidfile)
+                self.pidfile = self.settings.pidfile
+
+
+class StopLoop:
+    """Returned by a handler to end the master loop."""
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"was killed by signal {sig} ({signal.Signals(sig).name})"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+def daemonize() -> None:
+    """Detach: fork twice, new session, stdio to /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
+    """Serve until stopped; the exit status for the command."""
+    logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
+    if settings.daemon:
+        daemonize()
+    os.umask(settings.umask)
+    return Arbiter(source, settings, logging_by_ini).run()
+

@@ -1,0 +1,468 @@
+"""Every server option, declared once.
+
+The table `SETTINGS` is the single source for: the configobj spec that validates an INI's
+``[server:...]`` section, the ``pasteserve`` command-line flags, and ``docs/settings.md``.
+Each option's check is a plain function from a string (or an already-typed value from a Python
+config file) to a typed value, raising `CheckError` with what is allowed. configobj calls the
+same functions by name, so the INI and the CLI can never disagree about what a value means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from configobj import ConfigObj, flatten_errors, get_extra_values
+from validate import ValidateError, Validator
+
+from . import __version__
+from .hooks import HOOK_NAMES
+from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
+from .sockets import parse_bind
+
+
+class CheckError(ValidateError):
+    """A value that does not fit its option; the message says what is allowed."""
+
+
+# --- checks: str (or typed value) -> typed value -------------------------------------------
+
+_TRUE = {"true", "yes", "on", "y", "t", "1"}
+_FALSE = {"false", "no", "off", "n", "f", "0"}
+
+
+def check_bool(value: Any) -> bool:
+    # The same words PasteDeploy's asbool accepts, so INI files keep meaning what they meant.
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise CheckError("expected a boolean: true/false, yes/no, on/off, 1/0")
+
+
+def check_int(value: Any, min: int | None = None, max: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise CheckError("expected a whole number")
+    try:
+        number = value if isinstance(value, int) else int(str(value).strip(), 10)
+    except ValueError:
+        raise CheckError(_range_text("a whole number", min, max)) from None
+    if (min is not None and number < min) or (max is not None and number > max):
+        raise CheckError(_range_text("a whole number", min, max))
+    return number
+
+
+def check_float(value: Any, min: float | None = None, max: float | None = None) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or number != number:
+        raise CheckError(_range_text("a number", min, max))
+    if (min is not None and number < min) or (max is not None and number > max):
+        raise CheckError(_range_text("a number", min, max))
+    return number
+
+
+def _range_text(kind: str, min: float | None, max: float | None) -> str:
+    if min is not None and max is not None:
+        return f"expected {kind} from {min} to {max}"
+    if min is not None:
+        return f"expected {kind} >= {min}"
+    return f"expected {kind}"
+
+
+def check_str(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def check_choice(value: Any, *choices: str) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise CheckError("expected one of: " + ", ".join(choices))
+    return text
+
+
+def check_octal(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = str(value).strip().lower()
+        try:
+            number = int(text, 0) if text.startswith("0x") else int(text.removeprefix("0o"), 8)
+        except ValueError:
+            raise CheckError("expected an octal mode such as 022 or 0o077") from None
+    if not 0 <= number <= 0o777:
+        raise CheckError("expected an octal mode from 0 to 0777")
+    return number
+
+
+def _words(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [w for w in str(value).replace(",", " ").split() if w]
+
+
+def check_bind(value: Any) -> list[str]:
+    binds = _words(value)
+    if not binds:
+        raise CheckError("expected one or more addresses: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N")
+    for bind in binds:
+        try:
+            parse_bind(bind)
+        except ValueError as exc:
+            raise CheckError(f"{exc}; expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N") from None
+    return binds
+
+
+def check_ips(value: Any) -> list[str]:
+    ips = _words(value)
+    for ip in ips:
+        if ip == "*":
+            continue
+        try:
+            ipaddress.ip_network(ip, strict=False)
+        except ValueError:
+            raise CheckError(f"{ip!r} is not an IP address or network; expected addresses, networks or *") from None
+    return ips
+
+
+def check_scheme_headers(value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k).upper(): str(v) for k, v in value.items()}
+    headers = {}
+    for word in _words(value):
+        name, sep, expected = word.partition("=")
+        if not sep or not name or not expected:
+            raise CheckError("expected HEADER=VALUE pairs, e.g. X-FORWARDED-PROTO=https")
+        headers[name.strip().upper()] = expected.strip()
+    return headers
+
+
+def check_callable(value: Any) -> Callable | str | None:
+    # A dotted name is loaded later (hooks.Hooks), after the app's path is importable.
+    if value is None or callable(value):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    module, _, attr = text.replace(":", ".").rpartition(".")
+    if not module or not all(p.isidentifier() for p in text.replace(":", ".").split(".")):
+        raise CheckError("expected a dotted name such as myapp.hooks:post_fork")
+    return text
+
+
+def check_access_format(value: Any) -> str:
+    text = str(value)
+    problem = check_access_log_format(text)
+    if problem:
+        raise CheckError(problem)
+    return text
+
+
+def check_loglevel(value: Any) -> str:
+    return check_choice(value, "debug", "info", "warning", "error", "critical")
+
+
+# --- the table --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    check: str                      # name of a function in CHECKS
+    default: Any
+    doc: str
+    section: str
+    cli: tuple[str, ...] = ()
+    args: tuple = ()                # extra arguments to the check (min/max, choices)
+    meta: str = "VALUE"
+
+    def parse(self, value: Any) -> Any:
+        return CHECKS[self.check](value, *self.args)
+
+    def spec_line(self) -> str:
+        args = ", ".join(repr(a) for a in self.args)
+        return f"{self.name} = {self.check}({args})"
+
+
+CHECKS: dict[str, Callable[..., Any]] = {
+    "bool": check_bool,
+    "int": check_int,
+    "float": check_float,
+    "str": check_str,
+    "choice": check_choice,
+    "octal": check_octal,
+    "bind": check_bind,
+    "ips": check_ips,
+    "scheme_headers": check_scheme_headers,
+    "callable": check_callable,
+    "access_format": check_access_format,
+    "loglevel": check_loglevel,
+}
+
+_S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    _S("config", "str", None, "A Python file whose top-level names set options and hooks "
+       "(like gunicorn.conf.py). Values in the INI or on the command line win.", "Config", ("-c", "--config"), meta="FILE"),
+    _S("bind", "bind", ["127.0.0.1:8000"], "Addresses to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; "
+       "several separated by spaces or commas. The INI also accepts `host` + `port` and `listen`.",
+       "Server socket", ("-b", "--bind"), meta="ADDRESS"),
+    _S("backlog", "int", 2048, "Pending connections the kernel queues per listener.", "Server socket",
+       ("--backlog",), (1, 65535), "INT"),
+    _S("reuse_port", "bool", False, "Set SO_REUSEPORT on listeners.", "Server socket", ("--reuse-port",)),
+    _S("workers", "int", 1, "Number of worker processes.", "Worker processes", ("-w", "--workers"), (1, 1000), "INT"),
+    _S("worker_class", "choice", "sync", "`sync`: one request at a time per process; `eventlet`: green threads, "
+       "many concurrent connections per process.", "Worker processes", ("-k", "--worker-class"), ("sync", "eventlet"), "CLASS"),
+    _S("worker_connections", "int", 1000, "Eventlet worker: most concurrent connections per worker; accepting "
+       "pauses at the limit. Sync worker: most idle keep-alive connections a worker holds.",
+       "Worker processes", ("--worker-connections",), (1, 1000000), "INT"),
+    _S("timeout", "float", 30.0, "A worker silent for this many seconds is aborted and replaced; also the socket "
+       "timeout while a request runs. 0 disables the liveness check.", "Worker processes", ("-t", "--timeout"), (0, None), "SECONDS"),
+    _S("graceful_timeout", "float", 30.0, "On TERM or reload, seconds workers get to finish in-flight requests "
+       "before they are killed.", "Worker processes", ("--graceful-timeout",), (0, None), "SECONDS"),
+    _S("keepalive", "float", 5.0, "Seconds an idle keep-alive connection is kept open; 0 closes the connection "
+       "after every response.", "Worker processes", ("--keep-alive",), (0, 3600), "SECONDS"),
+    _S("header_timeout", "float", 10.0, "Seconds a client gets to send a whole request head once it started; "
+       "then it is answered 408 and closed.", "Worker processes", ("--header-timeout",), (0.1, 3600), "SECONDS"),
+    _S("max_requests", "int", 0, "A worker retires after this many requests (0: never), finishing the current one.",
+       "Worker processes", ("--max-requests",), (0, None), "INT"),
+    _S("max_requests_jitter", "int", 0, "Add a random 0..N to max_requests per worker, so workers don't retire together.",
+       "Worker processes", ("--max-requests-jitter",), (0, None), "INT"),
+    _S("limit_request_line", "int", 8190, "Longest request line in bytes (0: unlimited); longer gets 414.",
+       "Security", ("--limit-request-line",), (0, 65535), "INT"),
+    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431.",
+       "Security", ("--limit-request-fields",), (1, 32768), "INT"),
+    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431.",
+       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (1, 65535), "INT"),
+    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose secure_scheme_headers are trusted "
+       "(addresses or networks, `*` for all).", "Security", ("--forwarded-allow-ips",), meta="IPS"),
+    _S("secure_scheme_headers", "scheme_headers", {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+       "X-FORWARDED-SSL": "on"}, "Headers from a trusted proxy that mark a request as https, as HEADER=VALUE pairs.",
+       "Security", (), meta="PAIRS"),
+    _S("root_path", "str", None, "SCRIPT_NAME for every request, when the app is mounted under a prefix.",
+       "Server mechanics", ("--root-path",), meta="PATH"),
+    _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",
+       "Server mechanics", ("--preload",)),
+    _S("chdir", "str", None, "Change to this directory before loading the app.", "Server mechanics", ("--chdir",), meta="DIR"),
+    _S("daemon", "bool", False, "Detach from the terminal and run in the background.", "Server mechanics", ("-D", "--daemon")),
+    _S("pidfile", "str", None, "Write the master's PID to this file.", "Server mechanics", ("-p", "--pid"), meta="FILE"),
+    _S("user", "str", None, "Switch workers to this user (name or uid).", "Server mechanics", ("-u", "--user"), meta="USER"),
+    _S("group", "str", None, "Switch workers to this group (name or gid).", "Server mechanics", ("-g", "--group"), meta="GROUP"),
+    _S("umask", "octal", 0o022, "File mode mask for the process, e.g. for unix sockets.", "Server mechanics",
+       ("-m", "--umask"), meta="MODE"),
+    _S("proc_name", "str", None, "Name shown in process titles (default: the config file or app).",
+       "Server mechanics", ("-n", "--name"), meta="NAME"),
+    _S("certfile", "str", None, "TLS certificate file; serving https when set.", "TLS", ("--certfile",), meta="FILE"),
+    _S("keyfile", "str", None, "TLS private key file.", "TLS", ("--keyfile",), meta="FILE"),
+    _S("accesslog", "str", None, "Access log: a file, or `-` for stdout. Off by default.", "Logging",
+       ("--access-logfile",), meta="FILE"),
+    _S("access_log_format", "access_format", DEFAULT_ACCESS_LOG_FORMAT, "Access log line, with Gunicorn's atoms.",
+       "Logging", ("--access-logformat",), meta="FORMAT"),
+    _S("errorlog", "str", "-", "Error log: a file, or `-` for stderr. An INI with [loggers] configures logging instead.",
+       "Logging", ("--error-logfile", "--log-file"), meta="FILE"),
+    _S("loglevel", "loglevel", "info", "Error log level: debug, info, warning, error, critical.", "Logging",
+       ("--log-level",), meta="LEVEL"),
+) + tuple(
+    _S(name, "callable", None, f"Server hook `{name}({args})`: a dotted name (module:function), "
+       "or a function in the config file.", "Server hooks", meta="CALLABLE")
+    for name, args in HOOK_NAMES.items()
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+# Spellings other servers use for `bind`; handled before validation.
+BIND_ALIASES = ("host", "port", "listen")
+# Keys PasteDeploy or tools put into a server section that are not options of ours.
+IGNORED_KEYS = {"use", "here", "__file__"}
+
+
+# --- the settings object ----------------------------------------------------------------------
+
+class Settings:
+    """Typed, validated option values; attribute access by option name."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> None:
+        self._values = {s.name: s.default for s in SETTINGS}
+        self._values.update(values or {})
+        self.sources: dict[str, str] = {name: "default" for name in self._values}
+        self.sources.update(sources or {})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def hooks(self) -> dict[str, Any]:
+        return {name: self._values[name] for name in HOOK_NAMES}
+
+    def describe_sources(self) -> list[str]:
+        return [f"{name} = {self._values[name]!r} (from {src})" for name, src in sorted(self.sources.items())
+                if src != "default"]
+
+
+@dataclass
+class Problem:
+    key: str
+    value: Any
+    message: str
+
+
+@dataclass
+class ConfigError(Exception):
+    """Every problem found in one configuration, reported at once."""
+
+    origin: str                      # "file app.ini, section [server:main]" or "command line"
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"Invalid configuration in {self.origin}:"]
+        for p in self.problems:
+            lines.append(f"  {p.key} = {p.value!s}: {p.message}")
+        return "\n".join(lines)
+
+
+def _suggest(key: str) -> str:
+    known = list(BY_NAME) + list(BIND_ALIASES)
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.6)
+    return f'unknown option; did you mean "{close[0]}"?' if close else "unknown option"
+
+
+def merge_bind_aliases(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """Turn Paste's `host` + `port` and waitress's `listen` into `bind`."""
+    raw = dict(raw)
+    host, port, listen = raw.pop("host", None), raw.pop("port", None), raw.pop("listen", None)
+    if "bind" in raw and (host or port or listen):
+        problems.append(Problem("bind", raw["bind"], "give either bind, or host/port, or listen, not several"))
+        return raw
+    if listen:
+        raw["bind"] = listen
+    elif host or port:
+        host = str(host or "127.0.0.1").strip()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        raw["bind"] = f"{host}:{str(port or 8000).strip()}"
+    return raw
+
+
+def validate(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Check every option in `raw` with configobj and our checks; raise ConfigError listing all problems."""
+    problems: list[Problem] = []
+    values = merge_bind_aliases({k: v for k, v in raw.items() if k not in IGNORED_KEYS}, problems)
+    unknown = [k for k in values if k not in BY_NAME]
+    for key in unknown:
+        problems.append(Problem(key, values[key], _suggest(key)))
+    known = {k: v for k, v in values.items() if k in BY_NAME}
+    spec = ConfigObj([BY_NAME[k].spec_line() for k in known], list_values=False, _inspec=True)
+    conf = ConfigObj(known, configspec=spec)
+    validator = Validator({name: fn for name, fn in CHECKS.items()})
+    result = conf.validate(validator, preserve_errors=True)
+    for _sections, key, error in flatten_errors(conf, result):
+        message = str(error) if isinstance(error, ValidateError) else "missing value"
+        problems.append(Problem(key, known.get(key, ""), message or "invalid value"))
+    # configobj leaves nothing extra here (unknown keys were removed above); keep it honest anyway.
+    for _sections, key in get_extra_values(conf):
+        problems.append(Problem(key, known.get(key, ""), _suggest(key)))
+    if problems:
+        raise ConfigError(origin, problems)
+    return {k: conf[k] for k in known}
+
+
+def settings_from_mapping(raw: Mapping[str, Any], origin: str, source: str,
+                          base: Settings | None = None) -> Settings:
+    """Validate `raw` and layer it over `base` (defaults when None)."""
+    parsed = validate(raw, origin)
+    values = base.as_dict() if base else {}
+    sources = dict(base.sources) if base else {}
+    values.update(parsed)
+    sources.update({k: source for k in parsed})
+    return Settings(values, sources)
+
+
+def load_config_file_settings(path: str, base: Settings | None = None) -> Settings:
+    """Options from a Python config file (`config = conf.py`)."""
+    from .hooks import load_config_file
+
+    namespace = load_config_file(path)
+    # Lowercase public names are options; anything else (helpers, constants) is the file's own business.
+    raw = {k: v for k, v in namespace.items() if k in BY_NAME or k in BIND_ALIASES}
+    return settings_from_mapping(raw, f"config file {path}", f"config file {path}", base)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting that has one; values stay strings and are checked by `validate`."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for s in SETTINGS:
+        if not s.cli:
+            continue
+        group = groups.setdefault(s.section, parser.add_argument_group(s.section))
+        if s.check == "bool":
+            group.add_argument(*s.cli, dest=s.name, action="store_const", const="true",
+                               default=argparse.SUPPRESS, help=s.doc)
+        elif s.name == "bind":
+            group.add_argument(*s.cli, dest=s.name, action="append", metavar=s.meta,
+                               default=argparse.SUPPRESS, help=s.doc + " Repeat for several.")
+        else:
+            group.add_argument(*s.cli, dest=s.name, metavar=s.meta, default=argparse.SUPPRESS, help=s.doc)
+
+
+def cli_values(namespace: argparse.Namespace) -> dict[str, Any]:
+    return {s.name: getattr(namespace, s.name) for s in SETTINGS if hasattr(namespace, s.name)}
+
+
+# --- docs -----------------------------------------------------------------------------------------
+
+def render_docs() -> str:
+    """docs/settings.md, generated from the table (tests fail when the file is stale)."""
+    out = ["# Settings reference", "",
+           "Generated from `pasteserve/settings.py` by `python -m pasteserve.settings > docs/settings.md`; "
+           "do not edit by hand.", "",
+           "Every option can be set in the INI's `[server:main]` section (`name = value`), in a Python "
+           "config file (`config = conf.py`), or on the `pasteserve` command line. Booleans accept "
+           "true/false, yes/no, on/off, 1/0.", ""]
+    section = None
+    for s in SETTINGS:
+        if s.section != section:
+            section = s.section
+            out += [f"## {section}", "", "| INI key | command line | default | meaning |", "|---|---|---|---|"]
+        default = _doc_default(s)
+        flags = ", ".join(f"`{f}`" for f in s.cli) or "—"
+        out.append(f"| `{s.name}` | {flags} | {default} | {s.doc} |")
+        nxt = SETTINGS.index(s) + 1
+        if nxt == len(SETTINGS) or SETTINGS[nxt].section != section:
+            out.append("")
+    return "\n".join(out)
+
+
+def _doc_default(s: Setting) -> str:
+    value = s.default
+    if value is None:
+        return "—"
+    if s.check == "octal":
+        return f"`{value:#o}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "`" + " ".join(value) + "`"
+    if isinstance(value, dict):
+        return "`" + " ".join(f"{k}={v}" for k, v in value.items()) + "`"
+    return "`" + str(value).replace("|", "\\|") + "`"
+
+
+def version_string() -> str:
+    return f"pasteserve {__version__}"
+
+
+if __name__ == "__main__":
+    print(render_docs(), end="")

@@ -1,0 +1,214 @@
+"""The sync worker: one request at a time per process, keep-alive without being held by it.
+
+A selector watches the listeners, the hand-off socket and every idle keep-alive connection; a
+connection's bytes are read only once they are there, so idle and slow clients cost a file
+descriptor, never the worker. While the app runs, a small `Lender` thread watches this worker's
+other idle connections: one that receives a request during a long response is passed to a sibling
+through the hand-off socket instead of waiting behind it (the head-of-line blocking that made
+Gunicorn's sync worker give up keep-alive).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import selectors
+import signal
+import socket
+import threading
+import time
+
+from .. import logs
+from ..connection import Connection
+from .base import Worker
+
+log = logging.getLogger(logs.ERROR_LOGGER)
+
+ACCEPT, HANDOFF, WAKE = object(), object(), object()
+# How often deadlines of idle connections are checked; a connection may outlive its deadline by this.
+SWEEP_INTERVAL = 0.25
+
+
+class Lender(threading.Thread):
+    """Lends idle connections that receive a request while the worker is busy to idle siblings."""
+
+    def __init__(self, worker: "SyncWorker", delay: float = 0.05) -> None:
+        super().__init__(name="pasteserve-lender", daemon=True)
+        self.worker = worker
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.busy_with: Connection | None = None
+        self.busy_since = 0.0
+        self.lent: list[Connection] = []
+        self.stopped = threading.Event()
+
+    def busy(self, conn: Connection) -> None:
+        with self.lock:
+            self.busy_with, self.busy_since = conn, time.monotonic()
+
+    def idle(self) -> list[Connection]:
+        """The worker is free again: the connections lent meanwhile, for it to forget."""
+        with self.lock:
+            self.busy_with, self.busy_since = None, 0.0
+            lent, self.lent = self.lent, []
+        return lent
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.delay):
+            with self.lock:
+                if self.busy_with is None or time.monotonic() - self.busy_since < self.delay:
+                    continue
+                waiting = self.waiting_connections()
+                if waiting:
+                    self.lent.extend(self.worker.hand_off(waiting))
+
+    def waiting_connections(self) -> list[Connection]:
+        """Idle connections (no bytes of ours buffered) whose client has sent something."""
+        lent = set(map(id, self.lent))
+        candidates = {c.fileno(): c for c in self.worker.conns
+                      if c is not self.busy_with and c.idle and id(c) not in lent}
+        if not candidates:
+            return []
+        poller = select.poll()
+        for fd in candidates:
+            poller.register(fd, select.POLLIN)
+        return [candidates[fd] for fd, _ in poller.poll(0)]
+
+
+class SyncWorker(Worker):
+    def run(self) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.conns: set[Connection] = set()
+        self.ssl = self.ssl_context()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # A signal wakes the selector at once (PEP 475 would otherwise resume the wait).
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.sel.register(wake_r, selectors.EVENT_READ, WAKE)
+        self.accepting = False
+        self.start_accepting()
+        self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
+        self.lender = Lender(self) if self.settings.keepalive > 0 else None
+        if self.lender:
+            self.lender.start()
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
+        try:
+            while self.alive:
+                self.notify()
+                for key, _ in self.sel.select(max(0.0, min(next_sweep - time.monotonic(), 1.0))):
+                    tag = key.data
+                    if tag is ACCEPT:
+                        self.accept(key.fileobj)
+                    elif tag is HANDOFF:
+                        for conn in self.take_handoff():
+                            self.watch(conn)
+                    elif tag is WAKE:
+                        _drain(wake_r)
+                    elif tag in self.conns:   # not lent away or closed earlier in this batch
+                        self.serve(tag)
+                if time.monotonic() >= next_sweep:
+                    self.sweep()
+                    self.check_parent()
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL
+            self.finish()
+        finally:
+            if self.lender:
+                self.lender.stop()
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def start_accepting(self) -> None:
+        if not self.accepting:
+            for sock in self.listeners:
+                self.sel.register(sock, selectors.EVENT_READ, ACCEPT)
+            self.accepting = True
+
+    def stop_accepting(self) -> None:
+        if self.accepting:
+            for sock in self.listeners:
+                self.sel.unregister(sock)
+            self.accepting = False
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, peer = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return   # a sibling took it
+        except OSError as exc:
+            log.error("accept() failed: %s", exc)
+            return
+        if self.ssl is not None:
+            try:
+                sock.settimeout(self.settings.header_timeout)
+                sock = self.ssl.wrap_socket(sock, server_side=True)
+            except OSError as exc:
+                log.debug("TLS handshake with %s failed: %s", peer, exc)
+                sock.close()
+                return
+        self.watch(self.new_connection(sock, peer))
+
+    def watch(self, conn: Connection) -> None:
+        self.conns.add(conn)
+        self.sel.register(conn, selectors.EVENT_READ, conn)
+        if len(self.conns) >= self.settings.worker_connections:
+            self.stop_accepting()
+
+    def forget(self, conn: Connection) -> None:
+        self.conns.discard(conn)
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        if self.alive and len(self.conns) < self.settings.worker_connections:
+            self.start_accepting()
+
+    def serve(self, conn: Connection) -> None:
+        if self.lender:
+            self.lender.busy(conn)
+        try:
+            keep = conn.process()
+        finally:
+            if self.lender:
+                for lent in self.lender.idle():
+                    self.forget(lent)
+                    lent.sock.close()   # the sibling has its own descriptor now
+        if not keep:
+            self.forget(conn)
+        self.notify()
+        self.count_request()
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c in self.conns if c.deadline <= now]:
+            self.forget(conn)
+            conn.expire()
+
+    # --- stopping ---------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Serve what has already arrived, then hand off (retiring) or close the idle connections."""
+        self.stop_accepting()
+        self.sel.unregister(self.handoff_recv)
+        for key, _ in self.sel.select(0):
+            if key.data in self.conns:
+                self.serve(key.data)
+        idle = [c for c in self.conns if c.idle]
+        if self.retiring and idle:
+            for conn in self.hand_off(idle):
+                self.forget(conn)
+                conn.sock.close()
+        for conn in list(self.conns):
+            self.forget(conn)
+            conn.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
