@@ -1,0 +1,1 @@
+"""Benchmark harness: pasteserve measured side by side with Gunicorn and waitress."""

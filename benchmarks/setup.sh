@@ -1,0 +1,22 @@
+#!/bin/sh
+# Prepare the benchmark tools. Idempotent: safe to run before every benchmark.
+#   wrk                 from Debian, only when it is missing
+#   gunicorn, waitress  the `bench` extra of pyproject.toml, into the repo's .venv
+set -eu
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update
+    $sudo apt-get install -y wrk
+fi
+
+if [ ! -x "$repo/.venv/bin/pip" ]; then
+    echo "setup.sh: $repo/.venv is missing; create it first (python3 -m venv .venv)" >&2
+    exit 1
+fi
+"$repo/.venv/bin/pip" install -q -e "$repo[bench]"
+
+echo "wrk: $(command -v wrk)"
+"$repo/.venv/bin/python" -c 'import gunicorn, waitress; print("gunicorn", gunicorn.__version__); print("waitress ok")'
