@@ -1,0 +1,251 @@
+"""Benchmark pasteserve side by side with Gunicorn and waitress, using wrk.
+
+    .venv/bin/python benchmarks/run.py [--duration 8] [--connections 50] [--threads 2]
+                                       [--scenarios hello post ...] [--servers waitress ...]
+
+Prints a Markdown table and writes it to benchmarks/results/latest.md.
+See benchmarks/README.md for what each scenario measures.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    # Run as a script: make the `benchmarks` package importable.
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import report, servers, wrk  # noqa: E402
+from benchmarks.scenarios import ALL_SERVERS, SCENARIOS, Scenario  # noqa: E402
+
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "latest.md"
+# Rough cost of one run beyond wrk's own time: start, readiness, stop.
+OVERHEAD_SECONDS = 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark pasteserve against Gunicorn and waitress with wrk."
+    )
+    parser.add_argument("--duration", type=_whole_seconds, default=8,
+                        help="measured seconds per run (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="warm-up seconds before each measured run, 0 for none "
+                             "(default: %(default)s)")
+    parser.add_argument("--connections", type=int, default=50,
+                        help="wrk connections; the sleep scenario always uses 200 "
+                             "(default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="wrk threads (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes per server; waitress has none "
+                             "(default: %(default)s)")
+    parser.add_argument("--timeout", type=_whole_seconds, default=2,
+                        help="wrk request timeout: slower responses count as timeout errors "
+                             "and drop out of the latency figures (default: %(default)s)")
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS),
+                        metavar="SCENARIO", help=f"any of: {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--servers", nargs="+", choices=ALL_SERVERS, default=list(ALL_SERVERS),
+                        metavar="SERVER", help=f"any of: {', '.join(ALL_SERVERS)} (default: all)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run the servers on CPU 0 and wrk on CPU 1 (taskset)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="where to write the Markdown results (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def _whole_seconds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of seconds >= 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: run benchmarks/setup.sh", file=sys.stderr)
+        return 2
+    scenarios = [SCENARIOS[name] for name in args.scenarios]
+    server_prefix, wrk_prefix = _pinning(args.pin)
+
+    skipped: dict[str, str] = {}
+    for name in args.servers:
+        try:
+            servers.check_runnable(servers.SERVERS[name])
+        except servers.NotRunnable as exc:
+            _skip(skipped, name, str(exc))
+
+    runs = sum(
+        1 for s in scenarios for name in s.servers if name in args.servers and name not in skipped
+    )
+    estimate = runs * (args.duration + args.warmup + OVERHEAD_SECONDS)
+    print(f"{runs} runs, about {estimate // 60} min {estimate % 60} s", flush=True)
+
+    rows: list[report.Row] = []
+    with tempfile.TemporaryDirectory(prefix="pasteserve-bench-") as scratch:
+        for scenario in scenarios:
+            script = _script_for(scenario, Path(scratch))
+            for name in scenario.servers:
+                if name not in args.servers or name in skipped:
+                    continue
+                server = servers.SERVERS[name]
+                print(f"{scenario.name} / {name} ...", end=" ", flush=True)
+                try:
+                    result = _measure(scenario, server, script, args, server_prefix, wrk_prefix)
+                except servers.NotRunnable as exc:
+                    print("not runnable")
+                    _skip(skipped, name, str(exc))
+                    continue
+                except (servers.ProbeFailed, wrk.WrkError) as exc:
+                    print(f"failed: {exc}")
+                    rows.append(report.Row(scenario.name, name, server.shape(args.workers),
+                                           None, f"failed: {_one_line(str(exc))}"))
+                    continue
+                print(f"{result.requests_per_sec:,.0f} req/s")
+                rows.append(report.Row(scenario.name, name, server.shape(args.workers), result))
+
+    document = _document(rows, scenarios, skipped, args)
+    print()
+    print(document)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(document)
+    print(f"written to {args.output}")
+    return 0 if any(row.result is not None for row in rows) else 1
+
+
+def _skip(skipped: dict[str, str], name: str, reason: str) -> None:
+    skipped[name] = _one_line(reason)
+    print(f"{name}: not runnable ({skipped[name]})", flush=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/")
+
+
+def _pinning(pin: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Command prefixes for the server and for wrk: one CPU each when pinning."""
+    if not pin:
+        return (), ()
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        print("--pin needs taskset and 2 CPUs: running unpinned", file=sys.stderr)
+        return (), ()
+    return ("taskset", "-c", "0"), ("taskset", "-c", "1")
+
+
+def _script_for(scenario: Scenario, scratch: Path) -> Path | None:
+    if scenario.post_body_size is None:
+        return None
+    path = scratch / f"{scenario.name}.lua"
+    path.write_text(wrk.post_script(scenario.post_body_size))
+    return path
+
+
+def _measure(
+    scenario: Scenario,
+    server: servers.Server,
+    script: Path | None,
+    args: argparse.Namespace,
+    server_prefix: tuple[str, ...],
+    wrk_prefix: tuple[str, ...],
+) -> wrk.WrkResult:
+    with servers.running(server, scenario.app_spec, args.workers, server_prefix) as live:
+        load = wrk.Load(
+            url=live.url,
+            duration=args.duration,
+            connections=scenario.connections or args.connections,
+            threads=args.threads,
+            timeout=args.timeout,
+            headers=scenario.headers,
+            script=script,
+        )
+        if args.warmup:
+            wrk.run(replace(load, duration=args.warmup), wrk_prefix)
+            servers.settle(live)
+        return wrk.run(load, wrk_prefix)
+
+
+def _document(
+    rows: list[report.Row],
+    scenarios: list[Scenario],
+    skipped: dict[str, str],
+    args: argparse.Namespace,
+) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    connections = f"{args.connections} connections"
+    if any(s.connections for s in scenarios):
+        connections += " (sleep: 200)"
+    baselines = {s.name: s.baseline for s in scenarios}
+    measured = {row.server for row in rows}
+    notes = [
+        "Baseline for the ratio: gunicorn-sync; for `sleep`, gunicorn-gthread "
+        "(a sync worker serves one 50 ms request at a time).",
+    ]
+    if "gunicorn-sync" in measured:
+        notes.append(
+            "gunicorn-sync closes the connection after every response, so wrk reconnects: "
+            "that is the sync-worker baseline pasteserve is compared with."
+        )
+    if "waitress" in measured:
+        notes.append(
+            "waitress is a single process with 4 threads (and serves at most 100 connections "
+            f"at once); every other server runs {args.workers} worker processes."
+        )
+    notes += [
+        "errors: `status>=400` counts responses wrk reports as \"Non-2xx or 3xx\"; "
+        "connect/read/write are wrk's socket errors; `timeout` counts responses slower than "
+        f"{args.timeout} s, which p50/p99 leave out.",
+        f"wrk and the servers share {os.cpu_count()} CPUs"
+        + (" (servers pinned to CPU 0, wrk to CPU 1)" if args.pin else "")
+        + ": compare within a run, not across machines.",
+    ]
+    notes += [f"{name}: not runnable ({reason})" for name, reason in skipped.items()]
+    return "\n".join([
+        "# Benchmark results",
+        "",
+        f"{when}; {_environment()}.",
+        f"wrk `-t {args.threads}`, {args.duration} s measured after a {args.warmup} s warm-up, "
+        f"{connections}, `--timeout {args.timeout}s`; {args.workers} workers per server.",
+        "",
+        report.table(rows, baselines),
+        *(f"- {note}" for note in notes),
+        "",
+    ])
+
+
+def _environment() -> str:
+    parts = [f"{os.cpu_count()} CPUs", f"Python {platform.python_version()}", _wrk_version()]
+    for package in ("gunicorn", "waitress", "eventlet"):
+        try:
+            parts.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    parts.append(f"pasteserve {_git_revision()}")
+    return ", ".join(parts)
+
+
+def _wrk_version() -> str:
+    # `wrk -v` prints "wrk <version> [<engine>] Copyright ..." (and exits 1).
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    words = (done.stdout or done.stderr).split()
+    return f"wrk {words[1]}" if len(words) > 1 else "wrk"
+
+
+def _git_revision() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
+    )
+    return done.stdout.strip() or "(unknown revision)"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The servers under test: how to start each one, wait for it, and stop it."""
+
+import functools
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+GTHREAD_THREADS = 4
+WAITRESS_THREADS = 4
+
+
+class NotRunnable(Exception):
+    """The server cannot run here at all: skip it for the rest of the run."""
+
+
+class ProbeFailed(Exception):
+    """The server runs but answered the readiness request wrongly for this app."""
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    executable: str
+    # (port, "benchmarks.apps:NAME", workers) -> arguments after the executable
+    arguments: Callable[[int, str, int], list[str]]
+    # workers -> how the server runs, shown in the results table
+    shape: Callable[[int], str]
+
+    @property
+    def path(self) -> Path:
+        return VENV_BIN / self.executable
+
+
+def _pasteserve(worker_class: str) -> Callable[[int, str, int], list[str]]:
+    def arguments(port: int, app: str, workers: int) -> list[str]:
+        return ["-w", str(workers), "-b", f"127.0.0.1:{port}", "--worker-class", worker_class, app]
+
+    return arguments
+
+
+def _gunicorn(*extra: str) -> Callable[[int, str, int], list[str]]:
+    def arguments(port: int, app: str, workers: int) -> list[str]:
+        return ["-w", str(workers), "-b", f"127.0.0.1:{port}", *extra, *_gunicorn_quiet(), app]
+
+    return arguments
+
+
+def _gunicorn_quiet() -> list[str]:
+    # Recent Gunicorn opens a control socket under ~/.gunicorn by default: a
+    # side effect the benchmark does not want (older versions lack the flag).
+    return ["--no-control-socket"] if _gunicorn_has_control_socket() else []
+
+
+@functools.cache
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        usage = subprocess.run(
+            [str(VENV_BIN / "gunicorn"), "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--no-control-socket" in usage
+
+
+def _waitress(port: int, app: str, workers: int) -> list[str]:
+    return [f"--listen=127.0.0.1:{port}", f"--threads={WAITRESS_THREADS}", app]
+
+
+SERVERS: dict[str, Server] = {
+    server.name: server
+    for server in (
+        Server("pasteserve-sync", "pasteserve", _pasteserve("sync"), lambda w: f"{w} proc"),
+        Server(
+            "pasteserve-eventlet", "pasteserve", _pasteserve("eventlet"),
+            lambda w: f"{w} proc, green",
+        ),
+        Server("gunicorn-sync", "gunicorn", _gunicorn(), lambda w: f"{w} proc, closes conns"),
+        Server(
+            "gunicorn-gthread", "gunicorn",
+            _gunicorn("-k", "gthread", "--threads", str(GTHREAD_THREADS)),
+            lambda w: f"{w} proc × {GTHREAD_THREADS} thr",
+        ),
+        # waitress has no worker processes: it ignores the worker count.
+        Server(
+            "waitress", "waitress-serve", _waitress, lambda w: f"1 proc × {WAITRESS_THREADS} thr"
+        ),
+    )
+}
+
+
+def check_runnable(server: Server) -> None:
+    """Raise NotRunnable unless ``server`` is installed and at least prints its help."""
+    if not server.path.exists():
+        raise NotRunnable(f"{server.path.relative_to(REPO)} does not exist")
+    try:
+        done = subprocess.run(
+            [str(server.path), "--help"], capture_output=True, text=True, timeout=30, cwd=REPO
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NotRunnable(f"{server.executable} --help: {exc}") from exc
+    if done.returncode != 0:
+        raise NotRunnable(f"{server.executable} --help: {_last_line(done.stderr or done.stdout)}")
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the server binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Running:
+    server: Server
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+@contextmanager
+def running(
+    server: Server,
+    app: str,
+    workers: int,
+    prefix: tuple[str, ...] = (),
+    startup_timeout: float = 20.0,
+) -> Iterator[Running]:
+    """Start ``server`` serving ``app``, yield once it answers, and always stop it."""
+    port = free_port()
+    argv = [*prefix, str(server.path), *server.arguments(port, app, workers)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryFile() as log:
+        # A session of its own, so stopping it reaches workers a dead master left behind.
+        process = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        try:
+            _wait_ready(process, port, log, startup_timeout)
+            yield Running(server, port, process.pid)
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL for the whole process group after ``grace`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is already empty: a clean shutdown
+    process.wait()
+
+
+def settle(live: Running, timeout: float = 30.0) -> None:
+    """Wait until a fresh request is answered again.
+
+    A warm-up leaves requests queued in a threaded server after wrk is gone;
+    waiting for one new answer keeps that backlog out of the measured run.
+    """
+    try:
+        _get_status(live.port, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise ProbeFailed(f"no answer after the warm-up: {type(exc).__name__}: {exc}") from exc
+
+
+def _wait_ready(process: subprocess.Popen, port: int, log, timeout: float) -> None:
+    """Poll with a real request until it is answered, the process dies, or time is up."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer yet"
+    while True:
+        if process.poll() is not None:
+            raise NotRunnable(f"exited with {process.returncode}: {_log_tail(log)}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NotRunnable(f"no answer on port {port} within {timeout:g}s ({last_error})")
+        try:
+            status = _get_status(port, remaining)
+        except (OSError, http.client.HTTPException) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.05)
+            continue
+        if status != 200:
+            raise ProbeFailed(f"answered {status} to GET /: {_log_tail(log)}")
+        return
+
+
+def _get_status(port: int, timeout: float) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def _log_tail(log) -> str:
+    log.flush()
+    log.seek(0)
+    return _last_line(log.read().decode("utf-8", "replace")) or "(no output)"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

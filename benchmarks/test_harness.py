@@ -1,0 +1,227 @@
+"""Tests of the benchmark harness itself (run: .venv/bin/python -m pytest benchmarks)."""
+
+import io
+import os
+import shutil
+import sys
+import urllib.request
+from wsgiref.validate import validator
+
+import pytest
+
+from benchmarks import apps, report, run, servers, wrk
+
+KEEPALIVE_REPORT = """\
+Running 8s test @ http://127.0.0.1:40000/
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.10ms    1.03ms  31.20ms   88.12%
+    Req/Sec    11.95k   812.33    13.40k    71.25%
+  Latency Distribution
+     50%    1.92ms
+     75%    2.41ms
+     90%    3.05ms
+     99%    5.87ms
+  190321 requests in 8.00s, 26.50MB read
+Requests/sec:  23786.41
+Transfer/sec:      3.31MB
+"""
+
+TROUBLED_REPORT = """\
+Running 8s test @ http://127.0.0.1:40000/
+  2 threads and 200 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   812.40us  301.12us   1.98s    95.00%
+    Req/Sec    60.11     20.10    90.00     70.00%
+  Latency Distribution
+     50%  640.00us
+     75%  900.00us
+     90%    1.20ms
+     99%    1.50s
+  950 requests in 8.02s, 120.00KB read
+  Socket errors: connect 3, read 12, write 0, timeout 40
+  Non-2xx or 3xx responses: 7
+Requests/sec:    118.45
+Transfer/sec:     14.96KB
+"""
+
+NOTHING_ANSWERED_REPORT = """\
+Running 2s test @ http://127.0.0.1:40000/
+  2 threads and 200 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     0.00us    0.00us   0.00us    -nan%
+    Req/Sec     0.00      0.00     0.00      -nan%
+  Latency Distribution
+     50%    0.00us
+     75%    0.00us
+     90%    0.00us
+     99%    0.00us
+  0 requests in 2.01s, 0.00B read
+Requests/sec:      0.00
+Transfer/sec:       0.00B
+"""
+
+
+def test_parse_keepalive_report():
+    result = wrk.parse(KEEPALIVE_REPORT)
+    assert result.requests == 190321
+    assert result.requests_per_sec == pytest.approx(23786.41)
+    assert result.p50_ms == pytest.approx(1.92)
+    assert result.p99_ms == pytest.approx(5.87)
+    assert result.errors == {}
+
+
+def test_parse_units_and_error_lines():
+    result = wrk.parse(TROUBLED_REPORT)
+    assert result.p50_ms == pytest.approx(0.64)
+    assert result.p99_ms == pytest.approx(1500.0)
+    assert result.errors == {"status>=400": 7, "connect": 3, "read": 12, "timeout": 40}
+
+
+def test_parse_without_any_answer_has_no_percentiles():
+    result = wrk.parse(NOTHING_ANSWERED_REPORT)
+    assert (result.requests, result.p50_ms, result.p99_ms) == (0, None, None)
+
+
+def test_parse_rejects_foreign_output():
+    with pytest.raises(wrk.WrkError):
+        wrk.parse("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_command_builds_every_option(tmp_path):
+    script = tmp_path / "post.lua"
+    load = wrk.Load(
+        url="http://127.0.0.1:1/", duration=8, connections=50, threads=2, timeout=2,
+        headers=("Connection: close",), script=script,
+    )
+    assert wrk.command(load, prefix=("taskset", "-c", "1")) == [
+        "taskset", "-c", "1", "wrk", "--latency", "-t", "2", "-c", "50", "-d", "8s",
+        "--timeout", "2s", "-H", "Connection: close", "-s", str(script), "http://127.0.0.1:1/",
+    ]
+
+
+def test_command_never_asks_more_threads_than_connections():
+    load = wrk.Load(url="http://127.0.0.1:1/", duration=1, connections=1, threads=4, timeout=2)
+    argv = wrk.command(load)
+    assert argv[argv.index("-t") + 1] == "1"
+
+
+def test_command_rejects_durations_wrk_cannot_express():
+    load = wrk.Load(url="http://127.0.0.1:1/", duration=0, connections=1, threads=1, timeout=2)
+    with pytest.raises(ValueError):
+        wrk.command(load)
+
+
+def test_post_script_sends_the_body_size():
+    script = wrk.post_script(1024)
+    assert 'wrk.method = "POST"' in script
+    assert 'string.rep("x", 1024)' in script
+
+
+def _result(rate: float) -> wrk.WrkResult:
+    return wrk.WrkResult(
+        requests=int(rate * 8), requests_per_sec=rate, p50_ms=0.5, p99_ms=250.0,
+        bad_status=0, connect_errors=0, read_errors=2, write_errors=0, timeouts=0,
+    )
+
+
+def test_table_ratios_against_each_scenarios_baseline():
+    rows = [
+        report.Row("hello", "gunicorn-sync", "2 proc", _result(2000.0)),
+        report.Row("hello", "waitress", "1 proc × 4 thr", _result(1000.0)),
+        report.Row("hello", "pasteserve-sync", "2 proc", None, "failed: wrk exited with 1"),
+        report.Row("sleep", "gunicorn-gthread", "2 proc × 4 thr", _result(160.0)),
+        report.Row("sleep", "waitress", "1 proc × 4 thr", _result(80.0)),
+    ]
+    baselines = {"hello": "gunicorn-sync", "sleep": "gunicorn-gthread"}
+    lines = report.table(rows, baselines).splitlines()
+    assert lines[0].startswith("| scenario | server | req/s | p50 | p99 | errors |")
+    assert lines[2] == (
+        "| hello | gunicorn-sync (2 proc) | 2,000 | 500 µs | 250 ms | read 2 | 1.00 (baseline) |"
+    )
+    assert lines[3].endswith("| 0.50 |")
+    assert lines[4] == "| hello | pasteserve-sync (2 proc) | – | – | – | failed: wrk exited with 1 | – |"
+    assert lines[5].endswith("| 1.00 (baseline) |")
+    assert lines[6].endswith("| 0.50 |")
+
+
+def test_table_without_baseline_has_no_ratio():
+    rows = [report.Row("hello", "waitress", "1 proc × 4 thr", _result(1000.0))]
+    assert report.table(rows, {"hello": "gunicorn-sync"}).splitlines()[2].endswith("| – |")
+
+
+def _call(app, method="GET", body=b""):
+    environ = {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started.update(status=status, headers=dict(headers))
+        return lambda data: None
+
+    iterable = validator(app)(environ, start_response)
+    try:
+        pieces = list(iterable)
+    finally:
+        iterable.close()
+    return started["status"], started["headers"], pieces
+
+
+@pytest.mark.parametrize(
+    "app, size", [(apps.hello, 13), (apps.big, 1024 * 1024), (apps.sleep, 13)]
+)
+def test_fixed_length_apps(app, size):
+    status, headers, pieces = _call(app)
+    assert status == "200 OK"
+    assert headers["Content-Length"] == str(size)
+    assert len(b"".join(pieces)) == size
+
+
+def test_echo_answers_the_body_length():
+    assert _call(apps.echo, "POST", b"x" * 1024)[2] == [b"1024"]
+
+
+def test_chunked_yields_three_pieces_without_length():
+    status, headers, pieces = _call(apps.chunked)
+    assert "Content-Length" not in headers
+    assert pieces == list(apps.CHUNKS)
+
+
+def test_running_server_answers_then_stops_with_its_workers():
+    server = servers.SERVERS["waitress"]
+    with servers.running(server, "benchmarks.apps:echo", workers=1) as live:
+        with urllib.request.urlopen(live.url, data=b"x" * 100, timeout=10) as response:
+            answer = response.read()
+        pid = live.pid
+    assert answer == b"100"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the whole process group is gone
+
+
+def test_a_server_that_exits_is_reported_not_runnable():
+    dies = servers.Server(
+        "dies", "python", lambda port, app, workers: ["-c", "raise SystemExit('no such app')"],
+        lambda workers: "none",
+    )
+    with pytest.raises(servers.NotRunnable, match="exited with 1: no such app"):
+        with servers.running(dies, "benchmarks.apps:hello", workers=1):
+            pass
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk missing: run benchmarks/setup.sh")
+def test_full_run_writes_a_table(tmp_path, capsys):
+    output = tmp_path / "latest.md"
+    code = run.main([
+        "--duration", "1", "--warmup", "0", "--connections", "4", "--threads", "1",
+        "--scenarios", "post", "--servers", "waitress", "--output", str(output),
+    ])
+    assert code == 0
+    table = output.read_text()
+    assert "| post | waitress (1 proc × 4 thr) |" in table
+    assert table in capsys.readouterr().out
