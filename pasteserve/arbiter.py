@@ -240,7 +240,8 @@ class Arbiter:
         """Re-read the configuration, start new workers, retire the old ones once the new serve."""
         try:
             new = self.source.settings()
-        except ConfigError as exc:
+            new_hooks = hooks_mod.Hooks(new.hooks(), log)
+        except (ConfigError, hooks_mod.HookError) as exc:
             log.error("Reload cancelled, keeping the running configuration:\n%s", exc)
             return
         except Exception:
@@ -258,7 +259,7 @@ class Arbiter:
                 log.info("Listening at: %s", sockets.describe(sock))
         self.settings = new
         self.num_workers = new.workers
-        self.hooks = hooks_mod.Hooks(new.hooks(), log)
+        self.hooks = new_hooks
         if not new.preload_app:
             self.source.forget_app()
             self.app = None
@@ -521,5 +522,10 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     if settings.daemon:
         daemonize()
     os.umask(settings.umask)
-    return Arbiter(source, settings, logging_by_ini).run()
+    try:
+        arbiter = Arbiter(source, settings, logging_by_ini)
+    except hooks_mod.HookError as exc:
+        log.error("Cannot start: %s", exc)
+        return 2
+    return arbiter.run()
 

@@ -19,7 +19,7 @@ from configobj import ConfigObj, flatten_errors, get_extra_values
 from validate import ValidateError, Validator
 
 from . import __version__
-from .hooks import HOOK_NAMES
+from .hooks import HOOK_ARGS, HOOK_NAMES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
 from .sockets import parse_bind
 
@@ -46,7 +46,13 @@ def check_bool(value: Any) -> bool:
     raise CheckError("expected a boolean: true/false, yes/no, on/off, 1/0")
 
 
-def check_int(value: Any, min: int | None = None, max: int | None = None) -> int:
+def _bound(text: Any) -> float | None:
+    # configobj hands spec arguments over as strings.
+    return None if text in (None, "None") else float(text)
+
+
+def check_int(value: Any, min: Any = None, max: Any = None) -> int:
+    min, max = _bound(min), _bound(max)
     if isinstance(value, bool):
         raise CheckError("expected a whole number")
     try:
@@ -58,7 +64,8 @@ def check_int(value: Any, min: int | None = None, max: int | None = None) -> int
     return number
 
 
-def check_float(value: Any, min: float | None = None, max: float | None = None) -> float:
+def check_float(value: Any, min: Any = None, max: Any = None) -> float:
+    min, max = _bound(min), _bound(max)
     try:
         number = float(value) if not isinstance(value, bool) else None
     except ValueError:
@@ -71,6 +78,7 @@ def check_float(value: Any, min: float | None = None, max: float | None = None) 
 
 
 def _range_text(kind: str, min: float | None, max: float | None) -> str:
+    min, max = (None if b is None else f"{b:g}" for b in (min, max))
     if min is not None and max is not None:
         return f"expected {kind} from {min} to {max}"
     if min is not None:
@@ -270,9 +278,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("loglevel", "loglevel", "info", "Error log level: debug, info, warning, error, critical.", "Logging",
        ("--log-level",), meta="LEVEL"),
 ) + tuple(
-    _S(name, "callable", None, f"Server hook `{name}({args})`: a dotted name (module:function), "
+    _S(name, "callable", None, f"Server hook `{name}({', '.join(args)})`: a dotted name (module:function), "
        "or a function in the config file.", "Server hooks", meta="CALLABLE")
-    for name, args in HOOK_NAMES.items()
+    for name, args in HOOK_ARGS.items()
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -363,7 +371,7 @@ def validate(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
         problems.append(Problem(key, values[key], _suggest(key)))
     known = {k: v for k, v in values.items() if k in BY_NAME}
     spec = ConfigObj([BY_NAME[k].spec_line() for k in known], list_values=False, _inspec=True)
-    conf = ConfigObj(known, configspec=spec)
+    conf = ConfigObj(known, configspec=spec, interpolation=False)
     validator = Validator({name: fn for name, fn in CHECKS.items()})
     result = conf.validate(validator, preserve_errors=True)
     for _sections, key, error in flatten_errors(conf, result):

@@ -1,0 +1,91 @@
+"""The settings table: checks, the configobj-driven validation, CLI flags and generated docs."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from pasteserve import settings as s
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_docs_are_generated_from_the_table():
+    assert (REPO / "docs" / "settings.md").read_text() == s.render_docs(), \
+        "docs/settings.md is stale: run `python -m pasteserve.settings > docs/settings.md`"
+
+
+def test_every_setting_has_a_known_check_and_a_doc():
+    for setting in s.SETTINGS:
+        assert setting.check in s.CHECKS, setting.name
+        assert setting.doc.strip(), setting.name
+        # The default itself passes the check (defaults are data, not special cases).
+        if setting.default is not None:
+            assert setting.parse(setting.default) == setting.default, setting.name
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("true", True), ("Yes", True), ("on", True), ("1", True),
+    ("false", False), ("NO", False), ("off", False), ("0", False),
+])
+def test_booleans_accept_what_pastedeploy_accepts(text, expected):
+    assert s.check_bool(text) is expected
+
+
+def test_values_are_typed():
+    st = s.settings_from_mapping({"workers": "3", "bind": "127.0.0.1:9000, [::1]:9001", "preload_app": "yes",
+                                  "timeout": "2.5", "umask": "027"}, "test", "INI")
+    assert (st.workers, st.preload_app, st.timeout, st.umask) == (3, True, 2.5, 0o27)
+    assert st.bind == ["127.0.0.1:9000", "[::1]:9001"]
+    assert st.sources["workers"] == "INI" and st.sources["keepalive"] == "default"
+
+
+def test_every_problem_is_reported_at_once_with_what_is_allowed():
+    with pytest.raises(s.ConfigError) as info:
+        s.validate({"workers": "abc", "timout": "3", "worker_class": "gevent", "bind": "x:y",
+                    "keepalive": "-1", "preload_app": "maybe"}, "file app.ini, section [server:main]")
+    report = str(info.value)
+    assert report.startswith("Invalid configuration in file app.ini, section [server:main]:")
+    assert 'timout = 3: unknown option; did you mean "timeout"?' in report
+    assert "workers = abc: expected a whole number from 1 to 1000" in report
+    assert "worker_class = gevent: expected one of: sync, eventlet" in report
+    assert "bind = x:y:" in report and "HOST:PORT" in report
+    assert "keepalive = -1: expected a number from 0 to 3600" in report
+    assert "preload_app = maybe: expected a boolean" in report
+    assert len(info.value.problems) == 6
+
+
+@pytest.mark.parametrize("raw,bind", [
+    ({"host": "0.0.0.0", "port": "6543"}, ["0.0.0.0:6543"]),
+    ({"port": "6543"}, ["127.0.0.1:6543"]),
+    ({"host": "::1", "port": "80"}, ["[::1]:80"]),
+    ({"listen": "127.0.0.1:1 unix:/tmp/x.sock"}, ["127.0.0.1:1", "unix:/tmp/x.sock"]),
+])
+def test_paste_and_waitress_spellings_of_bind(raw, bind):
+    assert s.settings_from_mapping(raw, "test", "INI").bind == bind
+
+
+def test_bind_and_host_together_is_an_error():
+    with pytest.raises(s.ConfigError, match="give either bind, or host/port, or listen"):
+        s.validate({"bind": "127.0.0.1:1", "port": "2"}, "test")
+
+
+def test_cli_flags_come_from_the_table():
+    parser = argparse.ArgumentParser()
+    s.add_arguments(parser)
+    ns = parser.parse_args(["-w", "4", "-b", "127.0.0.1:1", "-b", "unix:/tmp/s", "-k", "eventlet", "--preload",
+                            "--keep-alive", "0", "--limit-request-field_size", "100"])
+    st = s.settings_from_mapping(s.cli_values(ns), "command line", "command line")
+    assert (st.workers, st.worker_class, st.preload_app, st.keepalive) == (4, "eventlet", True, 0.0)
+    assert st.bind == ["127.0.0.1:1", "unix:/tmp/s"]
+    assert st.limit_request_field_size == 100
+    assert s.cli_values(parser.parse_args([])) == {}
+
+
+def test_config_file_values_are_a_base_layer(tmp_path):
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 3\ntimeout = 7\n\ndef post_fork(server, worker):\n    pass\n")
+    base = s.load_config_file_settings(str(conf))
+    assert base.workers == 3 and callable(base.post_fork)
+    st = s.settings_from_mapping({"workers": "5"}, "test", "INI", base)
+    assert (st.workers, st.timeout) == (5, 7.0)
