@@ -3,6 +3,7 @@
 import functools
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,7 +110,8 @@ def check_runnable(server: Server) -> None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise NotRunnable(f"{server.executable} --help: {exc}") from exc
     if done.returncode != 0:
-        raise NotRunnable(f"{server.executable} --help: {_last_line(done.stderr or done.stdout)}")
+        reason = failure_reason(done.stderr or done.stdout)
+        raise NotRunnable(f"{server.executable} --help: {reason}")
 
 
 def free_port() -> int:
@@ -218,9 +220,17 @@ def _get_status(port: int, timeout: float) -> int:
 def _log_tail(log) -> str:
     log.flush()
     log.seek(0)
-    return _last_line(log.read().decode("utf-8", "replace")) or "(no output)"
+    return failure_reason(log.read().decode("utf-8", "replace")) or "(no output)"
 
 
-def _last_line(text: str) -> str:
+# "ModuleNotFoundError: No module named ...": the line of a traceback that says why.
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b")
+
+
+def failure_reason(text: str) -> str:
+    """The line that best says why a process failed: its last exception, else its last line."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    exceptions = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    if exceptions:
+        return exceptions[-1]
     return lines[-1] if lines else ""

@@ -225,3 +225,19 @@ def test_full_run_writes_a_table(tmp_path, capsys):
     table = output.read_text()
     assert "| post | waitress (1 proc × 4 thr) |" in table
     assert table in capsys.readouterr().out
+
+
+def test_failure_reason_prefers_the_exception_over_later_log_lines():
+    log = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'pasteserve.http.parser'\n"
+        "\n"
+        "[2026-01-01 00:00:00 +0000] [7] [INFO] Shutting down: master (pid 7)\n"
+    )
+    reason = servers.failure_reason(log)
+    assert reason == "ModuleNotFoundError: No module named 'pasteserve.http.parser'"
+
+
+def test_failure_reason_without_exception_is_the_last_line():
+    assert servers.failure_reason("[INFO] Booting\n[INFO] Shutting down\n\n") == "[INFO] Shutting down"
