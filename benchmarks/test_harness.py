@@ -140,7 +140,9 @@ def test_table_ratios_against_each_scenarios_baseline():
         "| hello | gunicorn-sync (2 proc) | 2,000 | 500 µs | 250 ms | read 2 | 1.00 (baseline) |"
     )
     assert lines[3].endswith("| 0.50 |")
-    assert lines[4] == "| hello | pasteserve-sync (2 proc) | – | – | – | failed: wrk exited with 1 | – |"
+    assert lines[4] == (
+        "| hello | pasteserve-sync (2 proc) | – | – | – | failed: wrk exited with 1 | – |"
+    )
     assert lines[5].endswith("| 1.00 (baseline) |")
     assert lines[6].endswith("| 0.50 |")
 
@@ -240,4 +242,5 @@ def test_failure_reason_prefers_the_exception_over_later_log_lines():
 
 
 def test_failure_reason_without_exception_is_the_last_line():
-    assert servers.failure_reason("[INFO] Booting\n[INFO] Shutting down\n\n") == "[INFO] Shutting down"
+    log = "[INFO] Booting\n[INFO] Shutting down\n\n"
+    assert servers.failure_reason(log) == "[INFO] Shutting down"
