@@ -345,6 +345,7 @@ class Arbiter:
         if pid:
             info.pid = worker.pid = pid
             self.workers[pid] = info
+            log.info("Booting worker with pid %s", pid)
             return
         # In the child: never return into the master's loop.
         status = 0

@@ -27,7 +27,7 @@ class Server:
         self.cwd = cwd
         self.log_path = cwd / f"server-{len(list(cwd.glob('server-*.log')))}.log"
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
-            [str(REPO / "tests"), str(cwd), os.environ.get("PYTHONPATH", "")]))
+            [str(REPO), str(REPO / "tests"), str(cwd), os.environ.get("PYTHONPATH", "")]))
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.addresses: list[str] = []

@@ -207,7 +207,7 @@ class Worker:
         """Connections a sibling passed us (none when another worker was quicker)."""
         try:
             _, fds, _, _ = socket.recv_fds(self.handoff_recv, 16, HANDOFF_BATCH)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, TimeoutError):
             return []
         taken = []
         for fd in fds:

@@ -1,0 +1,165 @@
+"""The eventlet worker: one green thread per connection, thousands of connections per process.
+
+Each green thread runs the same `Connection` as the sync worker: it waits for the socket to be
+readable (cooperatively, until the connection's deadline), then lets the connection serve what
+arrived. Accepting pauses while `worker_connections` connections are open.
+
+This module is imported only when `worker_class = eventlet`: eventlet itself warns about its
+future on import, and patching changes the whole process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import eventlet
+from eventlet import greenio, hubs
+from greenlet import GreenletExit
+from eventlet.greenpool import GreenPool
+from eventlet.semaphore import Semaphore
+
+from .. import logs
+from ..connection import Connection
+from .base import Worker
+
+log = logging.getLogger(logs.ERROR_LOGGER)
+
+
+def patch() -> None:
+    """Green the standard library; called before any app module is imported."""
+    eventlet.monkey_patch()
+
+
+class _Expired(Exception):
+    """A connection's deadline passed while it waited for bytes."""
+
+
+class EventletWorker(Worker):
+    def init_process(self) -> None:
+        # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
+        hubs.use_hub()
+        super().init_process()
+
+    def run(self) -> None:
+        self.ssl = self.ssl_context()
+        self.capacity = Semaphore(self.settings.worker_connections)
+        self.pool = GreenPool(self.settings.worker_connections + 1)
+        # Green threads waiting for the next request on an idle connection, woken at shutdown.
+        self.waiting: dict[Connection, Any] = {}
+        listeners = [self.greened(sock) for sock in self.listeners]
+        helpers = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
+        helpers.append(eventlet.spawn(self.handoff_loop))
+        interval = min(1.0, self.settings.timeout / 4) if self.settings.timeout else 1.0
+        while self.alive:
+            self.notify()
+            self.check_parent()
+            eventlet.sleep(interval)
+        for helper in helpers:
+            helper.kill()
+        self.finish()
+
+    def greened(self, sock: socket.socket) -> greenio.GreenSocket:
+        green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
+        # Only the green emulation becomes blocking: the descriptor stays non-blocking underneath.
+        green.settimeout(None)
+        return green
+
+    def accept_loop(self, listener: greenio.GreenSocket) -> None:
+        while self.alive:
+            self.capacity.acquire()
+            try:
+                sock, peer = listener.accept()
+            except OSError as exc:
+                self.capacity.release()
+                if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
+                    log.error("accept() failed: %s", exc)
+                    eventlet.sleep(0.1)
+                continue
+            self.pool.spawn_n(self.serve, sock, peer)
+
+    def handoff_loop(self) -> None:
+        while self.alive:
+            hubs.trampoline(self.handoff_recv.fileno(), read=True)
+            for conn in self.take_handoff():
+                if self.capacity.acquire(blocking=False):
+                    self.pool.spawn_n(self.keep_serving, conn)
+                else:
+                    conn.close()
+
+    def serve(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            if self.ssl is not None:
+                sock.settimeout(self.settings.header_timeout)
+                sock = self.ssl.wrap_socket(sock, server_side=True)
+            conn = self.new_connection(sock, peer)
+        except OSError as exc:
+            log.debug("connection from %s failed before its first request: %s", peer, exc)
+            sock.close()
+            self.capacity.release()
+            return
+        self.keep_serving(conn)
+
+    def keep_serving(self, conn: Connection) -> None:
+        """Serve one connection until it closes, expires, or the worker stops."""
+        try:
+            while True:
+                wait = conn.deadline - time.monotonic()
+                if wait <= 0:
+                    conn.expire()
+                    return
+                if conn.idle:
+                    if not self.alive:
+                        self.let_go(conn)
+                        return
+                    self.waiting[conn] = eventlet.getcurrent()
+                try:
+                    hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
+                except _Expired:
+                    conn.expire()
+                    return
+                finally:
+                    self.waiting.pop(conn, None)
+                if not conn.process():
+                    return
+                self.count_request()
+        except GreenletExit:
+            self.let_go(conn)
+        except Exception:
+            log.exception("Error serving a connection")
+            conn.close()
+        finally:
+            self.capacity.release()
+
+    def let_go(self, conn: Connection) -> None:
+        """An idle connection at shutdown: a sibling takes it when retiring, else it is closed."""
+        if self.retiring and conn.idle and self.hand_off([conn]):
+            conn.sock.close()
+        else:
+            conn.close()
+
+    def finish(self) -> None:
+        """Let in-flight requests finish (bounded by graceful_timeout); idle connections go at once."""
+        for greenlet in list(self.waiting.values()):
+            eventlet.kill(greenlet)
+        with eventlet.Timeout(self.settings.graceful_timeout, False):
+            self.pool.waitall()
+
+    # A signal handler runs inside whichever green thread was interrupted; leave at once.
+    def handle_quit(self, signum: int, frame: Any) -> None:
+        self.hooks.call("worker_int", self)
+        _exit_now(0)
+
+    def handle_abort(self, signum: int, frame: Any) -> None:
+        self.hooks.call("worker_abort", self)
+        _exit_now(1)
+
+
+def _exit_now(status: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(status)
