@@ -15,7 +15,7 @@ import socket
 import ssl
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .logs import ERROR_LOGGER
@@ -122,19 +122,23 @@ def create_listeners(
     reuse_port: bool = False,
     umask: int = 0o022,
     inherited: list[int] | None = None,
+    existing: Sequence[socket.socket] = (),
 ) -> list[socket.socket]:
     """Return one listening, non-blocking, non-inheritable socket per spec, in order.
 
-    ``inherited`` fds (a USR2 parent's or systemd's) are reused for the spec with the
-    same address; a TCP spec with port 0 takes an inherited socket on the same host
-    and any port. Inherited fds no spec wants are closed. BindError on failure, after
-    closing whatever this call had opened.
+    A spec with the address of an ``existing`` socket (the running listeners, on HUP)
+    gets that very socket; existing sockets no spec wants stay open: they are still
+    the caller's. ``inherited`` fds (a USR2 parent's or systemd's) become ours: one
+    matching a spec is wrapped and reused, the others are closed. A TCP spec with
+    port 0 takes a socket on the same host and any port. BindError on failure, after
+    closing whatever this call opened or adopted.
     """
-    pool: list[socket.socket] = []
+    adopted: list[socket.socket] = []
     listeners: list[socket.socket] = []
     try:
         for fd in inherited or ():
-            pool.append(_adopt(fd, f"inherited fd {fd}"))
+            adopted.append(_adopt(fd, f"inherited fd {fd}"))
+        pool = [*existing, *adopted]
         for spec in specs:
             sock = _take_inherited(spec, pool) if pool else None
             if sock is None:
@@ -143,12 +147,14 @@ def create_listeners(
             sock.set_inheritable(False)
             listeners.append(sock)
     except BaseException:
-        for sock in pool + listeners:
-            sock.close()
+        for sock in adopted + listeners:
+            if sock not in existing:
+                sock.close()
         raise
-    for sock in pool:
-        log.warning("Closing inherited socket %s: no bind address asks for it", describe(sock))
-        sock.close()
+    for sock in adopted:
+        if sock in pool:
+            log.warning("Closing inherited socket %s: no bind address asks for it", describe(sock))
+            sock.close()
     return listeners
 
 

@@ -290,6 +290,24 @@ def test_unwanted_inherited_fds_are_closed(opened):
     assert not fd_is_open(unwanted_fd)
 
 
+def test_existing_listeners_are_reused_on_reload(opened, tmp_path):
+    [tcp, unix] = listen(opened, ["127.0.0.1:0", f"unix:{tmp_path}/old.sock"])
+    port = tcp.getsockname()[1]
+    listeners = listen(opened, [f"127.0.0.1:{port}", f"unix:{tmp_path}/new.sock"], existing=[tcp, unix])
+    assert listeners[0] is tcp
+    assert listeners[1] is not unix and listeners[1].getsockname() == f"{tmp_path}/new.sock"
+    # The one no spec wants is still the caller's to close (after its workers let go).
+    assert unix.fileno() != -1
+
+
+def test_failed_reload_leaves_existing_listeners_open(opened, tmp_path):
+    [tcp] = listen(opened, ["127.0.0.1:0"])
+    (tmp_path / "file.sock").write_text("")
+    with pytest.raises(BindError):
+        listen(opened, [f"127.0.0.1:{tcp.getsockname()[1]}", f"unix:{tmp_path}/file.sock"], existing=[tcp])
+    assert tcp.fileno() != -1
+
+
 # --- environment hand-over ------------------------------------------------------------------
 
 
