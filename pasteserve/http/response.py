@@ -1,0 +1,227 @@
+"""Response serialisation: status line, header block, chunked framing, error pages.
+
+Pure functions over str/bytes; no sockets. The WSGI adapter (``pasteserve.wsgi``) decides
+*when* bytes go out, this module decides *what* they look like. Every check an app can
+fail raises :class:`ResponseError`, an ``AssertionError`` (as wsgiref's asserts are), which
+the connection answers with a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+__all__ = [
+    "LAST_CHUNK",
+    "CONTINUE",
+    "ResponseError",
+    "AppHeaders",
+    "body_forbidden",
+    "check_headers",
+    "chunk",
+    "date_line",
+    "error_page",
+    "error_response",
+    "render_head",
+    "server_line",
+    "status_line",
+]
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# RFC 9110 5.6.2 token characters.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+# RFC 9110 7.6.1 and PEP 3333: the app must leave these to the server.
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+     "proxy-authenticate", "proxy-authorization")
+)
+
+# What the header-name cache remembers about a valid name.
+_PLAIN, _LENGTH, _DATE, _SERVER, _HOP = range(5)
+_SPECIAL = {"content-length": _LENGTH, "date": _DATE, "server": _SERVER}
+_SPECIAL.update(dict.fromkeys(_HOP_BY_HOP, _HOP))
+
+# Apps send the same few header names over and over: validating a name once and then
+# looking it up is cheaper than scanning it per response. Bounded so that an app
+# inventing names per request cannot grow it forever.
+_NAME_CACHE_MAX = 1024
+_names: dict[str, int] = {}
+
+# Status strings repeat even more ("200 OK"); same idea.
+_STATUS_CACHE_MAX = 256
+_statuses: dict[str, tuple[int, bytes]] = {}
+
+_date_cache: list = [0, b""]
+
+
+class ResponseError(AssertionError):
+    """The application broke a PEP 3333 / HTTP rule in its status or headers."""
+
+
+def date_line(now: float | None = None) -> bytes:
+    """``Date: <IMF-fixdate>\\r\\n``, formatted once per second."""
+    second = int(time.time() if now is None else now)
+    if second != _date_cache[0]:
+        _date_cache[1] = b"Date: %s\r\n" % formatdate(second, usegmt=True).encode("ascii")
+        _date_cache[0] = second
+    return _date_cache[1]
+
+
+def server_line(server_software: str) -> bytes:
+    """``Server: ...\\r\\n`` for a configured server string (validated like app headers)."""
+    if not server_software:
+        return b""
+    _check_value("Server", server_software)
+    return b"Server: %s\r\n" % server_software.encode("latin-1")
+
+
+def status_line(status: object) -> tuple[int, bytes]:
+    """Validate a WSGI status string; return (code, ``HTTP/1.1 <status>\\r\\n``)."""
+    if type(status) is not str:
+        raise ResponseError(f"status must be a str, not {type(status).__name__}")
+    cached = _statuses.get(status)
+    if cached is not None:
+        return cached
+    # PEP 3333: three digits, one space, a reason phrase (which may be empty).
+    if len(status) < 4 or not status[:3].isdigit() or status[3] != " " or not status[:3].isascii():
+        raise ResponseError(f"invalid status {status!r}: want '<3 digits> <reason>'")
+    code = int(status[:3])
+    if code < 100:
+        raise ResponseError(f"invalid status code in {status!r}")
+    _check_value("status", status)
+    try:
+        line = b"HTTP/1.1 %s\r\n" % status.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ResponseError(f"status {status!r} is not latin-1") from None
+    result = (code, line)
+    if len(_statuses) < _STATUS_CACHE_MAX:
+        _statuses[status] = result
+    return result
+
+
+def _check_name(name: object) -> int:
+    if type(name) is not str:
+        raise ResponseError(f"header name must be a str, not {type(name).__name__}: {name!r}")
+    if not name or not _TOKEN.issuperset(name):
+        raise ResponseError(f"invalid header name {name!r}")
+    kind = _SPECIAL.get(name.lower(), _PLAIN)
+    if len(_names) < _NAME_CACHE_MAX:
+        _names[name] = kind
+    return kind
+
+
+def _check_value(name: str, value: object) -> None:
+    if type(value) is not str:
+        raise ResponseError(f"value of header {name!r} must be a str, not {type(value).__name__}")
+    # isprintable() is a fast C scan that is True for almost every real value; only the
+    # rest needs the exact rule (HTAB and obs-text 0x80-0xFF allowed, other CTLs not).
+    if not value.isprintable():
+        for ch in value:
+            o = ord(ch)
+            if (o < 0x20 and ch != "\t") or o == 0x7F or o > 0xFF:
+                raise ResponseError(f"invalid character {ch!r} in value of header {name!r}")
+
+
+class AppHeaders:
+    """An app's header list, validated once and rendered to the wire form."""
+
+    __slots__ = ("block", "content_length", "has_date", "has_server")
+
+    def __init__(self, block: bytes, content_length: int | None, has_date: bool, has_server: bool):
+        self.block = block
+        self.content_length = content_length
+        self.has_date = has_date
+        self.has_server = has_server
+
+
+def check_headers(headers: object) -> AppHeaders:
+    """Validate WSGI response headers; raise ResponseError on anything PEP 3333 forbids."""
+    if type(headers) is not list:
+        raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
+    lines = []
+    content_length = None
+    has_date = has_server = False
+    names = _names
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}")
+        name, value = item
+        kind = names.get(name) if type(name) is str else None
+        if kind is None:
+            kind = _check_name(name)
+        _check_value(name, value)
+        if kind:
+            if kind == _HOP:
+                raise ResponseError(f"hop-by-hop header {name!r} is not allowed from a WSGI app")
+            if kind == _LENGTH:
+                if content_length is not None:
+                    raise ResponseError("more than one Content-Length header")
+                stripped = value.strip(" \t")
+                if not stripped.isdigit() or not stripped.isascii():
+                    raise ResponseError(f"invalid Content-Length {value!r}")
+                content_length = int(stripped)
+            elif kind == _DATE:
+                has_date = True
+            else:
+                has_server = True
+        lines.append(f"{name}: {value}\r\n")
+    try:
+        block = "".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ResponseError(f"header value is not latin-1: {exc.object[exc.start:exc.end]!r}") from None
+    return AppHeaders(block, content_length, has_date, has_server)
+
+
+def body_forbidden(method: str, code: int) -> bool:
+    """RFC 9110 6.4.1: HEAD responses and 1xx/204/304 never carry content."""
+    return method == "HEAD" or code < 200 or code == 204 or code == 304
+
+
+def render_head(status: bytes, server: bytes, headers: AppHeaders, framing: bytes) -> bytes:
+    """The whole response head.
+
+    ``status`` is a :func:`status_line`, ``server`` a :func:`server_line`, ``framing`` the
+    headers the server adds itself (Content-Length / Transfer-Encoding / Connection lines).
+    """
+    return b"".join(
+        (
+            status,
+            b"" if headers.has_server else server,
+            b"" if headers.has_date else date_line(),
+            headers.block,
+            framing,
+            b"\r\n",
+        )
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (``data`` must not be empty: that would end the body)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def error_page(status: int, reason: str, detail: str = "") -> bytes:
+    """The text/plain body of a page the server sends on its own behalf."""
+    body = f"{status} {reason}\n"
+    if detail:
+        # The detail may echo client bytes: keep it short and printable ASCII.
+        body += detail[:200].encode("ascii", "backslashreplace").decode("ascii") + "\n"
+    return body.encode("ascii")
+
+
+def error_response(status: int, reason: str, detail: str = "", server: bytes = b"",
+                   close: bool = True, head_only: bool = False) -> bytes:
+    """A complete short text/plain response (just its head when ``head_only``)."""
+    payload = error_page(status, reason, detail)
+    head = b"HTTP/1.1 %d %s\r\n%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n" % (
+        status,
+        reason.encode("ascii"),
+        server,
+        date_line(),
+        len(payload),
+        b"Connection: close\r\n" if close else b"",
+    )
+    return head if head_only else head + payload
