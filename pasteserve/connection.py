@@ -1,0 +1,309 @@
+"""One client connection: read requests, run the app, write the responses.
+
+Written blocking-style with no knowledge of the worker driving it: the sync worker calls
+:meth:`Connection.process` when its selector reports the socket readable and
+:meth:`Connection.expire` at :attr:`Connection.deadline`; the eventlet worker does the same
+from a green thread. A connection is in one of four states:
+
+``idle``     between requests (or before the first); waits ``keepalive`` seconds
+             (``header_timeout`` before the first request), then closes silently.
+``head``     part of a request head is buffered; the rest must come within
+             ``header_timeout`` of its first byte, else 408.
+``linger``   we answered and shut down our side, but the client may still be sending:
+             read and discard for up to :data:`LINGER` seconds so that closing with unread
+             bytes does not reset the connection and destroy the answer in flight.
+``closed``
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pasteserve import __version__
+from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
+from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
+from pasteserve.http.response import error_response, server_line
+from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
+
+__all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
+
+RECV_SIZE = 65536
+LINGER = 2.0
+
+_IDLE, _HEAD, _LINGER, _CLOSED = range(4)
+
+
+def _secure_scheme_headers() -> dict[str, str]:
+    return {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
+
+
+@dataclass
+class ServerContext:
+    """Everything a connection needs from its worker; one per worker process."""
+
+    app: Callable
+    limits: Limits
+    keepalive: float = 5.0
+    header_timeout: float = 10.0
+    io_timeout: float = 30.0
+    root_path: str = ""
+    url_scheme: str = "http"
+    forwarded_allow_ips: frozenset[str] = frozenset({"127.0.0.1", "::1"})
+    secure_scheme_headers: dict[str, str] = field(default_factory=_secure_scheme_headers)
+    server_software: str = f"pasteserve/{__version__}"
+    max_drain: int = 65536
+    error_log: logging.Logger = logging.getLogger("pasteserve.error")
+    access_log: Callable[[dict, str, list[tuple[str, str]], int, float], None] | None = None
+    pre_request: Callable[[Request, dict], None] | None = None
+    post_request: Callable[[Request, dict, str], None] | None = None
+    worker: object | None = None
+    alive: bool = True
+    requests: int = 0
+
+
+class Connection:
+    """A client socket and the requests on it (see the module docstring)."""
+
+    __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
+                 "_peer", "_state", "_since", "_wait")
+
+    def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
+        self._sock = sock
+        self._ctx = ctx
+        self._peer = peer
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                # The head and a small body leave in one send; never wait for an ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._parser = RequestParser(ctx.limits)
+        self._errors = ErrorStream(ctx.error_log)
+        self._environ = EnvironBuilder(
+            sock, peer,
+            root_path=ctx.root_path,
+            url_scheme=ctx.url_scheme,
+            server_software=ctx.server_software,
+            errors=self._errors,
+            forwarded_allow_ips=ctx.forwarded_allow_ips,
+            secure_scheme_headers=ctx.secure_scheme_headers,
+        )
+        self._server = server_line(ctx.server_software)
+        # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
+        self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
+        self._state = _IDLE
+        self._since = time.monotonic()
+        self._wait = ctx.header_timeout  # a new connection owes us a request
+
+    # -- what the worker calls ------------------------------------------------------
+
+    @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` by which more bytes must arrive, else call :meth:`expire`."""
+        return self._since + self._wait
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def process(self) -> bool:
+        """Read what is there and serve every complete request; False once closed."""
+        if self._state == _CLOSED:
+            return False
+        sock = self._sock
+        try:
+            data = sock.recv(RECV_SIZE)
+            pending = self._pending
+            if pending is not None and data:
+                while pending():
+                    data += sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return True  # nothing after all; keep waiting until the deadline
+        except OSError:
+            self.close()
+            return False
+        if self._state == _LINGER:
+            if not data:
+                self.close()
+                return False
+            return True
+        self._parser.feed(data)
+        return self._serve()
+
+    def expire(self) -> None:
+        """The deadline passed: answer 408 if a head was under way, then close."""
+        if self._state == _HEAD:
+            try:
+                self._sock.sendall(error_response(408, "Request Timeout", "the request head did not arrive in time",
+                                                  self._server))
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        if self._state != _CLOSED:
+            self._state = _CLOSED
+            self._errors.flush()
+            self._sock.close()
+
+    # -- requests -------------------------------------------------------------------
+
+    def _serve(self) -> bool:
+        parser = self._parser
+        while True:
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                return self._reject(exc)
+            if event is NEED_DATA:
+                if parser.in_message:
+                    if self._state != _HEAD:
+                        self._state = _HEAD
+                        self._since = time.monotonic()
+                        self._wait = self._ctx.header_timeout
+                return True
+            if type(event) is Request:
+                if not self._handle(event):
+                    return self._state != _CLOSED
+                continue
+            # CLOSED: the client closed an idle connection.
+            self.close()
+            return False
+
+    def _handle(self, req: Request) -> bool:
+        """Serve one request; True if the connection stays open for the next."""
+        ctx = self._ctx
+        started = time.monotonic() if ctx.access_log is not None else 0.0
+        inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
+        resp = Response(self._sock, req, inp, ctx, self._server,
+                        req.keep_alive and ctx.keepalive > 0 and ctx.alive)
+        if req.expect_continue and req.version >= (1, 1) and (req.chunked or req.content_length):
+            inp.on_first_read = resp.send_continue
+        try:
+            environ = self._environ.build(req, inp)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return False
+        if ctx.pre_request is not None:
+            self._hook(ctx.pre_request, req, environ)
+        self._run_app(environ, resp, inp)
+        self._errors.flush()
+        status = resp.status or "500 Internal Server Error"
+        if ctx.post_request is not None:
+            self._hook(ctx.post_request, req, environ, status)
+        if ctx.access_log is not None:
+            self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
+        ctx.requests += 1
+
+        keep = resp.keep_alive and not resp.broken and ctx.alive
+        if keep and not inp.done:
+            keep = inp.drain(ctx.max_drain)
+        if keep:
+            self._state = _IDLE
+            self._since = time.monotonic()
+            self._wait = ctx.keepalive
+            return True
+        if resp.broken or (inp.done and inp.error is None):
+            self.close()
+        else:
+            self._linger()
+        return False
+
+    def _run_app(self, environ: dict[str, Any], resp: Response, inp: Input) -> None:
+        result = None
+        try:
+            result = self._ctx.app(environ, resp.start_response)
+            resp.send_body(result)
+        except Exception:
+            self._app_failed(environ, resp, inp)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    self._ctx.error_log.exception("Error closing the response iterable of %s %s",
+                                                  environ["REQUEST_METHOD"], environ["RAW_URI"])
+
+    def _app_failed(self, environ: dict[str, Any], resp: Response, inp: Input) -> None:
+        """The app (or sending its response) raised; answer what can still be answered."""
+        if resp.broken:
+            return  # the client is gone or stopped reading: nobody to answer
+        err = inp.error
+        if isinstance(err, ProtocolError):
+            # The request body was bad; the app only passed that on. The client's fault.
+            resp.keep_alive = False
+            if not resp.head_sent:
+                self._try(resp.send_error, err.status, err.reason, err.detail, True)
+            return
+        self._ctx.error_log.exception("Error handling request %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
+        if resp.head_sent:
+            resp.keep_alive = False  # the response is cut short; only closing tells the client
+        else:
+            # The request itself was fine, so the connection may serve the next one.
+            self._try(resp.internal_error)
+
+    def _pull(self) -> bytes:
+        """The next piece of the current request body for wsgi.input; b"" at its end."""
+        parser = self._parser
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = self._sock.recv(RECV_SIZE)
+                except TimeoutError:
+                    raise RequestTimeout("timed out reading the request body") from None
+                except OSError as exc:
+                    raise IncompleteMessage(f"connection lost while reading the request body: {exc}") from None
+                parser.feed(data)
+                continue
+            kind = type(event)
+            if kind is Data:
+                if event.data:
+                    return event.data
+                continue
+            if kind is EndOfMessage:
+                return b""
+            raise IncompleteMessage("the connection closed in the middle of the request body")
+
+    # -- closing --------------------------------------------------------------------
+
+    def _reject(self, exc: ProtocolError) -> bool:
+        """Answer a protocol error and close; True while lingering."""
+        log = self._ctx.error_log
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Bad request from %r: %s %s", self._peer, exc.status, exc.detail)
+        try:
+            self._sock.sendall(error_response(exc.status, exc.reason, exc.detail, self._server))
+        except OSError:
+            self.close()
+            return False
+        self._linger()
+        return self._state != _CLOSED
+
+    def _linger(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self._state = _LINGER
+        self._since = time.monotonic()
+        self._wait = LINGER
+
+    def _hook(self, hook: Callable[..., None], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            self._ctx.error_log.exception("Error in %s", getattr(hook, "__name__", hook))
+
+    @staticmethod
+    def _try(send: Callable[..., None], *args: Any) -> None:
+        try:
+            send(*args)
+        except OSError:
+            pass  # Response marked itself broken; the connection closes
