@@ -1,0 +1,687 @@
+"""A strict, sans-I/O HTTP/1.1 request parser (RFC 9112 / RFC 9110).
+
+The parser never touches a socket: the connection feeds it bytes and pulls
+events, so both workers share it and tests can cut input anywhere::
+
+    parser = RequestParser(Limits())
+    parser.feed(data)              # b"" means the peer closed
+    event = parser.next_event()    # Request | Data | EndOfMessage | NEED_DATA | CLOSED
+
+Events for one request are ``Request``, zero or more ``Data``, ``EndOfMessage``;
+then the parser is idle again and parses the next pipelined request from what
+is buffered. Every violation raises a ``ProtocolError`` subclass carrying its
+status; after one the parser is dead and raises that error class again.
+
+Choices worth knowing (the RFCs allow either way, we pick the strict side):
+
+* Bare LF is rejected like bare CR (RFC 9112 section 2.2 lets a recipient
+  accept LF alone; we don't, because front ends that split lines differently
+  are how requests get smuggled, and the Gunicorn corpus expects 400 too).
+  This holds in the head, chunk-size lines and trailers.
+* A duplicate Host, Content-Length or Content-Type is a 400: each becomes one
+  CGI variable in the WSGI environ, and components disagreeing on which copy
+  wins is an attack surface.
+* Limits follow Gunicorn's meaning so settings carry over: a request line is
+  measured without its CRLF, a header field line with it. ``0`` means "no
+  limit of its own", yet every buffer stays bounded by ``_CEILING``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar, Union
+
+from pasteserve.http.errors import (
+    BadRequest,
+    ExpectationFailed,
+    HeaderFieldsTooLarge,
+    IncompleteMessage,
+    NotImplementedCoding,
+    PayloadTooLarge,
+    ProtocolError,
+    URITooLong,
+    VersionNotSupported,
+)
+
+__all__ = [
+    "CLOSED",
+    "NEED_DATA",
+    "Data",
+    "EndOfMessage",
+    "Event",
+    "Limits",
+    "Request",
+    "RequestParser",
+]
+
+# What a limit of 0 ("unlimited") stands for, per line, and the most head or
+# trailer bytes buffered whatever the settings say.
+_CEILING = 1 << 20
+_HEAD_CEILING = 16 << 20
+_MAX_FIELDS_UNLIMITED = 32768  # Gunicorn's cap for limit_request_fields = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request may make the parser buffer or accept."""
+
+    limit_request_line: int = 8190  # bytes, CRLF excluded; over it -> 414
+    limit_request_fields: int = 100  # header (and trailer) field lines; over it -> 431
+    limit_request_field_size: int = 8190  # one field line, CRLF included; over it -> 431
+    max_chunk_size_digits: int = 16  # hex digits in a chunk size
+    max_chunk_ext_length: int = 4096  # bytes of extensions per chunk; over it -> 400
+    max_content_length: int = 2**63 - 1  # Content-Length or chunked total; over it -> 413
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        if self.max_chunk_size_digits < 1:
+            raise ValueError("max_chunk_size_digits must be at least 1")
+
+
+@dataclass(slots=True)
+class Request:
+    """The head of one request; its body follows as Data events."""
+
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: list[tuple[str, str]]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+
+
+@dataclass(slots=True)
+class Data:
+    """A non-empty piece of request body, already de-chunked."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    """The end of one request's body; trailers are informational only."""
+
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+CLOSED = _Sentinel("CLOSED")
+
+Event = Union[Request, Data, EndOfMessage, _Sentinel]
+
+# --- grammar (RFC 9110 section 5.6, RFC 9112 sections 3 and 7) --------------
+
+_TCHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"
+_TOKEN = re.compile(f"[{_TCHARS}]+")
+# All field names of a section joined by ":"; an empty name breaks the match.
+_NAME_LIST = re.compile(f"[{_TCHARS}]+(?::[{_TCHARS}]+)*")
+_REQUEST_LINE = re.compile(f"([{_TCHARS}]+) ([\\x21-\\x7e]+) HTTP/([0-9])\\.([0-9])")
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+# A field value may hold HTAB, SP, VCHAR and obs-text, nothing else.
+_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Bytes allowed anywhere in a head or trailer section; CR/LF pairing and the
+# stricter request-line grammar are checked separately.
+_SECTION_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_BARE_CR_OR_LF = re.compile(rb"\r[^\n]|(?<!\r)\n")
+
+_SUB = "A-Za-z0-9\\-._~!$&'()*+,;="  # unreserved and sub-delims (RFC 3986)
+# Written as "run, then (%XX run)*" so a failing match backtracks in linear time.
+_REG_NAME = f"[{_SUB}]*(?:%[0-9A-Fa-f]{{2}}[{_SUB}]*)*"
+_REG_NAME_1 = f"(?:[{_SUB}]|%[0-9A-Fa-f]{{2}}){_REG_NAME}"  # not empty
+_USERINFO = f"[{_SUB}:]*(?:%[0-9A-Fa-f]{{2}}[{_SUB}:]*)*"
+_IP_LITERAL = r"\[([0-9A-Fa-f:.]+)\]"
+_HOST_FIELD = re.compile(f"(?:{_IP_LITERAL}|{_REG_NAME})(?::[0-9]*)?")
+_AUTHORITY_FORM = re.compile(f"(?:{_IP_LITERAL}|{_REG_NAME_1}):[0-9]+")
+_ABSOLUTE_FORM = re.compile(
+    "[A-Za-z][A-Za-z0-9+\\-.]*://"
+    f"(?:{_USERINFO}@)?(?:{_IP_LITERAL}|{_REG_NAME_1})(?::[0-9]*)?"
+    "(?:[/?#][\\x21-\\x7e]*)?"
+)
+
+_BWS = rb"[ \t]*"
+_BTOKEN = _TCHARS.encode()
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)((?:" + _BWS + rb";" + _BWS + rb"[" + _BTOKEN + rb"]+"
+    rb"(?:" + _BWS + rb"=" + _BWS + rb"(?:[" + _BTOKEN + rb"]+|" + _QUOTED + rb"))?)*)"
+)
+
+# Header fields the parser reads for framing and connection handling.
+_SPECIAL = frozenset(
+    ["CONTENT-LENGTH", "TRANSFER-ENCODING", "HOST", "CONNECTION", "EXPECT", "CONTENT-TYPE"]
+)
+# Trailers that would change framing or routing if anything merged them into
+# the header section (RFC 9110 section 6.5.1); refusing them is cheap.
+_FORBIDDEN_TRAILERS = frozenset(
+    ["CONTENT-LENGTH", "TRANSFER-ENCODING", "TRAILER", "HOST", "CONNECTION", "KEEP-ALIVE",
+     "UPGRADE", "TE", "EXPECT"]
+)
+
+# Parser states; each has one reader (see RequestParser._READERS).
+_IDLE = "idle"
+_END = "end"
+_BODY = "body"
+_CHUNK_SIZE = "chunk-size"
+_CHUNK_DATA = "chunk-data"
+_CHUNK_END = "chunk-end"
+_TRAILERS = "trailers"
+_CLOSED = "closed"
+_DEAD = "dead"
+
+_WAITING_FOR = {
+    _IDLE: "request head",
+    _BODY: "body",
+    _CHUNK_SIZE: "chunk size line",
+    _CHUNK_DATA: "chunk data",
+    _CHUNK_END: "CRLF after chunk data",
+    _TRAILERS: "trailer section",
+}
+
+
+def _excerpt(text: str | bytes, limit: int = 40) -> str:
+    """A short, ASCII-only rendering of client input for error details."""
+    shown = ascii(text[:limit])
+    return shown + "..." if len(text) > limit else shown
+
+
+def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
+    """Decode a head or trailer section (each line ending in CRLF) into lines.
+
+    Bulk checks only: allowed bytes and CR/LF pairing. Returns the lines
+    without the final empty string.
+    """
+    text = section.decode("latin-1")
+    lines = text.split("\r\n")
+    lines.pop()
+    count = len(lines)
+    if text.count("\n") != count or text.count("\r") != count:
+        raise BadRequest(f"bare CR or LF in the {what}")
+    if section.translate(None, _SECTION_BYTES):
+        number = next(n for n, line in enumerate(lines, 1) if _BAD_VALUE_CHAR.search(line))
+        raise BadRequest(f"control character in line {number} of the {what}")
+    return lines
+
+
+def _field_error(lines: list[str], what: str) -> BadRequest:
+    """Name the first malformed field line (the slow path, errors only)."""
+    for number, line in enumerate(lines, 1):
+        if line[:1] in (" ", "\t"):
+            return BadRequest(f"obsolete line folding in {what} line {number}")
+        name, colon, value = line.partition(":")
+        if not colon:
+            return BadRequest(f"{what} line {number} has no colon: {_excerpt(line)}")
+        if not name:
+            return BadRequest(f"empty field name in {what} line {number}")
+        if name[-1] in " \t":
+            return BadRequest(f"whitespace before the colon in {what} line {number}")
+        if not _TOKEN.fullmatch(name):
+            return BadRequest(f"invalid field name in {what} line {number}: {_excerpt(name)}")
+        if _BAD_VALUE_CHAR.search(value):
+            return BadRequest(f"control character in the value of {what} field {_excerpt(name)}")
+    return BadRequest(f"malformed {what} section")
+
+
+def _request_line_error(line: str) -> ProtocolError:
+    """Name what is wrong with a request line that failed the fast match."""
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        return BadRequest(f"malformed request line: {_excerpt(line)}")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        return BadRequest(f"invalid method: {_excerpt(method)}")
+    if not _VERSION.fullmatch(version):
+        return BadRequest(f"malformed HTTP version: {_excerpt(version)}")
+    return BadRequest(f"invalid character in request target: {_excerpt(target)}")
+
+
+def _valid_ip_literal(match: re.Match[str]) -> bool:
+    literal = match.group(1)
+    if literal is None:
+        return True
+    try:
+        ipaddress.IPv6Address(literal)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_target(method: str, target: str) -> None:
+    """Enforce the four request-target forms of RFC 9112 section 3.2."""
+    if method == "CONNECT":
+        match = _AUTHORITY_FORM.fullmatch(target)
+        if match is None or not _valid_ip_literal(match):
+            raise BadRequest(f"CONNECT needs host:port as target, got {_excerpt(target)}")
+    elif target[0] == "/":
+        return
+    elif target == "*":
+        if method != "OPTIONS":
+            raise BadRequest("the asterisk target is only allowed with OPTIONS")
+    else:
+        match = _ABSOLUTE_FORM.fullmatch(target)
+        if match is None or not _valid_ip_literal(match):
+            raise BadRequest(f"invalid request target: {_excerpt(target)}")
+
+
+def _list_members(values: list[str]) -> list[str]:
+    """Members of a comma-separated list field, lower-cased, empties dropped."""
+    members = []
+    for value in values:
+        for member in value.split(","):
+            member = member.strip(" \t")
+            if member:
+                members.append(member.lower())
+    return members
+
+
+def _transfer_codings(values: list[str]) -> None:
+    """Validate Transfer-Encoding: ``chunked`` exactly once and last."""
+    codings = _list_members(values)
+    names = [coding.split(";", 1)[0].rstrip(" \t") for coding in codings]
+    if not names or names[-1] != "chunked":
+        raise BadRequest("chunked must be the final transfer coding")
+    if names.count("chunked") > 1:
+        raise BadRequest("chunked applied more than once")
+    if codings[-1] != "chunked":
+        raise BadRequest("the chunked transfer coding takes no parameters")
+    for name in names[:-1]:
+        if not _TOKEN.fullmatch(name):
+            raise BadRequest(f"malformed transfer coding: {_excerpt(name)}")
+    if len(names) > 1:
+        raise NotImplementedCoding(f"unsupported transfer coding: {_excerpt(names[0])}")
+
+
+class RequestParser:
+    """Turns the bytes of one client connection into request events."""
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self._limits = limits
+        self._line_max = limits.limit_request_line or _CEILING
+        self._field_max = limits.limit_request_field_size or _CEILING
+        self._fields_max = limits.limit_request_fields or _MAX_FIELDS_UNLIMITED
+        self._head_max = min(
+            self._line_max + 4 + self._fields_max * self._field_max, _HEAD_CEILING
+        )
+        self._trailers_max = min(2 + self._fields_max * self._field_max, _HEAD_CEILING)
+        self._chunk_line_max = limits.max_chunk_size_digits + limits.max_chunk_ext_length
+        self._buf = bytearray()
+        self._eof = False
+        self._state = _IDLE
+        self._error: ProtocolError | None = None
+        # Incremental search state, so a head trickling in byte by byte is
+        # not rescanned from its start on every feed.
+        self._scanned = 0
+        self._line_end = -1
+        self._line_start = 0
+        self._skipped_empty_line = False
+        self._remaining = 0
+        self._body_total = 0
+
+    # --- public interface ---------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the peer; ``b""`` means it closed."""
+        if self._eof:
+            if data:
+                raise RuntimeError("feed() called with data after EOF")
+            return
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event:
+        """The next event, NEED_DATA, or CLOSED; raises ProtocolError."""
+        error = self._error
+        if error is not None:
+            raise type(error)(error.detail)
+        try:
+            event = self._READERS[self._state](self)
+            if event is NEED_DATA and self._eof:
+                raise IncompleteMessage(
+                    f"connection closed in the middle of the {_WAITING_FOR[self._state]}"
+                )
+        except ProtocolError as exc:
+            self._error = exc
+            self._state = _DEAD
+            raise
+        return event
+
+    @property
+    def buffered(self) -> bool:
+        """Bytes are waiting that no event has returned yet."""
+        return bool(self._buf)
+
+    @property
+    def in_message(self) -> bool:
+        """A request has started (partly buffered or its events under way)."""
+        state = self._state
+        if state == _IDLE:
+            return bool(self._buf)
+        return state not in (_CLOSED, _DEAD)
+
+    # --- shared helpers -------------------------------------------------------
+
+    def _find(self, terminator: bytes) -> int:
+        """Index of ``terminator`` in the buffer, or -1 after checking the
+        newly arrived bytes for a bare CR or LF."""
+        buf = self._buf
+        index = buf.find(terminator, max(self._scanned - len(terminator) + 1, 0))
+        if index >= 0:
+            self._scanned = 0
+            return index
+        if _BARE_CR_OR_LF.search(buf, max(self._scanned - 1, 0)):
+            raise BadRequest(f"bare CR or LF in the {_WAITING_FOR[self._state]}")
+        self._scanned = len(buf)
+        return -1
+
+    def _take(self, count: int) -> bytes:
+        """Remove and return up to ``count`` bytes, copying them once."""
+        buf = self._buf
+        if len(buf) <= count:
+            data = bytes(buf)
+            buf.clear()
+            return data
+        with memoryview(buf) as view:
+            data = bytes(view[:count])
+        del buf[:count]  # cheap: a bytearray drops its head without moving the rest
+        return data
+
+    def _parse_fields(self, lines: list[str], what: str, size: int) -> list[tuple[str, str]]:
+        """Header or trailer fields from their lines (``size`` bytes in all)."""
+        if len(lines) > self._fields_max:
+            raise HeaderFieldsTooLarge(f"more than {self._fields_max} {what} fields")
+        field_max = self._field_max
+        if size > field_max:  # only then can one line be too long
+            for number, line in enumerate(lines, 1):
+                if len(line) + 2 > field_max:
+                    raise HeaderFieldsTooLarge(
+                        f"{what} line {number} is longer than {field_max} bytes"
+                    )
+        fields = []
+        append = fields.append
+        names = []
+        append_name = names.append
+        try:
+            for line in lines:
+                name, value = line.split(":", 1)
+                append_name(name)
+                append((name.upper(), value.strip(" \t")))
+        except ValueError:
+            raise _field_error(lines, what) from None
+        if names and _NAME_LIST.fullmatch(":".join(names)) is None:
+            raise _field_error(lines, what)
+        return fields
+
+    # --- readers, one per state ----------------------------------------------
+
+    def _read_head(self) -> Event:
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                self._state = _CLOSED
+                return CLOSED
+            return NEED_DATA
+        if self._scanned == 0 and buf[0] in b"\r\n":
+            # RFC 9112 section 2.2: ignore one empty line before a request line.
+            if buf[:2] != b"\r\n":
+                if len(buf) == 1 and buf[0] == 13:
+                    return NEED_DATA
+                raise BadRequest("bare CR or LF before the request line")
+            if self._skipped_empty_line:
+                raise BadRequest("more than one empty line before the request line")
+            self._skipped_empty_line = True
+            del buf[:2]
+            return self._read_head()
+        scanned = self._scanned
+        end = self._find(b"\r\n\r\n")
+        if end < 0:
+            self._check_partial_head(scanned)
+            return NEED_DATA
+        if end + 4 > self._head_max:
+            raise HeaderFieldsTooLarge(f"request head larger than {self._head_max} bytes")
+        head = buf[: end + 2]
+        del buf[: end + 4]
+        self._line_end = -1
+        self._line_start = 0
+        self._skipped_empty_line = False
+        return self._parse_head(head)
+
+    def _check_partial_head(self, scanned: int) -> None:
+        """Bound a head that has not ended yet, so no client makes us buffer
+        without limit; ``scanned`` is how much was looked at before."""
+        buf = self._buf
+        size = len(buf)
+        pending_cr = buf[-1] == 13
+        start = max(scanned - 1, 0)
+        if self._line_end < 0:
+            self._line_end = buf.find(b"\r\n", start)
+            if self._line_end < 0:
+                if size - pending_cr > self._line_max:
+                    raise URITooLong(f"request line longer than {self._line_max} bytes")
+                return
+        if self._line_end > self._line_max:
+            raise URITooLong(f"request line longer than {self._line_max} bytes")
+        last_lf = buf.rfind(b"\n", start)
+        if last_lf >= 0:
+            self._line_start = last_lf + 1
+        if self._line_start > self._line_end and (
+            size - self._line_start - pending_cr + 2 > self._field_max
+        ):
+            raise HeaderFieldsTooLarge(f"a header line is longer than {self._field_max} bytes")
+        if size > self._head_max:
+            raise HeaderFieldsTooLarge(f"request head larger than {self._head_max} bytes")
+
+    def _parse_head(self, head: bytearray) -> Request:
+        lines = _split_lines(head, "request head")
+        line = lines[0]
+        if len(line) > self._line_max:
+            raise URITooLong(f"request line longer than {self._line_max} bytes")
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:
+            raise _request_line_error(line)
+        method, target, major, minor = match.groups()
+        if major != "1":
+            raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
+        version = (1, 0) if minor == "0" else (1, 1)
+        _check_target(method, target)
+        del lines[0]
+        headers = self._parse_fields(lines, "header", len(head))
+
+        lengths: list[str] = []
+        codings: list[str] = []
+        connection: list[str] = []
+        expect: list[str] = []
+        seen_host = seen_type = False
+        for name, value in headers:
+            if name not in _SPECIAL:
+                continue
+            if name == "CONTENT-LENGTH":
+                lengths.append(value)
+            elif name == "TRANSFER-ENCODING":
+                codings.append(value)
+            elif name == "CONNECTION":
+                connection.append(value)
+            elif name == "EXPECT":
+                expect.append(value)
+            elif name == "HOST":
+                if seen_host:
+                    raise BadRequest("more than one Host header")
+                seen_host = True
+                host = _HOST_FIELD.fullmatch(value)
+                if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
+                    raise BadRequest(f"invalid Host header: {_excerpt(value)}")
+            elif name == "CONTENT-TYPE":
+                if seen_type:
+                    raise BadRequest("more than one Content-Type header")
+                seen_type = True
+
+        content_length = None
+        chunked = False
+        if codings:
+            if lengths:
+                raise BadRequest("both Content-Length and Transfer-Encoding")
+            if version == (1, 0):
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+            _transfer_codings(codings)
+            chunked = True
+        elif lengths:
+            content_length = self._content_length(lengths)
+
+        members = _list_members(connection) if connection else ()
+        if "close" in members:
+            keep_alive = False
+        else:
+            keep_alive = version == (1, 1) or "keep-alive" in members
+
+        expect_continue = False
+        if expect:
+            expectations = _list_members(expect)
+            for expectation in expectations:
+                if expectation != "100-continue":
+                    raise ExpectationFailed(f"unsupported expectation: {_excerpt(expectation)}")
+            # RFC 9110 section 10.1.1: ignore 100-continue from HTTP/1.0.
+            expect_continue = bool(expectations) and version == (1, 1)
+
+        if chunked:
+            self._body_total = 0
+            self._state = _CHUNK_SIZE
+        elif content_length:
+            self._remaining = content_length
+            self._state = _BODY
+        else:
+            self._state = _END
+        return Request(
+            method, target, version, headers, content_length, chunked, keep_alive, expect_continue
+        )
+
+    def _content_length(self, values: list[str]) -> int:
+        if len(values) > 1:
+            raise BadRequest("more than one Content-Length header")
+        value = values[0]
+        if not (value.isascii() and value.isdigit()):
+            raise BadRequest(f"invalid Content-Length: {_excerpt(value)}")
+        maximum = self._limits.max_content_length
+        # Compare lengths first: int() of a huge digit string is slow or refused.
+        if len(value.lstrip("0")) > len(str(maximum)):
+            raise PayloadTooLarge(f"Content-Length over {maximum}")
+        length = int(value)
+        if length > maximum:
+            raise PayloadTooLarge(f"Content-Length over {maximum}")
+        return length
+
+    def _read_end(self) -> Event:
+        self._state = _IDLE
+        return EndOfMessage([])
+
+    def _read_body(self) -> Event:
+        if not self._buf:
+            return NEED_DATA
+        data = self._take(self._remaining)
+        self._remaining -= len(data)
+        if not self._remaining:
+            self._state = _END
+        return Data(data)
+
+    def _read_chunk_size(self) -> Event:
+        buf = self._buf
+        end = self._find(b"\r\n")
+        length = end if end >= 0 else len(buf) - (buf[-1:] == b"\r")
+        if length > self._chunk_line_max:
+            raise BadRequest("chunk size line too long")
+        if end < 0:
+            return NEED_DATA
+        match = _CHUNK_LINE.fullmatch(buf, 0, end)
+        if match is None:
+            raise BadRequest(f"invalid chunk size line: {_excerpt(bytes(buf[:end]))}")
+        digits, extensions = match.group(1, 2)
+        del buf[: end + 2]
+        limits = self._limits
+        if len(digits) > limits.max_chunk_size_digits:
+            raise BadRequest(f"chunk size has more than {limits.max_chunk_size_digits} digits")
+        if len(extensions) > limits.max_chunk_ext_length:
+            raise BadRequest(f"chunk extensions longer than {limits.max_chunk_ext_length} bytes")
+        size = int(digits, 16)
+        if not size:
+            self._state = _TRAILERS
+            return self._read_trailers()
+        self._body_total += size
+        if self._body_total > limits.max_content_length:
+            raise PayloadTooLarge(f"chunked body over {limits.max_content_length} bytes")
+        self._remaining = size
+        self._state = _CHUNK_DATA
+        return self._read_chunk_data()
+
+    def _read_chunk_data(self) -> Event:
+        if not self._buf:
+            return NEED_DATA
+        data = self._take(self._remaining)
+        self._remaining -= len(data)
+        if not self._remaining:
+            self._state = _CHUNK_END
+        return Data(data)
+
+    def _read_chunk_end(self) -> Event:
+        buf = self._buf
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            self._state = _CHUNK_SIZE
+            return self._read_chunk_size()
+        if buf == b"\r" or not buf:
+            return NEED_DATA
+        raise BadRequest("chunk data not followed by CRLF")
+
+    def _read_trailers(self) -> Event:
+        buf = self._buf
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            self._state = _IDLE
+            return EndOfMessage([])
+        if buf == b"\r" or not buf:
+            return NEED_DATA
+        end = self._find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self._trailers_max:
+                raise HeaderFieldsTooLarge(
+                    f"trailer section larger than {self._trailers_max} bytes"
+                )
+            return NEED_DATA
+        section = buf[: end + 2]
+        del buf[: end + 4]
+        lines = _split_lines(section, "trailer section")
+        trailers = self._parse_fields(lines, "trailer", len(section))
+        for name, _ in trailers:
+            if name in _FORBIDDEN_TRAILERS:
+                raise BadRequest(f"{_excerpt(name)} is not allowed in a trailer section")
+        self._state = _IDLE
+        return EndOfMessage(trailers)
+
+    def _read_closed(self) -> Event:
+        return CLOSED
+
+    _READERS: ClassVar[dict] = {
+        _IDLE: _read_head,
+        _END: _read_end,
+        _BODY: _read_body,
+        _CHUNK_SIZE: _read_chunk_size,
+        _CHUNK_DATA: _read_chunk_data,
+        _CHUNK_END: _read_chunk_end,
+        _TRAILERS: _read_trailers,
+        _CLOSED: _read_closed,
+    }
