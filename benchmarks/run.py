@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,20 +37,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark pasteserve against Gunicorn and waitress with wrk."
     )
-    parser.add_argument("--duration", type=_whole_seconds, default=8,
+    parser.add_argument("--duration", type=_at_least(1), default=8,
                         help="measured seconds per run (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=1,
+    parser.add_argument("--warmup", type=_at_least(0), default=1,
                         help="warm-up seconds before each measured run, 0 for none "
                              "(default: %(default)s)")
-    parser.add_argument("--connections", type=int, default=50,
+    parser.add_argument("--connections", type=_at_least(1), default=50,
                         help="wrk connections; the sleep scenario always uses 200 "
                              "(default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=_at_least(1), default=2,
                         help="wrk threads (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--workers", type=_at_least(1), default=2,
                         help="worker processes per server; waitress has none "
                              "(default: %(default)s)")
-    parser.add_argument("--timeout", type=_whole_seconds, default=2,
+    parser.add_argument("--timeout", type=_at_least(1), default=2,
                         help="wrk request timeout: slower responses count as timeout errors "
                              "and drop out of the latency figures (default: %(default)s)")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS),
@@ -63,11 +64,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _whole_seconds(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a whole number of seconds >= 1")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (wrk takes whole seconds only)."""
+
+    def convert(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}")
+        return value
+
+    return convert
 
 
 def main(argv: list[str] | None = None) -> int:
