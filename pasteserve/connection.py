@@ -166,13 +166,12 @@ class Connection:
                         self._since = time.monotonic()
                         self._wait = self._ctx.header_timeout
                 return True
-            if type(event) is Request:
-                if not self._handle(event):
-                    return self._state != _CLOSED
-                continue
-            # CLOSED: the client closed an idle connection.
-            self.close()
-            return False
+            if event is CLOSED:  # the client closed an idle connection
+                self.close()
+                return False
+            # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
+            if not self._handle(event):
+                return self._state != _CLOSED
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
@@ -207,7 +206,7 @@ class Connection:
             self._since = time.monotonic()
             self._wait = ctx.keepalive
             return True
-        if resp.broken or (inp.done and inp.error is None):
+        if resp.broken or inp.received:
             self.close()
         else:
             self._linger()

@@ -123,6 +123,11 @@ class Input:
         """The whole body has been pulled from the connection."""
         return self._done
 
+    @property
+    def received(self) -> bool:
+        """The client has nothing more to send for this request (no body, or all of it read)."""
+        return self.error is None and (self._done or self._length == 0)
+
     def _next(self) -> bytes:
         if self._done:
             if self.error is not None:
@@ -548,7 +553,7 @@ class Response:
         when it is known (the app gave no Content-Length)."""
         app = self._app
         if app is None:
-            raise ResponseError("write() called before start_response()")
+            raise ResponseError("the response body started before start_response() was called")
         keep = self.keep_alive and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
         code = self.code
         framing = b""

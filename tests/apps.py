@@ -116,7 +116,7 @@ def read_lines(environ: dict, start_response: Callable) -> list[bytes]:
 def status(environ: dict, start_response: Callable) -> list[bytes]:
     """Answers ``code`` (default 204) with a body the server must drop when the code forbids one."""
     code = _query(environ, "code", "204")
-    start_response(f"{code} Test", [("Content-Type", "text/plain")])
+    start_response(f"{code} Test", [])
     return [b"must not be sent for 1xx/204/304 or HEAD"]
 
 

@@ -794,6 +794,30 @@ def test_lingers_after_a_protocol_error_until_the_client_closes(pair):
     assert conn.process() is False
 
 
+def test_close_after_response_without_lingering(pair):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits(), keepalive=0))
+    client.sendall(get("/"))
+    assert conn.process() is False  # nothing left unread: closed at once
+    reader = Client(client)
+    assert reader.response().header("connection") == "close"
+    assert reader.at_eof()
+
+
+def test_close_with_unread_body_lingers(pair):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits(), keepalive=0))
+    client.sendall(post("/", b"x" * 10)[:-5])
+    assert conn.process() is True  # answered; the rest of the body may still be on its way
+    reader = Client(client)
+    assert reader.response().status == 200
+    assert reader.at_eof()
+    client.sendall(b"xxxxx")
+    assert conn.process() is True
+    client.shutdown(socket.SHUT_WR)
+    assert conn.process() is False
+
+
 def test_client_closing_idle_connection(pair):
     server, client = pair
     conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits()))
