@@ -106,6 +106,17 @@ class Connection:
         """``time.monotonic()`` by which more bytes must arrive, else call :meth:`expire`."""
         return self._since + self._wait
 
+    @property
+    def idle(self) -> bool:
+        """Between requests with nothing buffered: all of the connection's state is in the
+        socket, so the worker may close it on shutdown or pass its descriptor to a sibling
+        (not for TLS, whose session state lives in this process)."""
+        return self._state == _IDLE and not self._parser.buffered
+
+    @property
+    def sock(self) -> socket.socket:
+        return self._sock
+
     def fileno(self) -> int:
         return self._sock.fileno()
 

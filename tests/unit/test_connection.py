@@ -754,6 +754,20 @@ def test_partial_head_returns_without_blocking(pair):
     assert conn.process() is False
 
 
+def test_idle_only_between_requests(pair):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits()))
+    assert conn.idle and conn.sock is server
+    client.sendall(b"GET / HTTP/1.1\r\n")
+    conn.process()
+    assert not conn.idle  # a partial head lives in our parser: the socket alone is not enough
+    client.sendall(b"Host: x\r\n\r\n")
+    conn.process()
+    assert conn.idle
+    conn.close()
+    assert not conn.idle
+
+
 def test_expire_mid_head_sends_408(pair):
     server, client = pair
     conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits()))
