@@ -194,7 +194,10 @@ def _wait_ready(process: subprocess.Popen, port: int, log, timeout: float) -> No
             raise NotRunnable(f"exited with {process.returncode}: {_log_tail(log)}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise NotRunnable(f"no answer on port {port} within {timeout:g}s ({last_error})")
+            raise NotRunnable(
+                f"no answer on port {port} within {timeout:g}s ({last_error}); "
+                f"its log: {_log_tail(log)}"
+            )
         try:
             status = _get_status(port, remaining)
         except (OSError, http.client.HTTPException) as exc:
