@@ -1,7 +1,8 @@
 #!/bin/sh
 # Prepare the benchmark tools. Idempotent: safe to run before every benchmark.
 #   wrk                 from Debian, only when it is missing
-#   gunicorn, waitress  the `bench` extra of pyproject.toml, into the repo's .venv
+#   gunicorn, waitress  the `bench` extra of pyproject.toml, into the repo's .venv,
+#                       only when they are missing
 set -eu
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,7 +17,13 @@ if [ ! -x "$repo/.venv/bin/pip" ]; then
     echo "setup.sh: $repo/.venv is missing; create it first (python3 -m venv .venv)" >&2
     exit 1
 fi
-"$repo/.venv/bin/pip" install -q -e "$repo[bench]"
+# Reinstalling would rebuild the editable pasteserve install under everyone's feet: only
+# do it when a benchmark dependency is missing.
+if ! "$repo/.venv/bin/python" -c 'import gunicorn, waitress' 2>/dev/null; then
+    "$repo/.venv/bin/pip" install -q -e "$repo[bench]"
+fi
 
 echo "wrk: $(command -v wrk)"
-"$repo/.venv/bin/python" -c 'import gunicorn, waitress; print("gunicorn", gunicorn.__version__); print("waitress ok")'
+"$repo/.venv/bin/python" -c '
+from importlib.metadata import version
+print("gunicorn", version("gunicorn"), "/ waitress", version("waitress"))'
