@@ -130,12 +130,13 @@ class Arbiter:
     def title_name(self) -> str:
         return self.settings.proc_name or self.source.name
 
-    def bind(self, settings: Settings, keep: list[socket.socket] = ()) -> list[socket.socket]:
+    def bind(self, settings: Settings, existing: list[socket.socket] = ()) -> list[socket.socket]:
+        """Listeners for settings.bind: reuse the ones we (or an upgraded parent) already hold."""
         specs = [sockets.parse_bind(b) for b in settings.bind]
-        inherited = sockets.inherited_fds() + [s.fileno() for s in keep]
         try:
             return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
-                                            umask=settings.umask, inherited=inherited)
+                                            umask=settings.umask, inherited=sockets.inherited_fds(),
+                                            existing=existing)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
 
@@ -248,12 +249,20 @@ class Arbiter:
             log.error("Reload cancelled:\n%s", traceback.format_exc())
             return
         old = self.settings
+        if new.worker_class != old.worker_class:
+            log.error("Reload cancelled: worker_class changed from %s to %s, which needs a restart or USR2",
+                      old.worker_class, new.worker_class)
+            return
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         if new.bind != old.bind or new.backlog != old.backlog:
-            listeners = self.bind(new, keep=self.listeners)
-            kept = {s.fileno() for s in listeners}
-            sockets.close_listeners([s for s in self.listeners if s.fileno() not in kept], unlink=True)
+            try:
+                listeners = self.bind(new, existing=self.listeners)
+            except HaltServer as exc:
+                log.error("Reload cancelled: %s", exc.reason)
+                return
+            kept = {id(s) for s in listeners}
+            sockets.close_listeners([s for s in self.listeners if id(s) not in kept], unlink=True)
             self.listeners = listeners
             for sock in listeners:
                 log.info("Listening at: %s", sockets.describe(sock))

@@ -263,7 +263,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("pidfile", "str", None, "Write the master's PID to this file.", "Server mechanics", ("-p", "--pid"), meta="FILE"),
     _S("user", "str", None, "Switch workers to this user (name or uid).", "Server mechanics", ("-u", "--user"), meta="USER"),
     _S("group", "str", None, "Switch workers to this group (name or gid).", "Server mechanics", ("-g", "--group"), meta="GROUP"),
-    _S("umask", "octal", 0o022, "File mode mask for the process, e.g. for unix sockets.", "Server mechanics",
+    _S("umask", "octal", 0, "File mode mask for the process and its unix sockets (0, as Gunicorn, lets a proxy running as another user connect).", "Server mechanics",
        ("-m", "--umask"), meta="MODE"),
     _S("proc_name", "str", None, "Name shown in process titles (default: the config file or app).",
        "Server mechanics", ("-n", "--name"), meta="NAME"),
