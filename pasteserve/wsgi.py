@@ -385,6 +385,8 @@ class EnvironBuilder:
 # Response framing, decided when the head is sent.
 _NONE, _LENGTH, _CHUNKED, _CLOSE = range(4)
 
+_JOIN_MAX = 65536
+
 _GENERIC_500 = "The server encountered an unexpected error; it has been logged."
 
 
@@ -448,7 +450,7 @@ class Response:
             if data:
                 self._send(self._frame(data))
         elif data:  # PEP 3333: the head leaves with the first non-empty block
-            self._send(self._head(None) + self._frame(data))
+            self._send_head(self._head(None), self._frame(data))
         elif self._app is None:
             raise ResponseError("write() called before start_response()")
 
@@ -466,7 +468,7 @@ class Response:
                         raise ResponseError(f"response body must be bytes, not {type(body).__name__}")
                     body = bytes(body)
                 head = self._head(len(body))
-                self._send(head + self._frame(body) if body else head)
+                self._send_head(head, self._frame(body))
                 self._end()
                 return
             if kind is FileWrapper and self._sendfile(result):  # type: ignore[arg-type]
@@ -601,6 +603,15 @@ class Response:
             return b""
         self.sent += len(data)
         return data
+
+    def _send_head(self, head: bytes, data: bytes) -> None:
+        # One send for the head and a first block of ordinary size; a large block would
+        # cost a copy bigger than the extra system call it saves.
+        if len(data) <= _JOIN_MAX:
+            self._send(head + data)
+        else:
+            self._send(head)
+            self._send(data)
 
     def _send(self, data: bytes) -> None:
         if not data:
