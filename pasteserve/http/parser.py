@@ -220,22 +220,28 @@ def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
 
 
 def _field_error(lines: list[str], what: str) -> BadRequest:
-    """Name the first malformed field line (the slow path, errors only)."""
-    for number, line in enumerate(lines, 1):
-        if line[:1] in (" ", "\t"):
-            return BadRequest(f"obsolete line folding in {what} line {number}")
-        name, colon, value = line.partition(":")
-        if not colon:
-            return BadRequest(f"{what} line {number} has no colon: {_excerpt(line)}")
-        if not name:
-            return BadRequest(f"empty field name in {what} line {number}")
-        if name[-1] in " \t":
-            return BadRequest(f"whitespace before the colon in {what} line {number}")
-        if not _TOKEN.fullmatch(name):
-            return BadRequest(f"invalid field name in {what} line {number}: {_excerpt(name)}")
-        if _BAD_VALUE_CHAR.search(value):
-            return BadRequest(f"control character in the value of {what} field {_excerpt(name)}")
-    return BadRequest(f"malformed {what} section")
+    """Name the first malformed field line (the slow path, errors only).
+
+    Only called once a bulk check failed, after ``_split_lines`` vouched for
+    the characters, so one of these syntax problems is certain to be found.
+    """
+    number, line = next(
+        (number, line)
+        for number, line in enumerate(lines, 1)
+        if ":" not in line or not _TOKEN.fullmatch(line.partition(":")[0])
+    )
+    name = line.partition(":")[0]
+    if line[:1] in (" ", "\t"):
+        problem = "obsolete line folding"
+    elif ":" not in line:
+        problem = f"no colon ({_excerpt(line)})"
+    elif not name:
+        problem = "empty field name"
+    elif name[-1] in " \t":
+        problem = "whitespace before the colon"
+    else:
+        problem = f"invalid field name {_excerpt(name)}"
+    return BadRequest(f"{problem} in {what} line {number}")
 
 
 def _request_line_error(line: str) -> ProtocolError:
