@@ -23,7 +23,8 @@ Choices worth knowing (the RFCs allow either way, we pick the strict side):
   wins is an attack surface.
 * Limits follow Gunicorn's meaning so settings carry over: a request line is
   measured without its CRLF, a header field line with it. ``0`` means "no
-  limit of its own", yet every buffer stays bounded by ``_CEILING``.
+  limit of its own", yet nothing is unbounded: a line then stops at 1 MiB,
+  the field count at 32768, and a head or trailer section at 16 MiB.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ __all__ = [
     "RequestParser",
 ]
 
-# What a limit of 0 ("unlimited") stands for, per line, and the most head or
+# What a limit of 0 ("unlimited") stands for per line, and the most head or
 # trailer bytes buffered whatever the settings say.
 _CEILING = 1 << 20
 _HEAD_CEILING = 16 << 20
@@ -558,6 +559,8 @@ class RequestParser:
 
         expect_continue = False
         if expect:
+            # Only 100-continue is defined; refuse any other whatever the
+            # version (RFC 9110 section 10.1.1 allows 417 for it).
             expectations = _list_members(expect)
             for expectation in expectations:
                 if expectation != "100-continue":
