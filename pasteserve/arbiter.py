@@ -43,6 +43,8 @@ def _unpatched(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
+# eventlet's green os.read waits in the hub for more bytes, which never come in the master.
+_read = _unpatched("os").read
 select = _unpatched("select")
 time = _unpatched("time")
 
@@ -227,7 +229,7 @@ class Arbiter:
         try:
             ready, _, _ = select.select([self.wake_r], [], [], 0.05 if booting else 1.0)
             if ready:
-                while os.read(self.wake_r, 4096):
+                while _read(self.wake_r, 4096):
                     pass
         except (BlockingIOError, InterruptedError):
             pass

@@ -193,6 +193,8 @@ class Worker:
         shutdown, which would end the connection for the sibling too). The rest stay ours: the
         queue was full.
         """
+        if self.settings.certfile:
+            return []   # a TLS session's state lives in this process: its descriptor alone is useless
         sent = []
         for start in range(0, len(conns), HANDOFF_BATCH):
             batch = conns[start:start + HANDOFF_BATCH]

@@ -91,7 +91,7 @@ class SyncWorker(Worker):
         self.accepting = False
         self.start_accepting()
         self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
-        self.lender = Lender(self) if self.settings.keepalive > 0 else None
+        self.lender = Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
         if self.lender:
             self.lender.start()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
