@@ -202,3 +202,54 @@ def request(port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, dict[str
 def get(port: int, path: str = "/", headers: Iterable[str] = ()) -> tuple[int, dict[str, str], bytes]:
     extra = "".join(f"{h}\r\n" for h in headers)
     return request(port, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode())
+
+
+# --- process helpers for the signal, reload and upgrade tests ------------------------------------
+
+def parent_pid(pid: int) -> int:
+    """The parent of `pid` (0 when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # The command name, in parentheses, may contain spaces: the fields after it are safe to split.
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still runs after {timeout}s")
+        time.sleep(0.02)
+
+
+def wait_new_workers(server: Server, old: Iterable[int], count: int, timeout: float = 20.0,
+                     pid: int | None = None) -> list[int]:
+    """Wait until exactly `count` booted workers run and none of them is in `old`."""
+    old = set(old)
+
+    def replaced():
+        kids = server.children(pid)
+        return kids if len(kids) == count and not old & set(kids) and all(_booted(k) for k in kids) else None
+    return server.wait_for(replaced, timeout, f"{count} workers, none of {sorted(old)}")
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll `predicate` until it is true; unlike Server.wait_for, does not care which process runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
