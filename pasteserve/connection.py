@@ -209,7 +209,9 @@ class Connection:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
         ctx.requests += 1
 
-        keep = resp.keep_alive and not resp.broken and ctx.alive
+        # resp.keep_alive is what the head promised; a stop that began since must not break the
+        # promise: the worker hands the idle connection on (or closes it) once it stops.
+        keep = resp.keep_alive and not resp.broken
         if keep and not inp.done:
             keep = inp.drain(ctx.max_drain)
         if keep:
