@@ -534,6 +534,9 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     if settings.daemon:
         daemonize()
     os.umask(settings.umask)
+    if settings.chdir:
+        # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
+        os.chdir(settings.chdir)
     try:
         arbiter = Arbiter(source, settings, logging_by_ini)
     except hooks_mod.HookError as exc:

@@ -43,8 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pasteserve: {exc}", file=sys.stderr)
         return 2
-    if current.chdir:
-        os.chdir(current.chdir)
     # Patch before the app's modules are imported (eventlet), whichever way they get loaded.
     workers.prepare(current.worker_class)
     logging_by_ini = False

@@ -59,7 +59,7 @@ class ServerContext:
     error_log: logging.Logger = logging.getLogger("pasteserve.error")
     access_log: Callable[[dict, str, list[tuple[str, str]], int, float], None] | None = None
     pre_request: Callable[[Request, dict], None] | None = None
-    post_request: Callable[[Request, dict, str], None] | None = None
+    post_request: Callable[[Request, dict, Any], None] | None = None   # gets the Response (.status, .status_code, .headers, .sent)
     worker: object | None = None
     alive: bool = True
     requests: int = 0
@@ -204,7 +204,7 @@ class Connection:
         self._errors.flush()
         status = resp.status or "500 Internal Server Error"
         if ctx.post_request is not None:
-            self._hook(ctx.post_request, req, environ, status)
+            self._hook(ctx.post_request, req, environ, resp)
         if ctx.access_log is not None:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
         ctx.requests += 1

@@ -403,6 +403,11 @@ class Response:
         "_mode", "_remaining", "_warned",
     )
 
+    @property
+    def status_code(self) -> int:
+        """Gunicorn's name, for post_request hooks written for it."""
+        return self.code
+
     def __init__(self, sock: socket.socket, req: Any, wsgi_input: Input, ctx: Any,
                  server: bytes, keep_alive: bool) -> None:
         self.sock = sock

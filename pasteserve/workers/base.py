@@ -119,7 +119,7 @@ class Worker:
         if self.hooks.has("pre_request"):
             ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, req)
         if self.hooks.has("post_request"):
-            ctx.post_request = lambda req, environ, status: self.hooks.call("post_request", self, req, environ, status)
+            ctx.post_request = lambda req, environ, resp: self.hooks.call("post_request", self, req, environ, resp)
         return ctx
 
     def ssl_context(self) -> Any:

@@ -848,8 +848,9 @@ def test_hooks_and_access_log(serve, client_of, caplog):
     def pre(req, environ):
         seen.append(("pre", req.method, environ["PATH_INFO"]))
 
-    def post_(req, environ, status):
-        seen.append(("post", status))
+    def post_(req, environ, resp):
+        seen.append(("post", resp.status))
+        assert resp.status_code == int(resp.status[:3])
 
     def access(environ, status, headers, sent, seconds):
         seen.append(("access", environ["PATH_INFO"], status, headers[0], sent, seconds >= 0))
