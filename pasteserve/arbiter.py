@@ -115,8 +115,7 @@ class Arbiter:
         self.hooks.call("on_starting", self)
         set_title(f"master [{self.title_name}]")
         log.info("Starting pasteserve %s (pid %s)", __version__, self.pid)
-        for line in self.settings.describe_sources():
-            log.debug("setting %s", line)
+        self.log_sources(self.settings)
         self.write_pidfile()
         self.install_signals()
         self.listeners = self.bind(self.settings)
@@ -127,6 +126,13 @@ class Arbiter:
             self.app = self.load_app_or_halt()
         self.manage_workers()
         self.hooks.call("when_ready", self)
+
+    def log_sources(self, settings: Settings) -> None:
+        # Values PasteDeploy moved out of the section are the surprising ones: say so at INFO.
+        for name, source in sorted(settings.sources.items()):
+            if source != "default":
+                level = logging.INFO if "DEFAULT" in source or "command line" in source else logging.DEBUG
+                log.log(level, "setting %s = %r (from %s)", name, getattr(settings, name), source)
 
     @property
     def title_name(self) -> str:
@@ -269,6 +275,7 @@ class Arbiter:
             for sock in listeners:
                 log.info("Listening at: %s", sockets.describe(sock))
         self.settings = new
+        self.log_sources(new)
         self.num_workers = new.workers
         self.hooks = new_hooks
         if not new.preload_app:

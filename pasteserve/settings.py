@@ -313,10 +313,6 @@ class Settings:
     def hooks(self) -> dict[str, Any]:
         return {name: self._values[name] for name in HOOK_NAMES}
 
-    def describe_sources(self) -> list[str]:
-        return [f"{name} = {self._values[name]!r} (from {src})" for name, src in sorted(self.sources.items())
-                if src != "default"]
-
 
 @dataclass
 class Problem:
