@@ -6,6 +6,8 @@ answers with the pid of the worker that served it, so tests can tell workers apa
 
     /pid                  the worker's pid
     /sleep?seconds=N      records "sleep-start", sleeps N seconds (green under eventlet), then /pid
+    /slow-body?seconds=N  sends the head and a first chunk, records "body-start", sleeps N seconds,
+                          then sends the pid as the last chunk
     /spin                 records "spin-start", then loops on the CPU forever
     anything else         tests.apps.router (/crash, /slow, /hello, ...)
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs
 
 from tests.apps import router
@@ -61,6 +63,14 @@ def _pid_response(start_response: Callable) -> list[bytes]:
     return [body]
 
 
+def _slow_body(seconds: float, start_response: Callable) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first "
+    record("body-start", seconds)
+    time.sleep(seconds)
+    yield str(os.getpid()).encode()
+
+
 def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "/")
     if path == "/pid":
@@ -70,6 +80,9 @@ def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         record("sleep-start", seconds)
         time.sleep(seconds)
         return _pid_response(start_response)
+    if path == "/slow-body":
+        return _slow_body(float(parse_qs(environ.get("QUERY_STRING", "")).get("seconds", ["1"])[0]),
+                          start_response)
     if path == "/spin":
         record("spin-start")
         while True:

@@ -8,7 +8,8 @@ always returns.
 A reused keep-alive connection that the server closed before sending a single byte of the
 response is *stale*: HTTP clients retry such a request on a new connection (RFC 9112 section
 9.3.1 allows it for idempotent requests), and so does this one. Stale connections are counted
-apart from failures, so a test can decide whether they are acceptable.
+apart from failures (with the pid that last answered on the connection), so a test can decide
+whether they are acceptable.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Load:
         self.max_requests = max_requests
         self.timeout = timeout
         self.failures: list[Failure] = []
-        self.stale = 0
+        self.stale: list[Failure] = []
         self.ok = 0
         # Bodies that are whole numbers: the worker pids of /pid and /sleep.
         self.pids: Counter[int] = Counter()
@@ -72,6 +73,14 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def wait_done(self, timeout: float = 60.0) -> None:
+        """Wait until every thread stopped by itself (after `duration` or `max_requests`)."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            raise AssertionError(f"the load still runs after {timeout}s: {self.report()}")
+
     def wait_requests(self, more: int, timeout: float = 20.0) -> None:
         """Wait until `more` further requests were answered (the server keeps serving)."""
         target = self.ok + more
@@ -83,8 +92,8 @@ class Load:
             time.sleep(0.01)
 
     def report(self) -> str:
-        return (f"{self.ok} answered, {len(self.failures)} failed, {self.stale} stale keep-alive connections; "
-                f"first failures: {self.failures[:10]}")
+        return (f"{self.ok} answered, {len(self.failures)} failed, {len(self.stale)} stale keep-alive connections; "
+                f"first failures: {self.failures[:10]}; first stale: {self.stale[:10]}")
 
     # --- one client thread ----------------------------------------------------------------------
 
@@ -95,6 +104,7 @@ class Load:
     def _run(self, mode: Mode) -> None:
         client: Client | None = None
         used = 0
+        last_pid = b""
         while not self._done():
             try:
                 if client is None:
@@ -102,17 +112,17 @@ class Load:
                 status, headers, body = self._exchange(client, mode, reused=used > 0)
                 used += 1
             except _Stale:
-                with self._lock:
-                    self.stale += 1
+                self._record(self.stale, mode, f"closed after {used} requests, the last answered by pid {last_pid!r}")
                 client = _close(client)
                 continue
             except Exception as exc:
-                self._fail(mode, repr(exc))
+                self._record(self.failures, mode, repr(exc))
                 client = _close(client)
                 continue
             if status != 200:
-                self._fail(mode, f"status {status}: {body[:200]!r}")
+                self._record(self.failures, mode, f"status {status}: {body[:200]!r}")
             else:
+                last_pid = body
                 with self._lock:
                     self.ok += 1
                     if body.isdigit():
@@ -135,9 +145,9 @@ class Load:
             raise ConnectionError("connection closed before a response")
         return read_response(client.rfile)
 
-    def _fail(self, mode: Mode, error: str) -> None:
+    def _record(self, into: list[Failure], mode: Mode, error: str) -> None:
         with self._lock:
-            self.failures.append(Failure(round(time.monotonic() - self._started, 3), mode, error))
+            into.append(Failure(round(time.monotonic() - self._started, 3), mode, error))
 
 
 def _close(client: Client | None) -> None:
