@@ -32,11 +32,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.app) == bool(args.paste):
         parser.error("give either MODULE:CALLABLE or --paste INI")
     flags = cli_values(args)
+    if args.paste and not os.path.isfile(args.paste):
+        print(f"pasteserve: no such config file: {args.paste}", file=sys.stderr)
+        return 2
 
     def settings() -> Settings:
-        # Re-read on HUP: the config file may have changed; flags win over it.
+        # Re-read on HUP: the config file and the INI may have changed; flags win over both.
         base = load_config_file_settings(flags["config"]) if flags.get("config") else None
+        if paste is not None and paste.uses_pasteserve():
+            base = paste.ini_settings(base)
         return settings_from_mapping(flags, "command line", "command line", base)
+
+    paste = PasteSource(args.paste, cli_settings=settings) if args.paste else None
 
     try:
         current = settings()
@@ -45,15 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Patch before the app's modules are imported (eventlet), whichever way they get loaded.
     workers.prepare(current.worker_class)
-    logging_by_ini = False
-    if args.paste:
-        if not os.path.isfile(args.paste):
-            print(f"pasteserve: no such config file: {args.paste}", file=sys.stderr)
-            return 2
-        logging_by_ini = configure_logging_from_ini(args.paste)
-        source: PasteSource | ImportSource = PasteSource(args.paste, cli_settings=settings)
-    else:
-        source = ImportSource(args.app, settings)
+    source: PasteSource | ImportSource = paste or ImportSource(args.app, settings)
+    logging_by_ini = configure_logging_from_ini(args.paste) if args.paste else False
     from .arbiter import run
 
     try:

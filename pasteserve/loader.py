@@ -102,7 +102,7 @@ class PasteSource:
                  global_conf: Mapping[str, str] | None = None, preloaded_app: WSGIApp | None = None,
                  cli_settings: Callable[[], Settings] | None = None) -> None:
         self.path = os.path.abspath(path)
-        # `pasteserve --paste app.ini` takes the app from the INI but the options from its flags.
+        # `pasteserve --paste app.ini`: the flags, layered over the INI's server section.
         self.cli_settings = cli_settings
         self.app_name = app_name
         self.server_name = server_name
@@ -117,12 +117,20 @@ class PasteSource:
     def settings(self) -> Settings:
         if self.cli_settings is not None:
             return self.cli_settings()
+        return self.ini_settings()
+
+    def uses_pasteserve(self) -> bool:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.path)
+        return "pasteserve" in parser.get(self.section, "use", fallback="")
+
+    def ini_settings(self, base: Settings | None = None) -> Settings:
         from paste.deploy.loadwsgi import SERVER, loadcontext
 
         section = self.section
         context = loadcontext(SERVER, "config:" + self.path, name=section.partition(":")[2],
                               global_conf=self.global_conf or None)
-        return settings_for(context.local_conf, context.global_conf, self.path, section)
+        return settings_for(context.local_conf, context.global_conf, self.path, section, base)
 
     def load_app(self) -> WSGIApp:
         if self.preloaded_app is not None:
@@ -140,15 +148,14 @@ class PasteSource:
 
 
 def settings_for(local_conf: Mapping[str, Any], global_conf: Mapping[str, Any], path: str | None,
-                 section: str) -> Settings:
+                 section: str, base: Settings | None = None) -> Settings:
     raw, sources = server_options(local_conf, global_conf, path, section)
     origin = f"file {path}, section [{section}]" if path else f"section [{section}]"
-    base = None
     if raw.get("config"):
         config_path = str(raw["config"])
         if not os.path.isabs(config_path) and path:
             config_path = os.path.join(os.path.dirname(path), config_path)
-        base = load_config_file_settings(config_path)
+        base = load_config_file_settings(config_path, base)
     settings = settings_from_mapping(raw, origin, "INI", base)
     settings.sources.update({k: sources[k] for k in raw if k in settings.sources and k in sources})
     return settings

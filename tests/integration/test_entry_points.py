@@ -106,3 +106,12 @@ def test_cli_bad_flag_value(tmp_path):
     assert result.returncode == 2
     assert "Invalid configuration in command line:" in result.stderr
     assert "workers = zero: expected a whole number from 1 to 1000" in result.stderr
+
+
+def test_cli_paste_takes_server_options_from_the_ini_under_the_flags(start_server, tmp_path):
+    ini = tmp_path / "opts.ini"
+    ini.write_text(ini_text("bind = 127.0.0.1:1\nworkers = 2\nkeepalive = 0", TEST_APP))
+    server = start_server("pasteserve", args=["--paste", str(ini), "-b", "127.0.0.1:0"])
+    server.wait_workers(2)
+    status, headers, _ = get(server.port, "/hello")
+    assert status == 200
