@@ -1,0 +1,126 @@
+"""Keep-alive connections against real workers: reuse, `keepalive = 0`, head-of-line blocking, slow clients.
+
+The time bounds below are correctness bounds (a request waits for another one, or it does not),
+set far above what a working server needs.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.conftest import ini_text
+from tests.integration.hookmod import HOOK_LOG_ENV, read_log
+from tests.server import Client, connect, get, read_response
+
+APP = "use = call:tests.integration.hookmod:app_factory"
+
+
+def ini(options: str, worker_class: str = "sync") -> str:
+    return ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\n{options}", APP)
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_connection_is_reused(start_server, worker_class):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1", worker_class))
+    with Client(server.port) as client:
+        answers = [client.get("/pid") for _ in range(3)]
+    assert {status for status, _, _ in answers} == {200}
+    assert len({body for _, _, body in answers}) == 1
+    assert all(headers.get("connection") != "close" for _, headers, _ in answers)
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_keepalive_zero_closes_after_every_response(start_server, worker_class):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nkeepalive = 0", worker_class))
+    with Client(server.port) as client:
+        status, headers, _ = client.get("/pid")
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert client.closed_by_peer()
+
+
+def spread_connections(port: int, per_worker: int, attempts: int = 60) -> dict[int, list[Client]]:
+    """Keep-alive connections, each used once, until `per_worker` of them sit on each of two workers."""
+    by_pid: dict[int, list[Client]] = {}
+    extra: list[Client] = []
+    for _ in range(attempts):
+        if len(by_pid) == 2 and all(len(c) >= per_worker for c in by_pid.values()):
+            break
+        client = Client(port)
+        pid = int(client.get("/pid")[2])
+        held = by_pid.setdefault(pid, [])
+        (held if len(held) < per_worker else extra).append(client)
+    for client in extra:
+        client.close()
+    return by_pid
+
+
+def test_sync_request_on_a_busy_workers_connection_is_served_by_an_idle_sibling(start_server, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=ini("workers = 2\nkeepalive = 30"),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    server.wait_workers(2)
+    by_pid = spread_connections(server.port, 5)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        assert sorted(len(held) for held in by_pid.values()) == [5, 5], "connections not spread over both workers"
+        (busy, busy_conns), (idle, _) = by_pid.items()
+        slow, others = busy_conns[0], [c for c in clients if c is not busy_conns[0]]
+        slow.send(b"GET /sleep?seconds=3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        server.wait_for(lambda: any(e[0] == "sleep-start" for e in read_log(hook_log)), 10, "the slow request")
+        sent = time.monotonic()
+        for client in others:
+            client.send(b"GET /pid HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        waits = []
+        for client in others:
+            status, _, body = client.response()
+            waits.append((round(time.monotonic() - sent, 3), status, int(body)))
+        # Four of the nine wait behind the slow request unless they move to the idle worker.
+        assert all(wait < 1.0 and status == 200 and pid == idle for wait, status, pid in waits), waits
+        status, _, body = slow.response()
+        assert (status, int(body)) == (200, busy)
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_clients_trickling_headers_do_not_delay_others(start_server, worker_class):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1", worker_class))
+    request = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"   # 31 bytes, one every 100 ms: over 3 s
+    tricklers = [connect(server.port) for _ in range(50)]
+    errors: list[Exception] = []
+
+    def trickle():
+        try:
+            for i in range(len(request)):
+                for sock in tricklers:
+                    sock.sendall(request[i:i + 1])
+                time.sleep(0.1)
+        except OSError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        waits = []
+        while thread.is_alive() and len(waits) < 10:
+            started = time.monotonic()
+            status, _, _ = get(server.port, "/pid")
+            waits.append((round(time.monotonic() - started, 3), status))
+            time.sleep(0.2)
+        thread.join(10)
+        assert not errors, errors
+        assert len(waits) >= 5, waits
+        assert all(wait < 1.0 and status == 200 for wait, status in waits), waits
+        # The trickled requests were served too, once complete.
+        for sock in tricklers:
+            with sock.makefile("rb") as f:
+                assert read_response(f)[0] == 200
+    finally:
+        for sock in tricklers:
+            sock.close()
