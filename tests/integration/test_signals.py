@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
 from tests.integration.load import Load
-from tests.server import Client, alive, get, parent_pid, wait_gone, wait_new_workers, wait_until
+from tests.server import Client, alive, get, parent_pid, request, wait_gone, wait_new_workers, wait_until
 
 APP = "use = call:tests.integration.hookmod:app_factory"
 
@@ -24,6 +24,15 @@ APP = "use = call:tests.integration.hookmod:app_factory"
 @pytest.fixture(params=["sync", "eventlet"])
 def worker_class(request) -> str:
     return request.param
+
+
+# Diagnosis for the lead (pasteserve/workers/eventlet.py), see the tests that use it.
+EVENTLET_ACCEPTS_WHILE_STOPPING = pytest.mark.xfail(strict=True, reason=(
+    "eventlet worker on TERM: accept_loop keeps accepting while run() sleeps in eventlet.sleep(interval) "
+    "(up to 1 s) before it kills the accept helpers; each connection accepted meanwhile reaches keep_serving "
+    "idle with alive False and let_go() closes it unread (TERM: no hand-off), so its client gets a reset "
+    "instead of waiting in the listen queue for a sibling or successor"))
+BOTH_WORKERS_EVENTLET_STOP_BUG = ["sync", pytest.param("eventlet", marks=EVENTLET_ACCEPTS_WHILE_STOPPING)]
 
 
 def ini(options: str, worker_class: str = "sync") -> str:
@@ -155,6 +164,7 @@ def read_pid(path: Path) -> int:
         return 0
 
 
+@pytest.mark.parametrize("worker_class", BOTH_WORKERS_EVENTLET_STOP_BUG)
 def test_usr2_then_term_old_master_under_load(start_server, worker_class, tmp_path):
     pidfile = tmp_path / "app.pid"
     server = start_server("pasteserve_paster", ini=ini(f"workers = 2\npidfile = {pidfile}", worker_class))
@@ -222,29 +232,31 @@ def test_term_lets_the_request_in_flight_finish(start_server, worker_class, tmp_
     assert (status, int(body)) == (200, worker)
 
 
+@pytest.mark.parametrize("worker_class", BOTH_WORKERS_EVENTLET_STOP_BUG)
 def test_a_worker_told_to_stop_finishes_its_request_and_takes_no_new_one(start_server, worker_class, tmp_path):
-    # What the old master's workers go through after USR2 + TERM: a sibling shares the listener.
+    # What the old master's workers go through after USR2 + TERM: connections that arrive while
+    # they stop belong to whoever accepts next on the shared listener, here the replacement worker.
     hook_log = tmp_path / "hooks.log"
-    server = start_server("pasteserve_paster", ini=ini("workers = 2", worker_class),
+    server = start_server("pasteserve_paster", ini=ini("workers = 1", worker_class),
                           env={HOOK_LOG_ENV: str(hook_log)})
-    server.wait_workers(2)
+    (busy,) = server.wait_workers(1)
     result: list = []
     thread = slow_request(server.port, 2, result)
     wait_hook_event(server, hook_log, "sleep-start")
-    (busy,) = [pid for event, pid, _ in read_log(hook_log) if event == "sleep-start"]
     os.kill(busy, signal.SIGTERM)
-    failures = []
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
+    # The stopping worker is the only one accepting: these wait in the listen queue for its successor.
+    answers = []
+    for _ in range(3):
         try:
-            status, _, body = get(server.port, "/pid")
-            assert status == 200
-        except (OSError, AssertionError) as exc:
-            failures.append(repr(exc))
+            answers.append(request(server.port, b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                   timeout=20))
+        except OSError as exc:
+            answers.append(exc)
     thread.join(10)
     status, _, body = result[0]
     assert (status, int(body)) == (200, busy)
-    assert not failures, failures
+    (successor,) = server.wait_workers(1)
+    assert [(a[0], int(a[2])) if isinstance(a, tuple) else a for a in answers] == [(200, successor)] * 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
