@@ -144,16 +144,24 @@ class Connection:
         self._parser.feed(data)
         return self._serve()
 
-    def expire(self) -> None:
-        """The deadline passed: answer 408 if a head was under way, then close."""
+    def expire(self) -> bool:
+        """The deadline passed: answer 408 if a head was under way, then close.
+
+        Returns True while the connection lingers after the 408 (the client may still be
+        sending; closing now would reset the connection and lose the answer): the worker keeps
+        watching it until its new deadline, as after any other protocol error.
+        """
         if self._state == _HEAD:
             try:
                 self._sock.sendall(error_response(408, "Request Timeout", "the request head did not arrive in time",
                                                   self._server))
-                self._sock.shutdown(socket.SHUT_WR)
             except OSError:
-                pass
+                self.close()
+                return False
+            self._linger()
+            return self._state == _LINGER
         self.close()
+        return False
 
     def close(self) -> None:
         if self._state != _CLOSED:

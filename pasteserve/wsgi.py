@@ -264,17 +264,19 @@ def _header_key(name: str) -> str:
     return key
 
 
-def _path_of(target: str) -> str:
-    """The path of a request-target that is not origin-form."""
+def _path_of(target: str) -> tuple[str, str | None]:
+    """The path and, for absolute-form, the authority of a target that is not origin-form."""
     scheme_end = target.find("://")
     if scheme_end > 0:
         # absolute-form: the path starts at the first "/" after the authority.
         slash = target.find("/", scheme_end + 3)
-        return target[slash:] if slash >= 0 else "/"
+        end = slash if slash >= 0 else len(target)
+        authority = target[scheme_end + 3:end].rpartition("@")[2]
+        return (target[slash:] if slash >= 0 else "/"), authority
     # asterisk-form ("OPTIONS *") and authority-form ("CONNECT host:port") name no
     # resource: PATH_INFO is "" (CGI wants it empty or starting with "/"); RAW_URI
     # keeps the target.
-    return ""
+    return "", None
 
 
 def _split_host(host: str, default_port: str) -> tuple[str, str]:
@@ -337,8 +339,9 @@ class EnvironBuilder:
         if "#" in target:
             target = target.partition("#")[0]
         path, _, query = target.partition("?")
+        authority = None
         if path[:1] != "/":
-            path = _path_of(path)
+            path, authority = _path_of(path)
         if "%" in path:
             path = unquote_to_bytes(path).decode("latin-1")
         root = self._root
@@ -361,6 +364,9 @@ class EnvironBuilder:
                 env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 env[key] = value
+        if authority is not None:
+            # RFC 9112 3.2.2: with an absolute-form target the server ignores Host.
+            env["HTTP_HOST"] = authority
         if self._scheme_keys:
             self._apply_scheme_headers(env)
         if self._unix:

@@ -89,8 +89,9 @@ def status_line(status: object) -> tuple[int, bytes]:
     if len(status) < 4 or not status[:3].isdigit() or status[3] != " " or not status[:3].isascii():
         raise ResponseError(f"invalid status {status!r}: want '<3 digits> <reason>'")
     code = int(status[:3])
-    if code < 100:
-        raise ResponseError(f"invalid status code in {status!r}")
+    # 1xx are interim answers the server sends itself (100 Continue); an app's response is final.
+    if not 200 <= code <= 599:
+        raise ResponseError(f"invalid status code in {status!r}: an app's response needs 200 to 599")
     _check_value("status", status)
     try:
         line = b"HTTP/1.1 %s\r\n" % status.encode("latin-1")

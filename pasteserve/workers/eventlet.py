@@ -111,7 +111,8 @@ class EventletWorker(Worker):
             while True:
                 wait = conn.deadline - time.monotonic()
                 if wait <= 0:
-                    conn.expire()
+                    if conn.expire():
+                        continue   # lingering after a 408: keep reading until the client is done
                     return
                 if conn.idle:
                     if not self.alive:
@@ -121,8 +122,7 @@ class EventletWorker(Worker):
                 try:
                     hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
                 except _Expired:
-                    conn.expire()
-                    return
+                    continue   # the deadline check above expires it
                 finally:
                     self.waiting.pop(conn, None)
                 if not conn.process():

@@ -183,8 +183,8 @@ class SyncWorker(Worker):
     def sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if c.deadline <= now]:
-            self.forget(conn)
-            conn.expire()
+            if not conn.expire():
+                self.forget(conn)
 
     # --- stopping ---------------------------------------------------------------------------------
 

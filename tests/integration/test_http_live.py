@@ -257,9 +257,6 @@ def test_204_and_304_have_no_body(server, code):
         assert client.get("/hello")[::2] == (200, b"Hello, World!")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a 1xx is interim (RFC 9110 section 15.2): sent as the app's only response it leaves the client "
-    "without a final one; pasteserve/http/response.py status_line() accepts 100-199 (suggest 500)"))
 @pytest.mark.parametrize("code", [101, 103])
 def test_1xx_from_the_app_is_never_the_final_response(server, code):
     with Client(server.port, TIMEOUT) as client:

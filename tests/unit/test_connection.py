@@ -407,8 +407,8 @@ def test_no_100_continue_for_http10(serve, client_of):
 # -- bodies that must not be sent -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", ["204", "304", "100"])
-def test_no_body_for_204_304_1xx(serve, client_of, code):
+@pytest.mark.parametrize("code", ["204", "304"])
+def test_no_body_for_204_304(serve, client_of, code):
     client = client_of(serve())
     client.send(get(f"/status?code={code}") + get("/hello"))
     resp = client.response()
@@ -416,6 +416,15 @@ def test_no_body_for_204_304_1xx(serve, client_of, code):
     assert resp.header("transfer-encoding") is None
     nxt = client.response()  # would fail if any stray body byte had been sent
     assert nxt.body == b"Hello, World!"
+
+
+@pytest.mark.parametrize("code", ["100", "103", "600"])
+def test_an_app_status_outside_200_to_599_is_a_500(serve, client_of, code):
+    # A 1xx is interim (RFC 9110 15.2): sent as the app's only answer the client would wait forever.
+    client = client_of(serve())
+    client.send(get(f"/status?code={code}") + get("/hello"))
+    assert client.response().status == 500
+    assert client.response().body == b"Hello, World!"
 
 
 def test_no_content_length_on_204(serve, client_of):
