@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -52,8 +53,8 @@ class EventletWorker(Worker):
         # Green threads waiting for the next request on an idle connection, woken at shutdown.
         self.waiting: dict[Connection, Any] = {}
         listeners = [self.greened(sock) for sock in self.listeners]
-        helpers = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
-        helpers.append(eventlet.spawn(self.handoff_loop))
+        self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
+        helpers = self.acceptors + [eventlet.spawn(self.handoff_loop), eventlet.spawn(self.watch_signals)]
         # Beating is cheap (no syscall); a short interval also notices a stop signal promptly.
         interval = min(0.2, self.settings.timeout / 4) if self.settings.timeout else 0.2
         while self.alive:
@@ -63,6 +64,23 @@ class EventletWorker(Worker):
         for helper in helpers:
             helper.kill()
         self.finish()
+
+    def watch_signals(self) -> None:
+        """Stop accepting the moment a stop signal arrives.
+
+        A signal handler runs inside whatever green thread it interrupts and cannot switch
+        safely; the wakeup fd lets this green thread act on the signal instead.
+        """
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        while self.alive:
+            hubs.trampoline(wake_r, read=True)
+            os.read(wake_r, 4096)
+        self.stop_accepting()
+
+    def stop_accepting(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.kill()
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
@@ -107,6 +125,7 @@ class EventletWorker(Worker):
 
     def keep_serving(self, conn: Connection) -> None:
         """Serve one connection until it closes, expires, or the worker stops."""
+        served = False
         try:
             while True:
                 wait = conn.deadline - time.monotonic()
@@ -114,7 +133,9 @@ class EventletWorker(Worker):
                     if conn.expire():
                         continue   # lingering after a 408: keep reading until the client is done
                     return
-                if conn.idle:
+                # A connection accepted before the stop was noticed still gets its first request
+                # answered (with Connection: close); an idle one between requests goes at once.
+                if conn.idle and served:
                     if not self.alive:
                         self.let_go(conn)
                         return
@@ -127,6 +148,7 @@ class EventletWorker(Worker):
                     self.waiting.pop(conn, None)
                 if not conn.process():
                     return
+                served = True
                 self.count_request()
         except GreenletExit:
             self.let_go(conn)
@@ -135,6 +157,11 @@ class EventletWorker(Worker):
             conn.close()
         finally:
             self.capacity.release()
+
+    def count_request(self) -> None:
+        super().count_request()
+        if not self.alive:
+            self.stop_accepting()   # retiring after max_requests
 
     def let_go(self, conn: Connection) -> None:
         """An idle connection at shutdown: a sibling takes it when retiring, else it is closed."""

@@ -101,7 +101,8 @@ class SyncWorker(Worker):
                 for key, _ in self.sel.select(max(0.0, min(next_sweep - time.monotonic(), 1.0))):
                     tag = key.data
                     if tag is ACCEPT:
-                        self.accept(key.fileobj)
+                        if self.alive:   # a stop signal may wake us in the same turn
+                            self.accept(key.fileobj)
                     elif tag is HANDOFF:
                         for conn in self.take_handoff():
                             self.watch(conn)
