@@ -600,12 +600,16 @@ class RequestParser:
         return EndOfMessage([])
 
     def _read_body(self) -> Event:
+        return self._read_data(_END)
+
+    def _read_data(self, then: str) -> Event:
+        """Up to the rest of the current body or chunk; `then` is the state once it is all read."""
         if not self._buf:
             return NEED_DATA
         data = self._take(self._remaining)
         self._remaining -= len(data)
         if not self._remaining:
-            self._state = _END
+            self._state = then
         return Data(data)
 
     def _read_chunk_size(self) -> Event:
@@ -638,13 +642,7 @@ class RequestParser:
         return self._read_chunk_data()
 
     def _read_chunk_data(self) -> Event:
-        if not self._buf:
-            return NEED_DATA
-        data = self._take(self._remaining)
-        self._remaining -= len(data)
-        if not self._remaining:
-            self._state = _CHUNK_END
-        return Data(data)
+        return self._read_data(_CHUNK_END)
 
     def _read_chunk_end(self) -> Event:
         buf = self._buf
