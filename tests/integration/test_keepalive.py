@@ -43,19 +43,23 @@ def test_keepalive_zero_closes_after_every_response(start_server, worker_class):
         assert client.closed_by_peer()
 
 
-def spread_connections(port: int, per_worker: int, attempts: int = 60) -> dict[int, list[Client]]:
-    """Keep-alive connections, each used once, until `per_worker` of them sit on each of two workers."""
+def spread_connections(port: int, per_worker: int, timeout: float = 15.0) -> dict[int, list[Client]]:
+    """Keep-alive connections, each used once, until `per_worker` of them sit on each of two workers.
+
+    Which worker accepts a connection is up to the kernel, and a worker that just booted may not
+    accept yet: keep connecting (bounded) until both hold their share.
+    """
     by_pid: dict[int, list[Client]] = {}
-    extra: list[Client] = []
-    for _ in range(attempts):
-        if len(by_pid) == 2 and all(len(c) >= per_worker for c in by_pid.values()):
+    deadline = time.monotonic() + timeout
+    while not (len(by_pid) == 2 and all(len(held) >= per_worker for held in by_pid.values())):
+        if time.monotonic() > deadline:
             break
         client = Client(port)
-        pid = int(client.get("/pid")[2])
-        held = by_pid.setdefault(pid, [])
-        (held if len(held) < per_worker else extra).append(client)
-    for client in extra:
-        client.close()
+        held = by_pid.setdefault(int(client.get("/pid")[2]), [])
+        if len(held) < per_worker:
+            held.append(client)
+        else:
+            client.close()
     return by_pid
 
 
