@@ -122,7 +122,7 @@ class Arbiter:
         for sock in self.listeners:
             log.info("Listening at: %s", sockets.describe(sock))
         log.info("Using worker: %s", self.settings.worker_class)
-        if self.settings.preload_app:
+        if self.settings.preload_app or self.settings.reload:
             self.app = self.load_app_or_halt()
         self.manage_workers()
         self.hooks.call("when_ready", self)

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import __version__, workers
+from . import __version__, reloader, workers
 from .loader import AppLoadError, ImportSource, PasteSource, configure_logging_from_ini
 from .settings import ConfigError, Settings, add_arguments, cli_values, load_config_file_settings, \
     settings_from_mapping
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pasteserve: {exc}", file=sys.stderr)
         return 2
+    if current.reload:
+        reloader.start("pasteserve.cli.main", current.graceful_timeout, [current.config, args.paste])
     # Patch before the app's modules are imported (eventlet), whichever way they get loaded.
     workers.prepare(current.worker_class)
     source: PasteSource | ImportSource = paste or ImportSource(args.app, settings)

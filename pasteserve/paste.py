@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from . import __version__, workers
+from . import __version__, reloader, workers
 from .loader import (AppLoadError, PasteSource, configure_logging_from_ini, find_server_section, ini_has_loggers,
                      settings_for)
 from .settings import ConfigError, Settings
@@ -34,6 +34,8 @@ class PasteServer:
     def __call__(self, app: Callable | None) -> None:
         from .arbiter import run
 
+        if self.settings.reload:
+            log.warning("reload = true is for pasteserve_paster and pasteserve; with pserve use `pserve --reload`")
         # pserve loaded the app already (and configured logging from the INI); we serve that app.
         source = PasteSource(self.path or "", server_name=self.server_name,
                              global_conf=self._caller_conf(), preloaded_app=app)
@@ -107,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pasteserve_paster: [{find_server_section(source.path, args.server_name)}] in {path} does not "
               "use pasteserve; set `use = egg:pasteserve#main`", file=sys.stderr)
         return 2
+    if server.settings.reload:
+        reloader.start("pasteserve.paste.main", server.settings.graceful_timeout,
+                       [source.path, server.settings.config])
     from .arbiter import run
 
     try:

@@ -258,6 +258,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Server mechanics", ("--root-path",), meta="PATH"),
     _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",
        "Server mechanics", ("--preload",)),
+    _S("reload", "bool", False, "Restart the server when its code or config files change (development; "
+       "implies preload_app).", "Server mechanics", ("--reload",)),
     _S("chdir", "str", None, "Change to this directory before loading the app.", "Server mechanics", ("--chdir",), meta="DIR"),
     _S("daemon", "bool", False, "Detach from the terminal and run in the background.", "Server mechanics", ("-D", "--daemon")),
     _S("pidfile", "str", None, "Write the master's PID to this file.", "Server mechanics", ("-p", "--pid"), meta="FILE"),
