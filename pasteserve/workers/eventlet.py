@@ -146,10 +146,11 @@ class EventletWorker(Worker):
                     continue   # the deadline check above expires it
                 finally:
                     self.waiting.pop(conn, None)
-                if not conn.process():
+                keep = conn.process()
+                self.count_request()   # also for a request whose connection then closed
+                if not keep:
                     return
                 served = True
-                self.count_request()
         except GreenletExit:
             self.let_go(conn)
         except Exception:

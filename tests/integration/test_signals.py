@@ -292,14 +292,7 @@ def test_max_requests_rotates_workers_without_errors(start_server, worker_class)
     assert "reached max_requests" in server.log()
 
 
-EVENTLET_UNCOUNTED_CLOSING_REQUESTS = pytest.mark.xfail(strict=True, reason=(
-    "EventletWorker.keep_serving returns as soon as conn.process() is False and skips count_request(); "
-    "process() is False whenever the connection closes after its response (Connection: close, HTTP/1.0, "
-    "keepalive = 0: connection.py closes outright when the request had no body), so such requests never "
-    "trigger the max_requests check. SyncWorker.serve counts whatever process() returns."))
-
-
-@pytest.mark.parametrize("worker_class", ["sync", pytest.param("eventlet", marks=EVENTLET_UNCOUNTED_CLOSING_REQUESTS)])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
 def test_max_requests_counts_requests_on_connections_that_close(start_server, worker_class):
     server = start_server("pasteserve_paster", ini=ini("workers = 1\nmax_requests = 5", worker_class))
     server.wait_workers(1)
