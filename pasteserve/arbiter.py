@@ -33,6 +33,7 @@ WORKER_BOOT_ERROR = 3
 HEARTBEAT_SLOTS = 4096
 MASTER_PID_ENV = "PASTESERVE_MASTER_PID"
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
+_HANDLED = {getattr(signal, "SIG" + name) for name in SIGNALS}
 
 
 def _unpatched(name: str) -> ModuleType:
@@ -118,9 +119,9 @@ class Arbiter:
         self.log_sources(self.settings)
         self.write_pidfile()
         self.install_signals()
+        self.ssl = self.make_ssl(self.settings)
         self.listeners = self.bind(self.settings)
-        for sock in self.listeners:
-            log.info("Listening at: %s", sockets.describe(sock))
+        self.log_listeners()
         log.info("Using worker: %s", self.settings.worker_class)
         if self.settings.preload_app or self.settings.reload:
             self.app = self.load_app_or_halt()
@@ -133,6 +134,19 @@ class Arbiter:
             if source != "default":
                 level = logging.INFO if "DEFAULT" in source or "command line" in source else logging.DEBUG
                 log.log(level, "setting %s = %r (from %s)", name, getattr(settings, name), source)
+
+    def log_listeners(self) -> None:
+        for sock in self.listeners:
+            log.info("Listening at: %s", sockets.describe(sock, tls=self.ssl is not None))
+
+    def make_ssl(self, settings: Settings) -> Any:
+        """The TLS context, built once here so a bad certificate stops the start (or the reload)."""
+        if not settings.certfile:
+            return None
+        try:
+            return sockets.ssl_context(settings.certfile, settings.keyfile)
+        except (ValueError, OSError) as exc:
+            raise HaltServer(f"Cannot use the TLS certificate: {exc}", 1) from None
 
     @property
     def title_name(self) -> str:
@@ -261,6 +275,11 @@ class Arbiter:
             log.error("Reload cancelled: worker_class changed from %s to %s, which needs a restart or USR2",
                       old.worker_class, new.worker_class)
             return
+        try:
+            new_ssl = self.make_ssl(new)
+        except HaltServer as exc:
+            log.error("Reload cancelled: %s", exc.reason)
+            return
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         if new.bind != old.bind or new.backlog != old.backlog:
@@ -272,8 +291,9 @@ class Arbiter:
             kept = {id(s) for s in listeners}
             sockets.close_listeners([s for s in self.listeners if id(s) not in kept], unlink=True)
             self.listeners = listeners
-            for sock in listeners:
-                log.info("Listening at: %s", sockets.describe(sock))
+        self.ssl = new_ssl
+        if new.bind != old.bind or new.backlog != old.backlog:
+            self.log_listeners()
         self.settings = new
         self.log_sources(new)
         self.num_workers = new.workers
@@ -357,10 +377,18 @@ class Arbiter:
         worker = worker_cls(age=self.generation, ppid=self.pid, listeners=self.listeners,
                             source=self.source, app=self.app, settings=self.settings,
                             heartbeat=self.heartbeat, slot=slot, hooks=self.hooks,
-                            handoff=self.handoff, title=self.title_name)
+                            handoff=self.handoff, title=self.title_name, ssl=self.ssl)
         self.hooks.call("pre_fork", self, worker)
-        pid = os.fork()
+        # A signal meant for the worker that lands between fork and its own handlers would be
+        # queued for a master loop the child never runs: hold signals until the worker is ready.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             info.pid = worker.pid = pid
             self.workers[pid] = info
             log.info("Booting worker with pid %s", pid)
@@ -539,6 +567,8 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     """Serve until stopped; the exit status for the command."""
     logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
     if settings.daemon:
+        if settings.errorlog == "-" and not logging_by_ini:
+            log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
         daemonize()
     os.umask(settings.umask)
     if settings.chdir:

@@ -28,6 +28,8 @@ from ..proctitle import set_title
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
+                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD}
 # Most descriptors passed in one hand-off message (the kernel allows 253).
 HANDOFF_BATCH = 64
 
@@ -41,7 +43,7 @@ def _access_logging() -> bool:
 class Worker:
     def __init__(self, *, age: int, ppid: int, listeners: list[socket.socket], source: Any, app: Any,
                  settings: Any, heartbeat: Any, slot: int, hooks: Any, handoff: tuple[socket.socket, socket.socket],
-                 title: str) -> None:
+                 title: str, ssl: Any = None) -> None:
         self.age = age
         self.ppid = ppid
         self.pid = 0
@@ -55,6 +57,7 @@ class Worker:
         self.hooks = hooks
         self.handoff_send, self.handoff_recv = handoff
         self.title = title
+        self.ssl = ssl   # the master's TLS context, or None
         self.log = log
         self.alive = True
         self.retiring = False
@@ -122,13 +125,6 @@ class Worker:
             ctx.post_request = lambda req, environ, resp: self.hooks.call("post_request", self, req, environ, resp)
         return ctx
 
-    def ssl_context(self) -> Any:
-        if not self.settings.certfile:
-            return None
-        from ..sockets import ssl_context
-
-        return ssl_context(self.settings.certfile, self.settings.keyfile)
-
     # --- signals ------------------------------------------------------------------------------
 
     def init_signals(self) -> None:
@@ -140,6 +136,8 @@ class Worker:
         signal.signal(signal.SIGQUIT, self.handle_quit)
         signal.signal(signal.SIGABRT, self.handle_abort)
         signal.signal(signal.SIGUSR1, self.handle_usr1)
+        # The master blocked signals across the fork (see Arbiter.spawn_worker): ours from now on.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def stop_serving(self, retire: bool) -> None:
         self.alive = False
@@ -193,7 +191,7 @@ class Worker:
         shutdown, which would end the connection for the sibling too). The rest stay ours: the
         queue was full.
         """
-        if self.settings.certfile:
+        if self.ssl is not None:
             return []   # a TLS session's state lives in this process: its descriptor alone is useless
         sent = []
         for start in range(0, len(conns), HANDOFF_BATCH):

@@ -47,7 +47,6 @@ class EventletWorker(Worker):
         super().init_process()
 
     def run(self) -> None:
-        self.ssl = self.ssl_context()
         self.capacity = Semaphore(self.settings.worker_connections)
         self.pool = GreenPool(self.settings.worker_connections + 1)
         # Green threads waiting for the next request on an idle connection, woken at shutdown.

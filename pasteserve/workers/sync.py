@@ -16,8 +16,11 @@ import select
 import selectors
 import signal
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from .. import logs
 from ..connection import Connection
@@ -79,11 +82,20 @@ class Lender(threading.Thread):
         return [candidates[fd] for fd, _ in poller.poll(0)]
 
 
+@dataclass(eq=False)
+class Handshake:
+    """A TLS connection whose handshake is still under way."""
+
+    sock: ssl.SSLSocket
+    peer: Any
+    deadline: float
+
+
 class SyncWorker(Worker):
     def run(self) -> None:
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
-        self.ssl = self.ssl_context()
+        self.handshakes: set[Handshake] = set()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # A signal wakes the selector at once (PEP 475 would otherwise resume the wait).
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -110,6 +122,8 @@ class SyncWorker(Worker):
                         _drain(wake_r)
                     elif tag in self.conns:   # not lent away or closed earlier in this batch
                         self.serve(tag)
+                    elif tag in self.handshakes:
+                        self.handshake(tag)
                 if time.monotonic() >= next_sweep:
                     self.sweep()
                     self.check_parent()
@@ -141,15 +155,46 @@ class SyncWorker(Worker):
         except OSError as exc:
             log.error("accept() failed: %s", exc)
             return
-        if self.ssl is not None:
-            try:
-                sock.settimeout(self.settings.header_timeout)
-                sock = self.ssl.wrap_socket(sock, server_side=True)
-            except OSError as exc:
-                log.debug("TLS handshake with %s failed: %s", peer, exc)
-                sock.close()
-                return
-        self.watch(self.new_connection(sock, peer))
+        if self.ssl is None:
+            self.watch(self.new_connection(sock, peer))
+            return
+        # The TLS handshake runs from the selector too: a client that never sends its hello
+        # costs a descriptor until header_timeout, never the worker.
+        try:
+            sock.setblocking(False)
+            tls = self.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            log.debug("TLS setup for %s failed: %s", peer, exc)
+            sock.close()
+            return
+        shake = Handshake(tls, peer, time.monotonic() + self.settings.header_timeout)
+        self.handshakes.add(shake)
+        self.sel.register(tls, selectors.EVENT_READ, shake)
+
+    def handshake(self, shake: "Handshake") -> None:
+        try:
+            shake.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.sel.modify(shake.sock, selectors.EVENT_READ, shake)
+            return
+        except ssl.SSLWantWriteError:
+            self.sel.modify(shake.sock, selectors.EVENT_WRITE, shake)
+            return
+        except OSError as exc:
+            log.debug("TLS handshake with %s failed: %s", shake.peer, exc)
+            self.drop_handshake(shake)
+            return
+        self.handshakes.discard(shake)
+        self.sel.unregister(shake.sock)
+        conn = self.new_connection(shake.sock, shake.peer)
+        self.watch(conn)
+        if shake.sock.pending():   # the request came with the last handshake flight
+            self.serve(conn)
+
+    def drop_handshake(self, shake: "Handshake") -> None:
+        self.handshakes.discard(shake)
+        self.sel.unregister(shake.sock)
+        shake.sock.close()
 
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
@@ -186,6 +231,8 @@ class SyncWorker(Worker):
         for conn in [c for c in self.conns if c.deadline <= now]:
             if not conn.expire():
                 self.forget(conn)
+        for shake in [h for h in self.handshakes if h.deadline <= now]:
+            self.drop_handshake(shake)
 
     # --- stopping ---------------------------------------------------------------------------------
 
@@ -204,6 +251,8 @@ class SyncWorker(Worker):
         for conn in list(self.conns):
             self.forget(conn)
             conn.close()
+        for shake in list(self.handshakes):
+            self.drop_handshake(shake)
 
 
 def _drain(fd: int) -> None:

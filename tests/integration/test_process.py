@@ -203,20 +203,13 @@ def test_tls_serves_https_with_keep_alive(start_server, tls_files, worker_class)
         assert read_response(rfile)[2] == str(worker).encode()
 
 
-@pytest.mark.xfail(strict=True, reason="arbiter.start logs sockets.describe(sock) without tls=True, so a TLS "
-                                       "listener is announced as http://")
 def test_tls_listener_is_announced_as_https(start_server, tls_files):
     server = start_server("pasteserve_paster", ini=tls_ini(tls_files))
     server.wait_workers(1)
     assert server.url == f"https://127.0.0.1:{server.port}"
 
 
-@pytest.mark.parametrize("worker_class", [
-    pytest.param("sync", marks=pytest.mark.xfail(strict=True, reason=(
-        "the sync worker does the TLS handshake blocking, right after accept() (workers/sync.py accept), "
-        "so a silent client holds it for header_timeout"))),
-    "eventlet",
-])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
 def test_silent_tls_client_does_not_hold_the_worker(start_server, tls_files, worker_class):
     # header_timeout (10 s) is far above the patient client's 3 s: only a blocked worker makes it wait that long.
     server = start_server("pasteserve_paster", ini=tls_ini(tls_files, worker_class, "header_timeout = 10"))
@@ -228,9 +221,6 @@ def test_silent_tls_client_does_not_hold_the_worker(start_server, tls_files, wor
             assert read_response(rfile)[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason="the certificate is loaded in each worker (workers/sync.py run -> "
-                                       "Worker.ssl_context), not in the master: every worker dies with exit 1 "
-                                       "and the master replaces it forever")
 def test_missing_certfile_stops_the_server_with_an_error_naming_it(start_server, tmp_path):
     missing = tmp_path / "no-such-cert.pem"
     server = start_server("pasteserve_paster", expect_listening=False,
