@@ -466,7 +466,8 @@ class Arbiter:
             elif info.retiring or self.stopping:
                 log.info("Worker exited (pid %s): %s", pid, _describe_status(status))
             elif code == 0:
-                log.info("Worker (pid %s) retired after max_requests; replacing it", pid)
+                log.info("Worker (pid %s) exited on its own (max_requests, or a signal sent to it); replacing it",
+                         pid)
             else:
                 log.warning("Worker (pid %s) %s; replacing it", pid, _describe_status(status))
 

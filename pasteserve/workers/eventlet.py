@@ -52,8 +52,10 @@ class EventletWorker(Worker):
         # Green threads waiting for the next request on an idle connection, woken at shutdown.
         self.waiting: dict[Connection, Any] = {}
         listeners = [self.greened(sock) for sock in self.listeners]
+        # Everything that brings in new connections: stopped together the moment the worker stops.
         self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
-        helpers = self.acceptors + [eventlet.spawn(self.handoff_loop), eventlet.spawn(self.watch_signals)]
+        self.acceptors.append(eventlet.spawn(self.handoff_loop))
+        helpers = self.acceptors + [eventlet.spawn(self.watch_signals)]
         # Beating is cheap (no syscall); a short interval also notices a stop signal promptly.
         interval = min(0.2, self.settings.timeout / 4) if self.settings.timeout else 0.2
         while self.alive:
