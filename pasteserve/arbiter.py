@@ -78,6 +78,7 @@ class Arbiter:
         self.num_workers = settings.workers
         self.listeners: list[socket.socket] = []
         self.app: Any = None
+        self.ssl: Any = None   # the TLS context shared with the workers, or None
         self.signals: list[int] = []
         self.stopping = False
         self.reexec_pid = 0
