@@ -276,30 +276,28 @@ class Arbiter:
             log.error("Reload cancelled: worker_class changed from %s to %s, which needs a restart or USR2",
                       old.worker_class, new.worker_class)
             return
+        rebind = new.bind != old.bind or new.backlog != old.backlog
         try:
             new_ssl = self.make_ssl(new)
+            if rebind:
+                listeners = self.bind(new, existing=self.listeners)
+                kept = {id(s) for s in listeners}
+                sockets.close_listeners([s for s in self.listeners if id(s) not in kept], unlink=True)
+                self.listeners = listeners
         except HaltServer as exc:
             log.error("Reload cancelled: %s", exc.reason)
             return
+        # Nothing can cancel the reload from here on.
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
-        if new.bind != old.bind or new.backlog != old.backlog:
-            try:
-                listeners = self.bind(new, existing=self.listeners)
-            except HaltServer as exc:
-                log.error("Reload cancelled: %s", exc.reason)
-                return
-            kept = {id(s) for s in listeners}
-            sockets.close_listeners([s for s in self.listeners if id(s) not in kept], unlink=True)
-            self.listeners = listeners
         self.ssl = new_ssl
-        if new.bind != old.bind or new.backlog != old.backlog:
+        if rebind:
             self.log_listeners()
         self.settings = new
         self.log_sources(new)
         self.num_workers = new.workers
         self.hooks = new_hooks
-        if not new.preload_app:
+        if not (new.preload_app or new.reload):
             self.source.forget_app()
             self.app = None
         elif self.app is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -145,6 +146,25 @@ def test_hup_with_a_broken_ini_keeps_the_running_workers(start_server, tmp_path)
     kids = server.wait_workers(3)
     assert set(workers) < set(kids)
     assert pid_of(server.port) in kids
+
+
+def test_hup_with_a_new_bind_listens_there_too(start_server, tmp_path):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1"))
+    server.wait_workers(1)
+    path = tmp_path / "added.sock"
+    # The TCP listener is kept (same spec, port 0 included), the unix one is new.
+    (tmp_path / "app0.ini").write_text(ini("workers = 1").replace("bind = 127.0.0.1:0", f"bind = 127.0.0.1:0 unix:{path}"))
+    server.signal(signal.SIGHUP)
+    wait_log(server, f"Listening at: unix:{path}")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert pid_of(server.port) > 0   # the TCP listener still serves
 
 
 # --- upgrade (USR2) -----------------------------------------------------------------------------
