@@ -178,7 +178,7 @@ class ImportSource:
         return import_app(self.target)
 
     def forget_app(self) -> None:
-        pass
+        """Nothing to forget: each worker imports the app afresh (the master never imports it)."""
 
 
 def import_app(target: str) -> WSGIApp:
