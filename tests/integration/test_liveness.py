@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
-from tests.server import Client, get, wait_new_workers
+from tests.server import Client, get, wait_gone, wait_new_workers
 
 APP = "use = call:tests.integration.hookmod:app_factory"
 HOOKS = "worker_abort = tests.integration.hookmod:worker_abort"
@@ -47,3 +50,13 @@ def test_eventlet_worker_sleeping_cooperatively_past_timeout_is_not_killed(start
     assert server.children() == [worker]
     assert "WORKER TIMEOUT" not in server.log()
     assert not [e for e in read_log(hook_log) if e[0] == "worker_abort"]
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_workers_exit_by_themselves_when_the_master_dies(start_server, worker_class):
+    server = start_server("pasteserve_paster",
+                          ini=ini_text(f"bind = 127.0.0.1:0\nworkers = 2\nworker_class = {worker_class}", APP))
+    workers = server.wait_workers(2)
+    os.kill(server.pid, signal.SIGKILL)   # no chance to stop them
+    for pid in workers:
+        wait_gone(pid, 10)
