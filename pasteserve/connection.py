@@ -63,13 +63,18 @@ class ServerContext:
     worker: object | None = None
     alive: bool = True
     requests: int = 0
+    # Total seconds to receive one request body while the app reads it (None: only io_timeout
+    # per read). The sync worker sets it so a trickling upload gets a 408, not a liveness kill.
+    body_timeout: float | None = None
+    # Called when body bytes arrive: waiting for a client is not being stuck (the heartbeat).
+    on_progress: Callable[[], None] | None = None
 
 
 class Connection:
     """A client socket and the requests on it (see the module docstring)."""
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
-                 "_peer", "_state", "_since", "_wait")
+                 "_peer", "_state", "_since", "_wait", "_body_deadline")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -98,6 +103,7 @@ class Connection:
         self._state = _IDLE
         self._since = time.monotonic()
         self._wait = ctx.header_timeout  # a new connection owes us a request
+        self._body_deadline = 0.0        # set by the first body read that waits on the socket
 
     # -- what the worker calls ------------------------------------------------------
 
@@ -209,6 +215,9 @@ class Connection:
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
         self._run_app(environ, resp, inp)
+        if self._body_deadline:
+            self._body_deadline = 0.0
+            self._sock.settimeout(ctx.io_timeout)   # _pull shortened it to the body deadline
         self._errors.flush()
         status = resp.status or "500 Internal Server Error"
         if ctx.post_request is not None:
@@ -273,12 +282,17 @@ class Connection:
         while True:
             event = parser.next_event()
             if event is NEED_DATA:
+                ctx = self._ctx
+                if ctx.body_timeout is not None:
+                    self._bound_body_read(ctx.body_timeout)
                 try:
                     data = self._sock.recv(RECV_SIZE)
                 except TimeoutError:
                     raise RequestTimeout("timed out reading the request body") from None
                 except OSError as exc:
                     raise IncompleteMessage(f"connection lost while reading the request body: {exc}") from None
+                if ctx.on_progress is not None:
+                    ctx.on_progress()
                 parser.feed(data)
                 continue
             kind = type(event)
@@ -289,6 +303,16 @@ class Connection:
             if kind is EndOfMessage:
                 return b""
             raise IncompleteMessage("the connection closed in the middle of the request body")
+
+    def _bound_body_read(self, body_timeout: float) -> None:
+        """The next read may wait only until the body's deadline."""
+        now = time.monotonic()
+        if not self._body_deadline:
+            self._body_deadline = now + body_timeout
+        left = self._body_deadline - now
+        if left <= 0:
+            raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
+        self._sock.settimeout(min(left, self._ctx.io_timeout))
 
     # -- closing --------------------------------------------------------------------
 

@@ -92,6 +92,15 @@ class Handshake:
 
 
 class SyncWorker(Worker):
+    def make_context(self) -> Any:
+        ctx = super().make_context()
+        # One request holds this process: bound how long a slow upload may hold it, and answer
+        # 408 then, rather than being aborted as silent by the master.
+        if self.settings.timeout:
+            ctx.body_timeout = self.settings.timeout
+            ctx.on_progress = self.notify
+        return ctx
+
     def run(self) -> None:
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
