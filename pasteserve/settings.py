@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping
 from configobj import ConfigObj, flatten_errors, get_extra_values
 from validate import ValidateError, Validator
 
-from . import __version__
 from .hooks import HOOK_ARGS, HOOK_NAMES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
 from .sockets import parse_bind
@@ -161,8 +160,8 @@ def check_callable(value: Any) -> Callable | str | None:
     text = str(value).strip()
     if not text:
         return None
-    module, _, attr = text.replace(":", ".").rpartition(".")
-    if not module or not all(p.isidentifier() for p in text.replace(":", ".").split(".")):
+    parts = text.replace(":", ".").split(".")
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         raise CheckError("expected a dotted name such as myapp.hooks:post_fork")
     return text
 
@@ -464,10 +463,6 @@ def _doc_default(s: Setting) -> str:
     if isinstance(value, dict):
         return "`" + " ".join(f"{k}={v}" for k, v in value.items()) + "`"
     return "`" + str(value).replace("|", "\\|") + "`"
-
-
-def version_string() -> str:
-    return f"pasteserve {__version__}"
 
 
 if __name__ == "__main__":
