@@ -28,8 +28,6 @@ from ..proctitle import set_title
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
-HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
-                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD}
 # Most descriptors passed in one hand-off message (the kernel allows 253).
 HANDOFF_BATCH = 64
 
@@ -113,7 +111,7 @@ class Worker:
             header_timeout=s.header_timeout,
             io_timeout=s.timeout or 30.0,
             root_path=s.root_path or "",
-            url_scheme="https" if s.certfile else "http",
+            url_scheme="https" if self.ssl is not None else "http",
             forwarded_allow_ips=frozenset(s.forwarded_allow_ips),
             secure_scheme_headers=dict(s.secure_scheme_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
@@ -136,8 +134,9 @@ class Worker:
         signal.signal(signal.SIGQUIT, self.handle_quit)
         signal.signal(signal.SIGABRT, self.handle_abort)
         signal.signal(signal.SIGUSR1, self.handle_usr1)
-        # The master blocked signals across the fork (see Arbiter.spawn_worker): ours from now on.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        # The master blocked its signals across the fork (see Arbiter.spawn_worker); with our own
+        # handlers in place, a worker starts with nothing blocked.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
     def stop_serving(self, retire: bool) -> None:
         self.alive = False

@@ -227,13 +227,17 @@ class SyncWorker(Worker):
             keep = conn.process()
         finally:
             if self.lender:
-                for lent in self.lender.idle():
-                    self.forget(lent)
-                    lent.sock.close()   # the sibling has its own descriptor now
+                self.forget_handed(self.lender.idle())
         if not keep:
             self.forget(conn)
         self.notify()
         self.count_request()
+
+    def forget_handed(self, handed: list[Connection]) -> None:
+        """Forget connections a sibling took over; close our descriptors without a shutdown."""
+        for conn in handed:
+            self.forget(conn)
+            conn.sock.close()
 
     def sweep(self) -> None:
         now = time.monotonic()
@@ -254,9 +258,7 @@ class SyncWorker(Worker):
                 self.serve(key.data)
         idle = [c for c in self.conns if c.idle]
         if self.retiring and idle:
-            for conn in self.hand_off(idle):
-                self.forget(conn)
-                conn.sock.close()
+            self.forget_handed(self.hand_off(idle))
         for conn in list(self.conns):
             self.forget(conn)
             conn.close()
