@@ -123,7 +123,8 @@ class Arbiter:
         self.ssl = self.make_ssl(self.settings)
         self.listeners = self.bind(self.settings)
         self.log_listeners()
-        log.info("Using worker: %s", self.settings.worker_class)
+        name = workers.chosen(self.settings.worker_class, self.settings.threads)
+        log.info("Using worker: %s", f"{name} ({self.settings.threads} threads)" if name == "gthread" else name)
         if self.settings.preload_app or self.settings.reload:
             self.app = self.load_app_or_halt()
         self.manage_workers()
@@ -272,7 +273,9 @@ class Arbiter:
             log.error("Reload cancelled:\n%s", traceback.format_exc())
             return
         old = self.settings
-        if new.worker_class != old.worker_class:
+        # Only eventlet needs the restart: it patched this process before the app was imported.
+        # sync and gthread differ in threads only, as `threads` alone switches between them.
+        if "eventlet" in (new.worker_class, old.worker_class) and new.worker_class != old.worker_class:
             log.error("Reload cancelled: worker_class changed from %s to %s, which needs a restart or USR2",
                       old.worker_class, new.worker_class)
             return
@@ -372,7 +375,7 @@ class Arbiter:
         slot = self.slots.acquire()
         self.heartbeat.reset(slot)
         info = WorkerInfo(0, slot, self.generation, self.heartbeat.last(slot))
-        worker_cls = workers.load(self.settings.worker_class)
+        worker_cls = workers.load(workers.chosen(self.settings.worker_class, self.settings.threads))
         worker = worker_cls(age=self.generation, ppid=self.pid, listeners=self.listeners,
                             source=self.source, app=self.app, settings=self.settings,
                             heartbeat=self.heartbeat, slot=slot, hooks=self.hooks,

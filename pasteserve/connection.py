@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -68,6 +69,10 @@ class ServerContext:
     body_timeout: float | None = None
     # Called when body bytes arrive: waiting for a client is not being stuck (the heartbeat).
     on_progress: Callable[[], None] | None = None
+    # Several threads of the worker run requests at once (wsgi.multithread).
+    multithread: bool = False
+    # Guards `requests` when several threads count.
+    count_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Connection:
@@ -96,6 +101,7 @@ class Connection:
             errors=self._errors,
             forwarded_allow_ips=ctx.forwarded_allow_ips,
             secure_scheme_headers=ctx.secure_scheme_headers,
+            multithread=ctx.multithread,
         )
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
@@ -224,7 +230,8 @@ class Connection:
             self._hook(ctx.post_request, req, environ, resp)
         if ctx.access_log is not None:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
-        ctx.requests += 1
+        with ctx.count_lock:
+            ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the
         # promise: the worker hands the idle connection on (or closes it) once it stops.

@@ -32,9 +32,9 @@ class Heartbeat:
             raise IndexError(f"heartbeat slot {slot} out of range 0..{self.slots - 1}")
         return slot * _SLOT.size
 
-    def beat(self, slot: int) -> None:
-        """Worker: record that it is alive now."""
-        _SLOT.pack_into(self._map, self._offset(slot), time.monotonic())
+    def beat(self, slot: int, when: float | None = None) -> None:
+        """Worker: record that it was last alive at `when` (a ``time.monotonic()``; default now)."""
+        _SLOT.pack_into(self._map, self._offset(slot), time.monotonic() if when is None else when)
 
     def last(self, slot: int) -> float:
         """Master: the ``time.monotonic()`` of the slot's last beat (0.0 if it never beat)."""

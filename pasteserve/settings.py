@@ -225,8 +225,13 @@ SETTINGS: tuple[Setting, ...] = (
        ("--backlog",), (1, 65535), "INT"),
     _S("reuse_port", "bool", False, "Set SO_REUSEPORT on listeners.", "Server socket", ("--reuse-port",)),
     _S("workers", "int", 1, "Number of worker processes.", "Worker processes", ("-w", "--workers"), (1, 1000), "INT"),
-    _S("worker_class", "choice", "sync", "`sync`: one request at a time per process; `eventlet`: green threads, "
-       "many concurrent connections per process.", "Worker processes", ("-k", "--worker-class"), ("sync", "eventlet"), "CLASS"),
+    _S("worker_class", "choice", "sync", "`sync`: one request at a time per process (`threads` at a time with "
+       "`threads` > 1); `gthread`: the sync worker with `threads` app threads (Gunicorn's name); `eventlet`: green "
+       "threads, many concurrent connections per process.", "Worker processes", ("-k", "--worker-class"),
+       ("sync", "gthread", "eventlet"), "CLASS"),
+    _S("threads", "int", 1, "Sync worker: app threads per worker process, each running one request at a time "
+       "(Gunicorn's gthread, waitress's thread pool). The app must be thread-safe when > 1. Not for eventlet.",
+       "Worker processes", ("--threads",), (1, 1000), "INT"),
     _S("worker_connections", "int", 1000, "Eventlet worker: most concurrent connections per worker; accepting "
        "pauses at the limit. Sync worker: most idle keep-alive connections a worker holds.",
        "Worker processes", ("--worker-connections",), (1, 1000000), "INT"),
@@ -389,8 +394,25 @@ def settings_from_mapping(raw: Mapping[str, Any], origin: str, source: str,
     values = base.as_dict() if base else {}
     sources = dict(base.sources) if base else {}
     values.update(parsed)
+    problems = _contradictions(values, parsed)
+    if problems:
+        raise ConfigError(origin, problems)
     sources.update({k: source for k in parsed})
     return Settings(values, sources)
+
+
+def _contradictions(values: Mapping[str, Any], parsed: Mapping[str, Any]) -> list[Problem]:
+    """Options valid one by one that cannot go together; blamed on the key this layer set."""
+    worker_class = values.get("worker_class", BY_NAME["worker_class"].default)
+    threads = values.get("threads", BY_NAME["threads"].default)
+    if worker_class == "eventlet" and threads > 1:
+        if "threads" in parsed or "worker_class" not in parsed:
+            return [Problem("threads", threads, "the eventlet worker has no thread pool (one green thread per "
+                            "connection, bounded by worker_connections); remove threads, or use "
+                            "worker_class = gthread for a thread pool")]
+        return [Problem("worker_class", worker_class, f"cannot run with threads = {threads}; use "
+                        "worker_class = gthread (or sync) for a thread pool, or remove threads")]
+    return []
 
 
 def load_config_file_settings(path: str, base: Settings | None = None) -> Settings:

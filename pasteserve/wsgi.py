@@ -296,14 +296,14 @@ class EnvironBuilder:
                  url_scheme: str = "http", server_software: str = "",
                  errors: ErrorStream | None = None,
                  forwarded_allow_ips: frozenset[str] | set[str] = frozenset(),
-                 secure_scheme_headers: dict[str, str] | None = None) -> None:
+                 secure_scheme_headers: dict[str, str] | None = None, multithread: bool = False) -> None:
         self._root = root_path.rstrip("/")
         self._url_scheme = url_scheme
         base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": url_scheme,
             "wsgi.errors": errors if errors is not None else ErrorStream(logging.getLogger("pasteserve.error")),
-            "wsgi.multithread": False,
+            "wsgi.multithread": multithread,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,

@@ -105,21 +105,22 @@ class SyncWorker(Worker):
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
         self.handshakes: set[Handshake] = set()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        # A signal wakes the selector at once (PEP 475 would otherwise resume the wait).
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        self.sel.register(wake_r, selectors.EVENT_READ, WAKE)
-        self.accepting = False
+        # A signal wakes the selector at once (PEP 475 would otherwise resume the wait); so can a
+        # byte another thread writes to wake_w.
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, WAKE)
+        self.accepting = self.taking = False
         self.start_accepting()
-        self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
-        self.lender = Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
+        self.start_taking()
+        self.lender = self.make_lender()
         if self.lender:
             self.lender.start()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while self.alive:
                 self.notify()
-                for key, _ in self.sel.select(max(0.0, min(next_sweep - time.monotonic(), 1.0))):
+                for key, _ in self.sel.select(self.before_wait(next_sweep)):
                     tag = key.data
                     if tag is ACCEPT:
                         if self.alive:   # a stop signal may wake us in the same turn
@@ -128,7 +129,7 @@ class SyncWorker(Worker):
                         for conn in self.take_handoff():
                             self.watch(conn)
                     elif tag is WAKE:
-                        _drain(wake_r)
+                        _drain(self.wake_r)
                     elif tag in self.conns:   # not lent away or closed earlier in this batch
                         self.serve(tag)
                     elif tag in self.handshakes:
@@ -141,6 +142,14 @@ class SyncWorker(Worker):
         finally:
             if self.lender:
                 self.lender.stop()
+
+    def make_lender(self) -> Lender | None:
+        """The thread that lends connections ready while the app runs (None: nothing to lend)."""
+        return Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
+
+    def before_wait(self, next_sweep: float) -> float:
+        """Work due before the selector waits; returns how long it may wait (until the next sweep)."""
+        return max(0.0, min(next_sweep - time.monotonic(), 1.0))
 
     # --- connections ----------------------------------------------------------------------------
 
@@ -155,6 +164,17 @@ class SyncWorker(Worker):
             for sock in self.listeners:
                 self.sel.unregister(sock)
             self.accepting = False
+
+    def start_taking(self) -> None:
+        """Watch the hand-off socket: take connections siblings pass on."""
+        if not self.taking:
+            self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
+            self.taking = True
+
+    def stop_taking(self) -> None:
+        if self.taking:
+            self.sel.unregister(self.handoff_recv)
+            self.taking = False
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -252,7 +272,7 @@ class SyncWorker(Worker):
     def finish(self) -> None:
         """Serve what has already arrived, then hand off (retiring) or close the idle connections."""
         self.stop_accepting()
-        self.sel.unregister(self.handoff_recv)
+        self.stop_taking()
         for key, _ in self.sel.select(0):
             if key.data in self.conns:
                 self.serve(key.data)

@@ -48,7 +48,7 @@ def test_every_problem_is_reported_at_once_with_what_is_allowed():
     assert report.startswith("Invalid configuration in file app.ini, section [server:main]:")
     assert 'timout = 3: unknown option; did you mean "timeout"?' in report
     assert "workers = abc: expected a whole number from 1 to 1000" in report
-    assert "worker_class = gevent: expected one of: sync, eventlet" in report
+    assert "worker_class = gevent: expected one of: sync, gthread, eventlet" in report
     assert "bind = x:y:" in report and "HOST:PORT" in report
     assert "keepalive = -1: expected a number from 0 to 3600" in report
     assert "preload_app = maybe: expected a boolean" in report
