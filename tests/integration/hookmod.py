@@ -9,6 +9,9 @@ answers with the pid of the worker that served it, so tests can tell workers apa
     /slow-body?seconds=N  sends the head and a first chunk, records "body-start", sleeps N seconds,
                           then sends the pid as the last chunk
     /spin                 records "spin-start", then loops on the CPU forever
+    /thread?seconds=N     sleeps N seconds (default 0), then answers JSON: pid, the thread's name, the
+                          id it keeps in a threading.local (set on its first request) before and
+                          after the sleep, and wsgi.multithread
     anything else         tests.apps.router (/crash, /slow, /hello, ...)
 
 INI use: ``[app:main] use = call:tests.integration.hookmod:app_factory`` and, in ``[server:main]``,
@@ -17,7 +20,10 @@ INI use: ``[app:main] use = call:tests.integration.hookmod:app_factory`` and, in
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs
@@ -71,6 +77,21 @@ def _slow_body(seconds: float, start_response: Callable) -> Iterator[bytes]:
     yield str(os.getpid()).encode()
 
 
+_local = threading.local()
+_local_ids = itertools.count(1)
+
+
+def _thread_response(seconds: float, environ: dict, start_response: Callable) -> list[bytes]:
+    if not hasattr(_local, "id"):
+        _local.id = next(_local_ids)
+    before = _local.id
+    time.sleep(seconds)
+    body = json.dumps({"pid": os.getpid(), "thread": threading.current_thread().name, "local": [before, _local.id],
+                       "multithread": environ["wsgi.multithread"]}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "/")
     if path == "/pid":
@@ -83,6 +104,9 @@ def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     if path == "/slow-body":
         return _slow_body(float(parse_qs(environ.get("QUERY_STRING", "")).get("seconds", ["1"])[0]),
                           start_response)
+    if path == "/thread":
+        return _thread_response(float(parse_qs(environ.get("QUERY_STRING", "")).get("seconds", ["0"])[0]),
+                                environ, start_response)
     if path == "/spin":
         record("spin-start")
         while True:
@@ -127,6 +151,14 @@ def pre_request(worker: Any, req: Any) -> None:
 
 def post_request(worker: Any, req: Any, environ: dict, resp: Any) -> None:
     record("post_request", environ.get("PATH_INFO"))
+
+
+def pre_request_thread(worker: Any, req: Any) -> None:
+    record("pre_request_thread", threading.current_thread().name)
+
+
+def post_request_thread(worker: Any, req: Any, environ: dict, resp: Any) -> None:
+    record("post_request_thread", threading.current_thread().name)
 
 
 def worker_abort(worker: Any) -> None:

@@ -1,0 +1,189 @@
+"""`threads = N`: the sync worker with a pool of app threads (Gunicorn's gthread), against real servers.
+
+Time bounds are correctness bounds with wide margins (requests ran side by side, or they did not),
+never speed assertions. The worker, the hand-off, signals and max_requests under load with threads
+are also covered by the suites parametrized over "gthread" (test_signals, test_keepalive,
+test_liveness, test_http_live).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+
+from tests.conftest import ini_text
+from tests.integration.hookmod import HOOK_LOG_ENV, read_log
+from tests.integration.test_keepalive import spread_connections
+from tests.server import BIN, Client, get, wait_new_workers
+
+APP = "use = call:tests.integration.hookmod:app_factory"
+
+
+def ini(options: str) -> str:
+    return ini_text(f"bind = 127.0.0.1:0\n{options}", APP)
+
+
+def concurrently(port: int, paths: list[str], timeout: float = 20.0) -> tuple[float, list]:
+    """GET every path at once, each on its own connection; (seconds until the last answer, answers)."""
+    answers: list = [None] * len(paths)
+    barrier = threading.Barrier(len(paths))
+
+    def fetch(i: int) -> None:
+        try:
+            with Client(port, timeout) as client:
+                barrier.wait(timeout)
+                answers[i] = client.get(paths[i])
+        except Exception as exc:
+            answers[i] = exc
+
+    threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(len(paths))]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 5)
+    return time.monotonic() - started, answers
+
+
+def test_eight_half_second_requests_on_four_threads_take_two_rounds(start_server):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 4"))
+    (worker,) = server.wait_workers(1)
+    elapsed, answers = concurrently(server.port, ["/sleep?seconds=0.5"] * 8)
+    assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 8, answers
+    # Four at a time: two rounds of 0.5 s. One at a time would take 4 s; eight at a time 0.5 s.
+    assert 0.9 < elapsed < 1.9, elapsed
+    assert "Using worker: gthread (4 threads)" in server.log()
+
+
+def test_each_thread_has_its_own_threading_local_and_runs_the_hooks_of_its_requests(start_server, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    hooks = ("pre_request = tests.integration.hookmod:pre_request_thread\n"
+             "post_request = tests.integration.hookmod:post_request_thread")
+    server = start_server("pasteserve_paster", ini=ini(f"workers = 1\nthreads = 4\n{hooks}"),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    server.wait_workers(1)
+    _, answers = concurrently(server.port, ["/thread?seconds=0.5"] * 4)
+    seen = [json.loads(body) for status, _, body in answers]
+    assert all(status == 200 for status, _, _ in answers), answers
+    assert all(s["multithread"] is True for s in seen), seen
+    # Four requests side by side: four threads, each with its own local value, untouched by the others.
+    names = {s["thread"] for s in seen}
+    assert len(names) == 4, seen
+    assert len({s["local"][0] for s in seen}) == 4 and all(s["local"][0] == s["local"][1] for s in seen), seen
+    # A thread keeps its local across requests: later requests find one of the four values.
+    later = [json.loads(get(server.port, "/thread")[2]) for _ in range(4)]
+    assert all(s["thread"] in names and s["local"][0] in {x["local"][0] for x in seen} for s in later), later
+    # The hooks of each request ran in the thread that ran the app.
+    server.wait_for(lambda: len(read_log(hook_log)) >= 16, 10, "the hook lines")
+    events = read_log(hook_log)
+    assert {detail for event, _, detail in events if event == "pre_request_thread"} <= names
+    assert {detail for event, _, detail in events if event == "post_request_thread"} <= names
+    assert sorted(d for e, _, d in events if e == "pre_request_thread") == \
+        sorted([s["thread"] for s in seen + later])
+
+
+def test_threads_that_finish_their_requests_keep_the_worker_alive_past_timeout(start_server):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 2\ntimeout = 2"))
+    (worker,) = server.wait_workers(1)
+    # Two threads busy for 4 s in all, in requests of 0.8 s each: progress all along.
+    _, answers = concurrently(server.port, ["/sleep?seconds=0.8"] * 2)
+    for _ in range(4):
+        _, more = concurrently(server.port, ["/sleep?seconds=0.8"] * 2)
+        answers += more
+    assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 10, answers
+    assert server.children() == [worker]
+    assert "WORKER TIMEOUT" not in server.log()
+
+
+def test_a_thread_stuck_on_the_cpu_gets_the_worker_replaced_and_the_log_names_its_request(start_server, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 2\ntimeout = 2"),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    (stuck,) = server.wait_workers(1)
+    with Client(server.port, timeout=30) as spinning:
+        spinning.send(b"GET /spin?n=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        server.wait_for(lambda: any(e[0] == "spin-start" for e in read_log(hook_log)), 10, "the spinning request")
+        # The other thread still serves meanwhile.
+        status, _, body = get(server.port, "/pid")
+        assert (status, int(body)) == (200, stuck)
+        assert spinning.closed_by_peer(timeout=30)
+    assert f"WORKER TIMEOUT (pid {stuck})" in server.log()
+    server.wait_for(lambda: "ran GET /spin?n=1 from 127.0.0.1" in server.log(), 10, "the stuck request in the log")
+    assert "(stuck past timeout)" in server.log()
+    (fresh,) = wait_new_workers(server, [stuck], 1)
+    status, _, body = get(server.port, "/pid")
+    assert (status, int(body)) == (200, fresh)
+
+
+def test_term_lets_every_thread_finish_its_request(start_server, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 4"), env={HOOK_LOG_ENV: str(hook_log)})
+    (worker,) = server.wait_workers(1)
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(concurrently(server.port, ["/sleep?seconds=1.5"] * 4)),
+                              daemon=True)
+    runner.start()
+    server.wait_for(lambda: sum(e[0] == "sleep-start" for e in read_log(hook_log)) == 4, 10, "four requests")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    runner.join(10)
+    _, answers = result[0]
+    assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 4, answers
+
+
+def test_waitress_style_ini_with_threads_serves_concurrently(start_server):
+    # What a Pyramid user's waitress section becomes: `listen` and `threads` kept as they were.
+    server = start_server("pasteserve_paster", ini=ini_text("listen = 127.0.0.1:0\nthreads = 4", APP))
+    (worker,) = server.wait_workers(1)
+    elapsed, answers = concurrently(server.port, ["/sleep?seconds=0.5"] * 4)
+    assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 4, answers
+    # One process, four requests side by side (one at a time would take 2 s).
+    assert elapsed < 1.4, elapsed
+
+
+def test_a_busy_workers_connections_are_served_by_a_sibling_with_a_free_thread(start_server, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=ini("workers = 2\nthreads = 2\nkeepalive = 30"),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    server.wait_workers(2)
+    by_pid = spread_connections(server.port, 4)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        assert sorted(len(held) for held in by_pid.values()) == [4, 4], "connections not spread over both workers"
+        (busy, busy_conns), (idle, _) = by_pid.items()
+        slow, others = busy_conns[:2], [c for c in clients if c not in busy_conns[:2]]
+        for client in slow:   # both threads of `busy`
+            client.send(b"GET /sleep?seconds=3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        server.wait_for(lambda: sum(e[0] == "sleep-start" for e in read_log(hook_log)) == 2, 10, "the slow requests")
+        sent = time.monotonic()
+        for client in others:
+            client.send(b"GET /pid HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        waits = []
+        for client in others:
+            status, _, body = client.response()
+            waits.append((round(time.monotonic() - sent, 3), status, int(body)))
+        # Two of the six wait behind the slow requests unless they move to the other worker.
+        assert all(wait < 1.0 and status == 200 and pid == idle for wait, status, pid in waits), waits
+        for client in slow:
+            status, _, body = client.response()
+            assert (status, int(body)) == (200, busy)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_threads_with_the_eventlet_worker_are_refused(tmp_path):
+    path = tmp_path / "app.ini"
+    path.write_text(ini("worker_class = eventlet\nthreads = 4"))
+    run = subprocess.run([str(BIN / "pasteserve_paster"), str(path)], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2, run
+    assert f"file {path}, section [server:main]" in run.stderr
+    assert "threads = 4: the eventlet worker has no thread pool" in run.stderr
+    assert "worker_class = gthread" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run([str(BIN / "pasteserve"), "-k", "eventlet", "--threads", "2", "tests.apps:router"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2, run
+    assert "command line" in run.stderr and "threads = 2: the eventlet worker has no thread pool" in run.stderr
