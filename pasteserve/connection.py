@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -71,8 +70,6 @@ class ServerContext:
     on_progress: Callable[[], None] | None = None
     # Several threads of the worker run requests at once (wsgi.multithread).
     multithread: bool = False
-    # Guards `requests` when several threads count.
-    count_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Connection:
@@ -230,8 +227,7 @@ class Connection:
             self._hook(ctx.post_request, req, environ, resp)
         if ctx.access_log is not None:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
-        with ctx.count_lock:
-            ctx.requests += 1
+        ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the
         # promise: the worker hands the idle connection on (or closes it) once it stops.

@@ -61,6 +61,8 @@ class ThreadedWorker(SyncWorker):
         self.closing = False
         self.done: deque[tuple[Connection, bool]] = deque()   # served; appended by app threads
         self.running = 0   # connections queued or being served (selector thread only)
+        self.begun = 0     # requests begun, for max_requests
+        self.count_lock = threading.Lock()
         self.inline = False
 
     def make_context(self) -> Any:
@@ -73,11 +75,25 @@ class ThreadedWorker(SyncWorker):
             if me is not None:
                 me.since = time.monotonic()
                 me.request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} from {environ['REMOTE_ADDR']}"
+            self.count_request()
             if user_hook is not None:
                 user_hook(req, environ)
 
         ctx.pre_request = pre_request
         return ctx
+
+    def count_request(self) -> None:
+        """Retire once max_requests requests have begun (from the thread that begins one).
+
+        Counted as they end, the selector thread could accept new connections while the
+        response that reached the limit is on its way, and serve them too.
+        """
+        with self.count_lock:
+            self.begun += 1
+            reached = self.begun >= self.max_requests
+        if reached and self.alive:
+            log.info("Worker (pid %s) reached max_requests (%s); retiring", self.pid, self.max_requests)
+            self.stop_serving(retire=True)
 
     def run(self) -> None:
         self.pool = [threading.Thread(target=self.work, args=(me,), name=me.name, daemon=True)
@@ -129,7 +145,6 @@ class ThreadedWorker(SyncWorker):
             self.running -= 1
             if keep:
                 self.watch(conn)
-            self.count_request()
         self.update_intake()
 
     def update_intake(self) -> None:

@@ -17,13 +17,14 @@ import pytest
 
 from tests.server import BIN, Client, Server
 
-WORKER_CLASSES = ["sync", "eventlet"]
+WORKER_CLASSES = ["sync", "eventlet", "gthread"]
 TIMEOUT = 10.0
 MB5 = bytes(range(256)) * (5 * 4096)  # 5 MiB, every byte value
 
 
 def _argv(worker_class: str, app: str, *extra: str) -> list[str]:
-    return [str(BIN / "pasteserve"), "-w", "2", "-k", worker_class, "-b", "127.0.0.1:0", *extra, app]
+    threads = ["--threads", "4"] if worker_class == "gthread" else []   # the sync worker with app threads
+    return [str(BIN / "pasteserve"), "-w", "2", "-k", worker_class, *threads, "-b", "127.0.0.1:0", *extra, app]
 
 
 @pytest.fixture(scope="module", params=WORKER_CLASSES)

@@ -20,10 +20,12 @@ APP = "use = call:tests.integration.hookmod:app_factory"
 
 
 def ini(options: str, worker_class: str = "sync") -> str:
-    return ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\n{options}", APP)
+    # "gthread" runs the sync worker with four app threads.
+    threads = "threads = 4\n" if worker_class == "gthread" else ""
+    return ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\n{threads}{options}", APP)
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet", "gthread"])
 def test_connection_is_reused(start_server, worker_class):
     server = start_server("pasteserve_paster", ini=ini("workers = 1", worker_class))
     with Client(server.port) as client:
@@ -33,7 +35,7 @@ def test_connection_is_reused(start_server, worker_class):
     assert all(headers.get("connection") != "close" for _, headers, _ in answers)
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet", "gthread"])
 def test_keepalive_zero_closes_after_every_response(start_server, worker_class):
     server = start_server("pasteserve_paster", ini=ini("workers = 1\nkeepalive = 0", worker_class))
     with Client(server.port) as client:
@@ -92,7 +94,7 @@ def test_sync_request_on_a_busy_workers_connection_is_served_by_an_idle_sibling(
             client.close()
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet", "gthread"])
 def test_clients_trickling_headers_do_not_delay_others(start_server, worker_class):
     server = start_server("pasteserve_paster", ini=ini("workers = 1", worker_class))
     request = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"   # 31 bytes, one every 100 ms: over 3 s

@@ -17,12 +17,13 @@ HOOKS = "worker_abort = tests.integration.hookmod:worker_abort"
 
 def start(start_server, tmp_path, worker_class: str):
     hook_log = tmp_path / "hooks.log"
-    ini = ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\nworkers = 1\ntimeout = 2\n{HOOKS}", APP)
+    threads = "threads = 4\n" if worker_class == "gthread" else ""
+    ini = ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\n{threads}workers = 1\ntimeout = 2\n{HOOKS}", APP)
     server = start_server("pasteserve_paster", ini=ini, env={HOOK_LOG_ENV: str(hook_log)})
     return server, hook_log
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet", "gthread"])
 def test_worker_stuck_on_the_cpu_is_aborted_and_replaced(start_server, tmp_path, worker_class):
     server, hook_log = start(start_server, tmp_path, worker_class)
     (stuck,) = server.wait_workers(1)
@@ -52,10 +53,11 @@ def test_eventlet_worker_sleeping_cooperatively_past_timeout_is_not_killed(start
     assert not [e for e in read_log(hook_log) if e[0] == "worker_abort"]
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet", "gthread"])
 def test_workers_exit_by_themselves_when_the_master_dies(start_server, worker_class):
     server = start_server("pasteserve_paster",
-                          ini=ini_text(f"bind = 127.0.0.1:0\nworkers = 2\nworker_class = {worker_class}", APP))
+                          ini=ini_text(f"bind = 127.0.0.1:0\nworkers = 2\nworker_class = {worker_class}\nthreads = "
+                                           f"{4 if worker_class == 'gthread' else 1}", APP))
     workers = server.wait_workers(2)
     os.kill(server.pid, signal.SIGKILL)   # no chance to stop them
     for pid in workers:

@@ -25,6 +25,13 @@ def test_beat_records_monotonic_time(heartbeat):
     assert heartbeat.last(1) == 0.0
 
 
+def test_beat_can_record_an_earlier_moment(heartbeat):
+    # The gthread worker beats with the last progress of its oldest busy thread.
+    earlier = time.monotonic() - 5.0
+    heartbeat.beat(1, earlier)
+    assert heartbeat.last(1) == earlier
+
+
 def test_reset_sets_now(heartbeat):
     before = time.monotonic()
     heartbeat.reset(3)

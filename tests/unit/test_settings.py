@@ -89,3 +89,37 @@ def test_config_file_values_are_a_base_layer(tmp_path):
     assert base.workers == 3 and callable(base.post_fork)
     st = s.settings_from_mapping({"workers": "5"}, "test", "INI", base)
     assert (st.workers, st.timeout) == (5, 7.0)
+
+
+def test_threads_choose_the_gthread_worker():
+    from pasteserve import workers
+
+    parser = argparse.ArgumentParser()
+    s.add_arguments(parser)
+    st = s.settings_from_mapping(s.cli_values(parser.parse_args(["--threads", "4"])), "command line", "command line")
+    assert (st.worker_class, st.threads) == ("sync", 4)
+    assert workers.chosen(st.worker_class, st.threads) == "gthread"
+    assert workers.chosen("sync", 1) == "sync"
+    # Gunicorn's name is accepted as it is, with however many threads (one by default).
+    assert workers.chosen(s.settings_from_mapping({"worker_class": "gthread"}, "t", "INI").worker_class, 1) == "gthread"
+    with pytest.raises(s.ConfigError) as info:
+        s.validate({"threads": "0"}, "t")
+    assert "threads = 0: expected a whole number from 1 to 1000" in str(info.value)
+
+
+@pytest.mark.parametrize("layers,blamed", [
+    ([{"worker_class": "eventlet", "threads": "4"}], "threads = 4: the eventlet worker has no thread pool"),
+    # Blame the key that made the contradiction in this layer: threads came from the base.
+    ([{"threads": "4"}, {"worker_class": "eventlet"}], "worker_class = eventlet: cannot run with threads = 4"),
+    ([{"worker_class": "eventlet"}, {"threads": "2"}], "threads = 2: the eventlet worker has no thread pool"),
+])
+def test_threads_under_eventlet_are_refused_naming_the_key_and_what_to_use(layers, blamed):
+    base = None
+    with pytest.raises(s.ConfigError) as info:
+        for i, raw in enumerate(layers):
+            base = s.settings_from_mapping(raw, f"layer {i}", f"layer {i}", base)
+    report = str(info.value)
+    assert report.startswith(f"Invalid configuration in layer {len(layers) - 1}:")
+    assert blamed in report and "gthread" in report
+    # One thread is what eventlet has anyway: not an error.
+    assert s.settings_from_mapping({"worker_class": "eventlet", "threads": "1"}, "t", "INI").threads == 1
