@@ -5,6 +5,7 @@ from dataclasses import dataclass
 ALL_SERVERS = (
     "pasteserve-sync",
     "pasteserve-eventlet",
+    "pasteserve-threads",
     "gunicorn-sync",
     "gunicorn-gthread",
     "waitress",
@@ -48,7 +49,7 @@ SCENARIOS: dict[str, Scenario] = {
         # gunicorn-sync at 40 req/s, so the comparison is among concurrent servers.
         Scenario(
             "sleep", "sleep", "concurrency: 200 clients on a handler that waits 50 ms",
-            servers=("pasteserve-eventlet", "gunicorn-gthread", "waitress"),
+            servers=("pasteserve-eventlet", "pasteserve-threads", "gunicorn-gthread", "waitress"),
             baseline="gunicorn-gthread",
             connections=200,
         ),

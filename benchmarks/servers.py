@@ -17,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 GTHREAD_THREADS = 4
+PASTESERVE_THREADS = 4
 WAITRESS_THREADS = 4
 
 
@@ -42,9 +43,9 @@ class Server:
         return VENV_BIN / self.executable
 
 
-def _pasteserve(worker_class: str) -> Callable[[int, str, int], list[str]]:
+def _pasteserve(worker_class: str, *extra: str) -> Callable[[int, str, int], list[str]]:
     def arguments(port: int, app: str, workers: int) -> list[str]:
-        return ["-w", str(workers), "-b", f"127.0.0.1:{port}", "--worker-class", worker_class, app]
+        return ["-w", str(workers), "-b", f"127.0.0.1:{port}", "--worker-class", worker_class, *extra, app]
 
     return arguments
 
@@ -84,6 +85,10 @@ SERVERS: dict[str, Server] = {
         Server(
             "pasteserve-eventlet", "pasteserve", _pasteserve("eventlet"),
             lambda w: f"{w} proc, green",
+        ),
+        Server(
+            "pasteserve-threads", "pasteserve", _pasteserve("sync", "--threads", str(PASTESERVE_THREADS)),
+            lambda w: f"{w} proc × {PASTESERVE_THREADS} thr",
         ),
         Server("gunicorn-sync", "gunicorn", _gunicorn(), lambda w: f"{w} proc, closes conns"),
         Server(

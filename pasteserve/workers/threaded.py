@@ -20,8 +20,12 @@ a stuck sync worker, while threads that finish their requests keep it alive.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import socket
+import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -36,6 +40,20 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # How long a ready connection waits for a thread of ours before a sibling may have it (the Lender's delay).
 LEND_AFTER = 0.05
+# After reclaiming what no sibling took (all were busy), lend nothing for this long.
+LEND_PAUSE = 1.0
+
+
+def handoffs_pending(sock: socket.socket) -> bool:
+    """True while connections passed to the hand-off socket wait for a sibling to take them.
+
+    The socket is shared by every worker; SIOCOUTQ counts the bytes of its datagrams that no
+    one has received yet, whoever sent them.
+    """
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0] > 0
+    except OSError:
+        return False
 
 
 @dataclass(eq=False)
@@ -60,7 +78,12 @@ class ThreadedWorker(SyncWorker):
         self.cond = threading.Condition()
         self.closing = False
         self.done: deque[tuple[Connection, bool]] = deque()   # served; appended by app threads
-        self.running = 0   # connections queued or being served (selector thread only)
+        # The selector thread's own state:
+        self.running = 0   # connections queued or being served
+        self.from_siblings: set[Connection] = set()   # taken from the hand-off socket, not served yet
+        self.pending_since: float | None = None       # since when hand-offs wait for a taker
+        self.reclaiming = False                       # taking hand-offs though no thread is free
+        self.lend_resume = 0.0                        # lend nothing before this
         self.begun = 0     # requests begun, for max_requests
         self.count_lock = threading.Lock()
         self.inline = False
@@ -123,18 +146,32 @@ class ThreadedWorker(SyncWorker):
         if self.inline:
             super().serve(conn)
             return
+        # A connection a sibling passed on has waited its turn there already: it goes first.
+        first = conn in self.from_siblings
         self.running += 1
         self.forget(conn)   # off the selector while a thread owns it
         with self.cond:
-            self.ready.append((conn, time.monotonic()))
+            if first:
+                self.ready.appendleft((conn, time.monotonic()))
+            else:
+                self.ready.append((conn, time.monotonic()))
             self.cond.notify()
         self.update_intake()
+
+    def forget(self, conn: Connection) -> None:
+        self.from_siblings.discard(conn)
+        super().forget(conn)
+
+    def take_handoff(self) -> list[Connection]:
+        taken = super().take_handoff()
+        self.from_siblings.update(taken)
+        return taken
 
     def before_wait(self, next_sweep: float) -> float:
         self.collect()
         wait = super().before_wait(next_sweep)
-        lend_in = self.lend_overdue()
-        return wait if lend_in is None else min(wait, lend_in)
+        again = self.balance()
+        return wait if again is None else min(wait, again)
 
     def collect(self) -> None:
         """Take back the connections the app threads are done with."""
@@ -148,45 +185,59 @@ class ThreadedWorker(SyncWorker):
         self.update_intake()
 
     def update_intake(self) -> None:
-        """Accept and take hand-offs only while a thread is free and we are not stopping."""
-        if self.alive and self.running < self.threads:
-            if len(self.conns) < self.settings.worker_connections:
-                self.start_accepting()
+        """Take hand-offs while a thread is free, or to reclaim what no sibling took.
+
+        New connections are accepted even while every thread is busy (up to worker_connections):
+        they queue in arrival order with the others instead of waiting unseen in the listen
+        queue, and a sibling with a free thread gets them once they waited LEND_AFTER.
+        """
+        if self.alive and (self.running < self.threads or self.reclaiming):
             self.start_taking()
         else:
-            self.stop_accepting()
             self.stop_taking()
 
-    def start_accepting(self) -> None:
-        if self.running < self.threads:
-            super().start_accepting()
+    def balance(self) -> float | None:
+        """Lend what waited LEND_AFTER for a thread to siblings; reclaim what none took in time.
 
-    def lend_overdue(self) -> float | None:
-        """Pass connections queued for LEND_AFTER to siblings; returns when to look again."""
-        if not self.alive or self.settings.workers < 2 or self.ssl is not None:
-            # Stopping siblings take nothing; with no sibling, nobody would; a TLS session
-            # cannot leave this process.
+        Returns how soon to look again (None: nothing to watch).
+        """
+        if not self.alive or self.settings.workers < 2 or self.ssl is not None or self.running < self.threads:
+            # Stopping, nobody to lend to, a TLS session that cannot leave this process, or a
+            # free thread here: then nothing waits and we take hand-offs anyway.
+            self.pending_since, self.reclaiming = None, False
             return None
         now = time.monotonic()
+        if handoffs_pending(self.handoff_send):
+            if self.pending_since is None:
+                self.pending_since = now
+            if not self.reclaiming and now - self.pending_since >= LEND_AFTER:
+                # No sibling had a free thread: every one is as busy as we are. Take them back
+                # (first in our queue: they waited longest), and lend nothing for a while.
+                self.reclaiming = True
+                self.lend_resume = now + LEND_PAUSE
+                self.update_intake()
+            return LEND_AFTER
+        self.pending_since = None
+        if self.reclaiming:
+            self.reclaiming = False
+            self.update_intake()
+        if now < self.lend_resume:
+            return self.lend_resume - now
         with self.cond:
-            if not self.ready:
-                return None
-            overdue = [conn for conn, queued in self.ready if now - queued >= LEND_AFTER and conn.idle]
-            lent = self.hand_off(overdue) if overdue else []
+            due = [queued + LEND_AFTER for conn, queued in self.ready if conn.idle]
+            if not due or due[0] > now:
+                return due[0] - now if due else None
+            overdue = [conn for conn, queued in self.ready if queued + LEND_AFTER <= now and conn.idle]
+            # One connection per message, as many as an idle sibling has threads: a sibling takes
+            # one message per free thread, never more than it can serve at once.
+            lent = [conn for conn in overdue[:self.threads] if self.hand_off([conn])]
             if lent:
                 gone = set(map(id, lent))
                 self.ready = deque(item for item in self.ready if id(item[0]) not in gone)
-            waiting = [queued for conn, queued in self.ready if conn.idle]
         for conn in lent:
             self.running -= 1
             conn.sock.close()   # the sibling's descriptor stays open: no shutdown
-        if lent:
-            self.update_intake()
-        if not waiting:
-            return None
-        if len(lent) < len(overdue):
-            return LEND_AFTER   # the hand-off queue is full: try again later, don't spin
-        return max(0.0, waiting[0] + LEND_AFTER - now)
+        return LEND_AFTER
 
     # --- the app threads --------------------------------------------------------------------------
 
