@@ -225,10 +225,14 @@ class SyncWorker(Worker):
         self.sel.unregister(shake.sock)
         shake.sock.close()
 
+    def held(self) -> int:
+        """Connections this worker holds, for the worker_connections limit."""
+        return len(self.conns)
+
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.sel.register(conn, selectors.EVENT_READ, conn)
-        if len(self.conns) >= self.settings.worker_connections:
+        if self.held() >= self.settings.worker_connections:
             self.stop_accepting()
 
     def forget(self, conn: Connection) -> None:
@@ -237,7 +241,7 @@ class SyncWorker(Worker):
             self.sel.unregister(conn)
         except (KeyError, ValueError):
             pass
-        if self.alive and len(self.conns) < self.settings.worker_connections:
+        if self.alive and self.held() < self.settings.worker_connections:
             self.start_accepting()
 
     def serve(self, conn: Connection) -> None:

@@ -195,6 +195,11 @@ class ThreadedWorker(SyncWorker):
             self.start_taking()
         else:
             self.stop_taking()
+        if self.alive and self.held() < self.settings.worker_connections:
+            self.start_accepting()
+
+    def held(self) -> int:
+        return len(self.conns) + self.running   # the selector's, and the queued or served ones
 
     def balance(self) -> float | None:
         """Lend what waited LEND_AFTER for a thread to siblings; reclaim what none took in time.
@@ -237,6 +242,8 @@ class ThreadedWorker(SyncWorker):
         for conn in lent:
             self.running -= 1
             conn.sock.close()   # the sibling's descriptor stays open: no shutdown
+        if lent:
+            self.update_intake()
         return LEND_AFTER
 
     # --- the app threads --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ test_liveness, test_http_live).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -187,3 +188,34 @@ def test_threads_with_the_eventlet_worker_are_refused(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 2, run
     assert "command line" in run.stderr and "threads = 2: the eventlet worker has no thread pool" in run.stderr
+
+
+def socket_count(pid: int) -> int:
+    fd_dir = f"/proc/{pid}/fd"
+    count = 0
+    for name in os.listdir(fd_dir):
+        try:
+            count += os.readlink(f"{fd_dir}/{name}").startswith("socket:")
+        except OSError:
+            pass   # closed meanwhile
+    return count
+
+
+def test_worker_connections_bounds_queued_connections_too(start_server, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 2\nworker_connections = 4"),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    (worker,) = server.wait_workers(1)
+    idle_sockets = socket_count(worker)   # listener and hand-off pair
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(concurrently(server.port, ["/sleep?seconds=0.5"] * 10)),
+                              daemon=True)
+    runner.start()
+    server.wait_for(lambda: sum(e[0] == "sleep-start" for e in read_log(hook_log)) >= 2, 10, "two busy threads")
+    time.sleep(0.2)   # time enough to accept all ten if nothing held them back
+    held = socket_count(worker) - idle_sockets
+    runner.join(30)
+    _, answers = result[0]
+    assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 10, answers
+    # Two served, two queued; the other six wait in the listen queue, not in the worker.
+    assert held == 4, held
