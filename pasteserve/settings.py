@@ -233,9 +233,11 @@ SETTINGS: tuple[Setting, ...] = (
        "(Gunicorn's gthread, waitress's thread pool). The app must be thread-safe when > 1. Not for eventlet.",
        "Worker processes", ("--threads",), (1, 1000), "INT"),
     _S("worker_connections", "int", 1000, "Eventlet worker: most concurrent connections per worker; accepting "
-       "pauses at the limit. Sync worker: most idle keep-alive connections a worker holds.",
+       "pauses at the limit. Sync worker: most idle keep-alive connections a worker holds (with threads: "
+       "idle, queued and running ones).",
        "Worker processes", ("--worker-connections",), (1, 1000000), "INT"),
-    _S("timeout", "float", 30.0, "A worker silent for this many seconds is aborted and replaced; also the socket "
+    _S("timeout", "float", 30.0, "A worker silent for this many seconds (with threads: one thread stuck this long in "
+       "one request) is aborted and replaced; also the socket "
        "timeout while a request runs. 0 disables the liveness check.", "Worker processes", ("-t", "--timeout"), (0, None), "SECONDS"),
     _S("graceful_timeout", "float", 30.0, "On TERM or reload, seconds workers get to finish in-flight requests "
        "before they are killed.", "Worker processes", ("--graceful-timeout",), (0, None), "SECONDS"),

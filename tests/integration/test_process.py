@@ -31,12 +31,14 @@ from tests.server import (LISTENING, Client, alive, get, read_response, wait_gon
                           wait_until)
 
 APP = "use = call:tests.integration.hookmod:app_factory"
-WORKER_CLASSES = ["sync", "eventlet"]
+WORKER_CLASSES = ["sync", "eventlet", "gthread"]
 TAG_ENV = "PASTESERVE_TEST_PROCESS_TAG"
 
 
 def ini(options: str, worker_class: str = "sync", app: str = APP) -> str:
-    return ini_text(f"worker_class = {worker_class}\n{options}", app)
+    # "gthread" runs the sync worker with four app threads.
+    threads = "threads = 4\n" if worker_class == "gthread" else ""
+    return ini_text(f"worker_class = {worker_class}\n{threads}{options}", app)
 
 
 def pid_of(port: int) -> int:
@@ -209,7 +211,7 @@ def test_tls_listener_is_announced_as_https(start_server, tls_files):
     assert server.url == f"https://127.0.0.1:{server.port}"
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet", "gthread"])
 def test_silent_tls_client_does_not_hold_the_worker(start_server, tls_files, worker_class):
     # header_timeout (10 s) is far above the patient client's 3 s: only a blocked worker makes it wait that long.
     server = start_server("pasteserve_paster", ini=tls_ini(tls_files, worker_class, "header_timeout = 10"))
