@@ -6,12 +6,13 @@ leaves the selector and waits in one first-come-first-served queue for a free ap
 thread serves every request the connection has sent (keep-alive, pipelining) and passes it back,
 and the selector watches it again.
 
-While every thread is busy, the worker neither accepts nor takes hand-offs, so new connections go
-to a sibling with a free thread. A connection that waited `LEND_AFTER` in the queue is passed to
-the hand-off socket, where the first sibling with a free thread takes it: the head-of-line
-guarantee of the sync worker's Lender, per process. (The sync worker needs a second thread for
-that because the app holds its only one; here the selector thread is free and lends itself,
-without a second thread racing over the connection set.)
+While every thread is busy, the worker still accepts (up to `worker_connections`, counting queued
+and running connections) but takes no hand-offs. A connection that waited `LEND_AFTER` in the
+queue is passed to the hand-off socket, where a sibling with a free thread takes it: the
+head-of-line guarantee of the sync worker's Lender, per process. (The sync worker needs a second
+thread for that because the app holds its only one; here the selector thread is free and lends
+itself, without a second thread racing over the connection set.) When no sibling takes them in
+time, every one is as busy: the first to look takes them back and lending pauses for a while.
 
 Liveness: the heartbeat carries the oldest progress of any busy thread (its request began, or
 body bytes arrived), so a thread stuck in one request past `timeout` gets the worker aborted like
@@ -229,9 +230,9 @@ class ThreadedWorker(SyncWorker):
         if now < self.lend_resume:
             return self.lend_resume - now
         with self.cond:
-            due = [queued + LEND_AFTER for conn, queued in self.ready if conn.idle]
-            if not due or due[0] > now:
-                return due[0] - now if due else None
+            due = min((queued + LEND_AFTER for conn, queued in self.ready if conn.idle), default=None)
+            if due is None or due > now:
+                return None if due is None else due - now
             overdue = [conn for conn, queued in self.ready if queued + LEND_AFTER <= now and conn.idle]
             # One connection per message, as many as an idle sibling has threads: a sibling takes
             # one message per free thread, never more than it can serve at once.
