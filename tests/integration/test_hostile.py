@@ -23,7 +23,7 @@ import pytest
 from tests.integration.echo_app import RECORD_ENV
 from tests.server import BIN, Client, Server
 
-WORKER_CLASSES = ["sync", "eventlet"]
+WORKER_CLASSES = ["sync", "eventlet", "gthread"]
 TIMEOUT = 10.0
 HEADER_TIMEOUT = 1.0
 IO_TIMEOUT = 3  # the server's --timeout: socket timeout while a request runs, and liveness
@@ -97,7 +97,9 @@ HEAD_ERROR_IDS = frozenset(case[0] for case in HEAD_ERRORS)
 
 
 def _argv(worker_class: str, *extra: str) -> list[str]:
-    return [str(BIN / "pasteserve"), "-w", "2", "-k", worker_class, "-b", "127.0.0.1:0",
+    # "gthread": the sync worker with four app threads, where the sync worker's protections must hold per thread.
+    kind = ["-k", "sync", "--threads", "4"] if worker_class == "gthread" else ["-k", worker_class]
+    return [str(BIN / "pasteserve"), "-w", "2", *kind, "-b", "127.0.0.1:0",
             "--header-timeout", str(HEADER_TIMEOUT), "-t", str(IO_TIMEOUT), *extra,
             "tests.integration.echo_app:app"]
 
