@@ -17,6 +17,7 @@ from tests.server import BIN, Client, Server, get
 HERE = Path(__file__).resolve().parent / "pyramid_app"
 APP_INI = HERE / "app.ini"
 EVENTLET_INI = HERE / "eventlet.ini"
+THREADS_INI = HERE / "threads.ini"
 
 
 @contextmanager
@@ -127,3 +128,19 @@ def test_eventlet_worker_runs_sleeping_views_concurrently(pserve_eventlet):
     assert answers[0]["pid"] == answers[1]["pid"]
     assert all(a["slept"] >= 0.9 for a in answers)
     assert elapsed < 1.9
+
+
+def test_waitress_style_threads_serve_views_side_by_side_with_their_own_request(tmp_path):
+    with serve([str(BIN / "pserve"), str(THREADS_INI)], tmp_path, 1) as server:
+        assert "Using worker: gthread (4 threads)" in server.log()
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: get_json(server.port, "/sleep?seconds=1"), range(4)))
+        elapsed = time.monotonic() - started
+        assert len({a["pid"] for a in answers}) == 1
+        # Pyramid's thread-local request stack kept each thread's own request while the others ran.
+        assert all(a["current_request_is_this"] and a["slept"] >= 0.9 for a in answers), answers
+        # One process, four views at once (one at a time would take 4 s): a correctness bound.
+        assert elapsed < 2.5, elapsed
+        data = get_json(server.port, "/locals")
+        assert (data["thread_patched"], data["threading_local"]) == (False, "_thread._local")

@@ -49,9 +49,13 @@ def locals_view(request: Request) -> dict[str, Any]:
 
 
 def sleep_view(request: Request) -> dict[str, Any]:
+    import pyramid.threadlocal
+
     started = time.monotonic()
     time.sleep(float(request.GET.get("seconds", "1")))
-    return {"pid": os.getpid(), "slept": time.monotonic() - started}
+    # Requests that ran meanwhile, in other threads or green threads, left this one's current request alone.
+    return {"pid": os.getpid(), "slept": time.monotonic() - started,
+            "current_request_is_this": pyramid.threadlocal.get_current_request() is request}
 
 
 def _qualname(cls: type) -> str:
