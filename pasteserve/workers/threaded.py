@@ -64,7 +64,13 @@ class AppThread:
     name: str
     conn: Connection | None = None
     since: float = 0.0   # last progress: the connection or a request began, or body bytes came
-    request: str = ""    # "GET /path from ADDR" while a request runs
+    environ: dict | None = None   # of the request it runs
+
+    def describe(self) -> str:
+        env = self.environ
+        if env is None:
+            return "a request"
+        return f"{env['REQUEST_METHOD']} {env['RAW_URI']} from {env['REMOTE_ADDR']}"
 
 
 class ThreadedWorker(SyncWorker):
@@ -98,7 +104,7 @@ class ThreadedWorker(SyncWorker):
             me = getattr(self.local, "me", None)
             if me is not None:
                 me.since = time.monotonic()
-                me.request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} from {environ['REMOTE_ADDR']}"
+                me.environ = environ
             self.count_request()
             if user_hook is not None:
                 user_hook(req, environ)
@@ -269,7 +275,7 @@ class ThreadedWorker(SyncWorker):
                 conn.close()
             finally:
                 me.conn = None
-                me.request = ""
+                me.environ = None
                 self.done.append((conn, keep))
                 self.wake()
 
@@ -319,5 +325,5 @@ class ThreadedWorker(SyncWorker):
             stuck = now - me.since
             level = logging.CRITICAL if timeout and stuck >= timeout else logging.WARNING
             log.log(level, "Worker (pid %s) aborted while %s ran %s for %.1f s%s", self.pid, me.name,
-                    me.request or "a request", stuck, " (stuck past timeout)" if level == logging.CRITICAL else "")
+                    me.describe(), stuck, " (stuck past timeout)" if level == logging.CRITICAL else "")
         super().handle_abort(signum, frame)
