@@ -17,6 +17,7 @@ import time
 
 from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
+from tests.integration.load import Load
 from tests.integration.test_keepalive import spread_connections
 from tests.server import BIN, Client, get, wait_new_workers
 
@@ -219,3 +220,20 @@ def test_worker_connections_bounds_queued_connections_too(start_server, tmp_path
     assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 10, answers
     # Two served, two queued; the other six wait in the listen queue, not in the worker.
     assert held == 4, held
+
+
+def test_hup_and_max_requests_with_every_thread_busy_drop_nothing(start_server):
+    # More clients than threads, on requests that take a while: queues, lending between the two
+    # workers, retiring workers draining busy threads and handing their idle connections on.
+    server = start_server("pasteserve_paster", ini=ini("workers = 2\nthreads = 2\nmax_requests = 60\n"
+                                                       "max_requests_jitter = 20"))
+    workers = server.wait_workers(2)
+    with Load(server.port, keepalive=6, fresh=3, path="/sleep?seconds=0.05", duration=60) as load:
+        load.wait_requests(40)
+        server.signal(signal.SIGHUP)
+        wait_new_workers(server, workers, 2)
+        load.wait_requests(150)
+    assert not load.failures, load.report()
+    assert not load.stale, load.report()
+    assert len(load.pids) >= 4, load.pids   # the reload and max_requests both replaced workers
+    assert "reached max_requests" in server.log()
