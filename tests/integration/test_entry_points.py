@@ -78,7 +78,7 @@ def test_bad_config_is_one_clear_report_and_a_nonzero_exit(tmp_path, command):
     err = result.stderr
     assert f"file {ini}, section [server:main]" in err
     assert "workers = many: expected a whole number from 1 to 1000" in err
-    assert "worker_class = gevent: expected one of: sync, eventlet" in err
+    assert "worker_class = gevent: expected one of: sync, gthread, eventlet" in err
     assert 'timout = 3: unknown option; did you mean "timeout"?' in err
     assert "Traceback" not in err
 
