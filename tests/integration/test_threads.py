@@ -1,9 +1,10 @@
 """`threads = N`: the sync worker with a pool of app threads (Gunicorn's gthread), against real servers.
 
 Time bounds are correctness bounds with wide margins (requests ran side by side, or they did not),
-never speed assertions. The worker, the hand-off, signals and max_requests under load with threads
-are also covered by the suites parametrized over "gthread" (test_signals, test_keepalive,
-test_liveness, test_http_live).
+never speed assertions. The sync worker's behaviour with threads (signals and max_requests under
+load, keep-alive, liveness, HTTP, hostile clients, TLS, unix sockets) is also covered by the
+suites parametrized over "gthread" (test_signals, test_keepalive, test_liveness, test_http_live,
+test_hostile, test_process) and by the Pyramid test with a waitress-style INI.
 """
 
 from __future__ import annotations
