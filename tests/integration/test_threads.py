@@ -238,3 +238,35 @@ def test_hup_and_max_requests_with_every_thread_busy_drop_nothing(start_server):
     assert not load.stale, load.report()
     assert len(load.pids) >= 4, load.pids   # the reload and max_requests both replaced workers
     assert "reached max_requests" in server.log()
+
+
+def test_a_late_arrival_waits_its_turn_not_behind_every_busy_connection(start_server):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 2"))
+    server.wait_workers(1)
+    stop = threading.Event()
+    hogged: list = []
+
+    def hog() -> None:
+        # Keeps a thread busy: the next request leaves as soon as the previous answer is in.
+        with Client(server.port, timeout=20) as client:
+            while not stop.is_set():
+                hogged.append(client.get("/sleep?seconds=0.3")[0])
+
+    hogs = [threading.Thread(target=hog, daemon=True) for _ in range(3)]
+    for thread in hogs:
+        thread.start()
+    try:
+        server.wait_for(lambda: len(hogged) >= 4, 10, "the busy clients to be served")
+        waits = []
+        for _ in range(3):
+            started = time.monotonic()
+            status, _, _ = get(server.port, "/pid")
+            waits.append((round(time.monotonic() - started, 3), status))
+    finally:
+        stop.set()
+        for thread in hogs:
+            thread.join(10)
+    # Three clients on two threads always have a request waiting; a newcomer queues behind at most
+    # the ones already waiting (about 0.3 s), never behind all of them forever.
+    assert all(status == 200 and wait < 1.5 for wait, status in waits), waits
+    assert set(hogged) == {200}
