@@ -124,7 +124,8 @@ class Arbiter:
         self.listeners = self.bind(self.settings)
         self.log_listeners()
         name = workers.chosen(self.settings.worker_class, self.settings.threads)
-        log.info("Using worker: %s", f"{name} ({self.settings.threads} threads)" if name == "gthread" else name)
+        threads = self.settings.threads
+        log.info("Using worker: %s", f"{name} ({threads} thread{'s' if threads > 1 else ''})" if name == "gthread" else name)
         if self.settings.preload_app or self.settings.reload:
             self.app = self.load_app_or_halt()
         self.manage_workers()
