@@ -274,3 +274,27 @@ def test_a_late_arrival_waits_its_turn_not_behind_every_busy_connection(start_se
     # the ones already waiting (about 0.3 s), never behind all of them forever.
     assert all(status == 200 and wait < 1.5 for wait, status in waits), waits
     assert set(hogged) == {200}
+
+
+def test_gunicorn_gthread_name_runs_one_app_thread_by_default(start_server):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nworker_class = gthread"))
+    (worker,) = server.wait_workers(1)
+    assert "Using worker: gthread (1 thread)" in server.log()
+    seen = json.loads(get(server.port, "/thread")[2])
+    # One thread: the app is not run multithreaded, but in the worker's app thread.
+    assert (seen["pid"], seen["thread"], seen["multithread"]) == (worker, "pasteserve-app-1", False)
+
+
+def test_a_reload_may_switch_the_sync_worker_to_threads(start_server, tmp_path):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1"))
+    (first,) = server.wait_workers(1)
+    assert json.loads(get(server.port, "/thread")[2])["multithread"] is False
+    # Only a change to or from eventlet needs a restart.
+    (tmp_path / "app0.ini").write_text(ini("workers = 1\nworker_class = gthread\nthreads = 4"))
+    server.signal(signal.SIGHUP)
+    (second,) = wait_new_workers(server, [first], 1)
+    elapsed, answers = concurrently(server.port, ["/thread?seconds=0.5"] * 4)
+    seen = [json.loads(body) for _, _, body in answers]
+    assert {(s["pid"], s["multithread"]) for s in seen} == {(second, True)} and len({s["thread"] for s in seen}) == 4
+    assert elapsed < 1.4, elapsed
+    assert "Reload cancelled" not in server.log()
