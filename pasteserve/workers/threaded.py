@@ -235,6 +235,14 @@ class ThreadedWorker(SyncWorker):
             self.update_intake()
         if now < self.lend_resume:
             return self.lend_resume - now
+        try:
+            # The queue is in arrival order (but for a sibling's connection put first): while its
+            # head is not due, nothing is, and the scan below is not worth its lock.
+            head_due = self.ready[0][1] + LEND_AFTER
+        except IndexError:
+            return None
+        if head_due > now:
+            return head_due - now
         with self.cond:
             due = min((queued + LEND_AFTER for conn, queued in self.ready if conn.idle), default=None)
             if due is None or due > now:
