@@ -94,6 +94,7 @@ class ThreadedWorker(SyncWorker):
         self.begun = 0     # requests begun, for max_requests
         self.count_lock = threading.Lock()
         self.inline = False
+        self.waiting = False   # the selector thread may be waiting: wake it for what is done
 
     def make_context(self) -> Any:
         ctx = super().make_context()
@@ -146,6 +147,7 @@ class ThreadedWorker(SyncWorker):
         if me is not None:   # an app thread: body bytes arrived
             me.since = now
             return
+        self.waiting = False   # the selector thread is at the top of its loop, awake
         busy = [t.since for t in self.app_threads if t.conn is not None]
         self.heartbeat.beat(self.slot, min(busy, default=now))
 
@@ -175,6 +177,8 @@ class ThreadedWorker(SyncWorker):
         return taken
 
     def before_wait(self, next_sweep: float) -> float:
+        # Set before collecting: an app thread that finishes after this sees it and wakes us.
+        self.waiting = True
         self.collect()
         wait = super().before_wait(next_sweep)
         again = self.balance()
@@ -285,7 +289,8 @@ class ThreadedWorker(SyncWorker):
                 me.conn = None
                 me.environ = None
                 self.done.append((conn, keep))
-                self.wake()
+                if self.waiting:   # else the selector thread collects it before it waits
+                    self.wake()
 
     def wake(self) -> None:
         try:
