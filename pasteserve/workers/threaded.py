@@ -74,6 +74,8 @@ class AppThread:
 
 
 class ThreadedWorker(SyncWorker):
+    """`worker_class = gthread`, or `sync` with `threads` > 1 (see the module docstring)."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threads = self.settings.threads
@@ -117,7 +119,8 @@ class ThreadedWorker(SyncWorker):
         """Retire once max_requests requests have begun (from the thread that begins one).
 
         Counted as they end, the selector thread could accept new connections while the
-        response that reached the limit is on its way, and serve them too.
+        response that reached the limit is on its way, and serve them too. (While stopping, the
+        sync worker's serve() calls this once more per connection; we retire already then.)
         """
         with self.count_lock:
             self.begun += 1
