@@ -242,12 +242,17 @@ SETTINGS: tuple[Setting, ...] = (
        "Worker processes", ("--max-requests",), (0, None), "INT"),
     _S("max_requests_jitter", "int", 0, "Add a random 0..N to max_requests per worker, so workers don't retire together.",
        "Worker processes", ("--max-requests-jitter",), (0, None), "INT"),
-    _S("limit_request_line", "int", 8190, "Longest request line in bytes (0: unlimited); longer gets 414.",
+    _S("limit_request_line", "int", 8190, "Longest request line in bytes; longer gets 414. 0: no limit of its "
+       "own (as Gunicorn; the line still stops at 1 MiB).",
        "Security", ("--limit-request-line",), (0, 65535), "INT"),
-    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431.",
-       "Security", ("--limit-request-fields",), (1, 32768), "INT"),
-    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431.",
-       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (1, 65535), "INT"),
+    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431. 0: the maximum, "
+       "32768 (what Gunicorn 27's code does).", "Security", ("--limit-request-fields",), (0, 32768), "INT"),
+    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431. 0: the "
+       "default, 8190 (what Gunicorn 27's code does; its docs say unlimited). A whole head stops at 16 MiB.",
+       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (0, 65535), "INT"),
+    _S("limit_request_body", "int", 0, "Largest request body in bytes (0: no limit). A larger Content-Length "
+       "gets 413 before any body byte is read; a chunked body growing past it gets 413 and the connection "
+       "closes; the app never reads more than this.", "Security", ("--limit-request-body",), (0, None), "BYTES"),
     _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose secure_scheme_headers are trusted "
        "(addresses or networks, `*` for all).", "Security", ("--forwarded-allow-ips",), meta="IPS"),
     _S("secure_scheme_headers", "scheme_headers", {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",

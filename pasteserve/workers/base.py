@@ -106,7 +106,8 @@ class Worker:
         ctx = ServerContext(
             app=self.app,
             limits=Limits(limit_request_line=s.limit_request_line, limit_request_fields=s.limit_request_fields,
-                          limit_request_field_size=s.limit_request_field_size),
+                          limit_request_field_size=s.limit_request_field_size,
+                          max_content_length=s.limit_request_body or Limits().max_content_length),
             keepalive=s.keepalive,
             header_timeout=s.header_timeout,
             io_timeout=s.timeout or 30.0,

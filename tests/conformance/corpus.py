@@ -62,10 +62,6 @@ DISAGREEMENTS = {
         "case-sensitive; Gunicorn refuses lower-case methods by policy "
         "(permit_unconventional_http_method), pasteserve leaves that to the app (405/501)"
     ),
-    "invalid/limit_header_default_01": (
-        "limit_request_field_size = 0 means 'no per-field limit' in pasteserve, as "
-        "Gunicorn documents it (the head stays bounded); Gunicorn 27 answers 431 here"
-    ),
 }
 
 #: Valid cases whose stored bytes end before the declared body does.
