@@ -27,6 +27,7 @@ from pasteserve import __version__
 from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.response import error_response, server_line
+from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
 
 __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
@@ -54,6 +55,7 @@ class ServerContext:
     url_scheme: str = "http"
     forwarded_allow_ips: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     secure_scheme_headers: dict[str, str] = field(default_factory=_secure_scheme_headers)
+    proxy_headers: ProxyHeaders = field(default_factory=ProxyHeaders)   # waitress's trusted_proxy_*
     server_software: str = f"pasteserve/{__version__}"
     max_drain: int = 65536
     error_log: logging.Logger = logging.getLogger("pasteserve.error")
@@ -96,6 +98,7 @@ class Connection:
             errors=self._errors,
             forwarded_allow_ips=ctx.forwarded_allow_ips,
             secure_scheme_headers=ctx.secure_scheme_headers,
+            proxy_headers=ctx.proxy_headers,
         )
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.

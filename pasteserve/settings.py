@@ -20,6 +20,7 @@ from validate import ValidateError, Validator
 
 from .hooks import HOOK_ARGS, HOOK_NAMES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
+from .proxy import check_trusted_headers
 from .sockets import parse_bind
 
 
@@ -141,6 +142,13 @@ def check_ips(value: Any) -> list[str]:
     return ips
 
 
+def check_proxy_headers(value: Any) -> list[str]:
+    try:
+        return check_trusted_headers(_words(value))
+    except ValueError as exc:
+        raise CheckError(str(exc)) from None
+
+
 def check_scheme_headers(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         return {str(k).upper(): str(v) for k, v in value.items()}
@@ -209,6 +217,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "bind": check_bind,
     "ips": check_ips,
     "scheme_headers": check_scheme_headers,
+    "proxy_headers": check_proxy_headers,
     "callable": check_callable,
     "access_format": check_access_format,
     "loglevel": check_loglevel,
@@ -253,11 +262,25 @@ SETTINGS: tuple[Setting, ...] = (
     _S("limit_request_body", "int", 0, "Largest request body in bytes (0: no limit). A larger Content-Length "
        "gets 413 before any body byte is read; a chunked body growing past it gets 413 and the connection "
        "closes; the app never reads more than this.", "Security", ("--limit-request-body",), (0, None), "BYTES"),
-    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose secure_scheme_headers are trusted "
-       "(addresses or networks, `*` for all).", "Security", ("--forwarded-allow-ips",), meta="IPS"),
+    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "The trusted proxies: peers whose "
+       "secure_scheme_headers and trusted_proxy_headers are believed. Addresses, networks (`10.0.0.0/8`, "
+       "`fd00::/8`) or `*` for all. Unix socket peers are always trusted.", "Security",
+       ("--forwarded-allow-ips",), meta="IPS"),
     _S("secure_scheme_headers", "scheme_headers", {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
        "X-FORWARDED-SSL": "on"}, "Headers from a trusted proxy that mark a request as https, as HEADER=VALUE pairs.",
        "Security", (), meta="PAIRS"),
+    _S("trusted_proxy_headers", "proxy_headers", [], "Forwarding headers believed from a trusted proxy, as in "
+       "waitress: `x-forwarded-for` (REMOTE_ADDR, REMOTE_PORT), `x-forwarded-host` (HTTP_HOST, SERVER_NAME), "
+       "`x-forwarded-proto` (wsgi.url_scheme), `x-forwarded-port` (SERVER_PORT), `x-forwarded-by`, or "
+       "`forwarded` (RFC 7239, all of those; not together with the x-forwarded-* ones). A malformed one gets 400.",
+       "Security", ("--trusted-proxy-headers",), meta="NAMES"),
+    _S("trusted_proxy_count", "int", 1, "How many proxies in a row are trusted: of a header listing several hops, "
+       "the last this many are believed and the oldest of them wins (waitress).", "Security",
+       ("--trusted-proxy-count",), (1, None), "INT"),
+    _S("clear_untrusted_proxy_headers", "bool", False, "Remove the forwarding headers that are not believed "
+       "(all of them from untrusted peers) from the environ, so the app cannot read forged ones. Off by "
+       "default as in Gunicorn (middleware such as werkzeug's ProxyFix reads them); waitress has it on.",
+       "Security", ("--clear-untrusted-proxy-headers",)),
     _S("root_path", "str", None, "SCRIPT_NAME for every request, when the app is mounted under a prefix.",
        "Server mechanics", ("--root-path",), meta="PATH"),
     _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",
@@ -457,7 +480,7 @@ def render_docs() -> str:
 
 def _doc_default(s: Setting) -> str:
     value = s.default
-    if value is None:
+    if value is None or value == []:
         return "—"
     if s.check == "octal":
         return f"`{value:#o}`"

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
 from pasteserve.http.errors import BadRequest
+from pasteserve.proxy import ProxyHeaders, trusted_peer
 from pasteserve.http.response import (
     CONTINUE,
     LAST_CHUNK,
@@ -296,7 +297,8 @@ class EnvironBuilder:
                  url_scheme: str = "http", server_software: str = "",
                  errors: ErrorStream | None = None,
                  forwarded_allow_ips: frozenset[str] | set[str] = frozenset(),
-                 secure_scheme_headers: dict[str, str] | None = None) -> None:
+                 secure_scheme_headers: dict[str, str] | None = None,
+                 proxy_headers: ProxyHeaders | None = None) -> None:
         self._root = root_path.rstrip("/")
         self._url_scheme = url_scheme
         base: dict[str, Any] = {
@@ -314,7 +316,7 @@ class EnvironBuilder:
         if isinstance(peer, tuple):
             base["REMOTE_ADDR"] = peer[0]
             base["REMOTE_PORT"] = str(peer[1])
-            trusted = "*" in forwarded_allow_ips or peer[0] in forwarded_allow_ips
+            trusted = trusted_peer(peer[0], forwarded_allow_ips)
         else:
             # Unix socket: the peer has no address (Gunicorn passes "" too). Only local
             # processes can connect, typically a front proxy, so it is trusted like one.
@@ -331,6 +333,8 @@ class EnvironBuilder:
             ("HTTP_" + name.upper().replace("-", "_"), value.lower())
             for name, value in (secure_scheme_headers or {}).items()
         ] if trusted else []
+        self._trusted = trusted
+        self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
 
     def build(self, req: Any, wsgi_input: Input) -> dict[str, Any]:
         """The environ for a parsed request (``pasteserve.http.parser.Request``)."""
@@ -369,6 +373,8 @@ class EnvironBuilder:
             env["HTTP_HOST"] = authority
         if self._scheme_keys:
             self._apply_scheme_headers(env)
+        if self._proxy is not None:
+            self._proxy.apply(env, self._trusted)
         if self._unix:
             default_port = "443" if env["wsgi.url_scheme"] == "https" else "80"
             env["SERVER_NAME"], env["SERVER_PORT"] = _split_host(env.get("HTTP_HOST") or "localhost", default_port)

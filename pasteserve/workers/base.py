@@ -25,6 +25,7 @@ from ..connection import Connection, ServerContext
 from ..http.parser import Limits
 from ..loader import AppLoadError
 from ..proctitle import set_title
+from ..proxy import ProxyHeaders
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -115,6 +116,8 @@ class Worker:
             url_scheme="https" if self.ssl is not None else "http",
             forwarded_allow_ips=frozenset(s.forwarded_allow_ips),
             secure_scheme_headers=dict(s.secure_scheme_headers),
+            proxy_headers=ProxyHeaders(frozenset(s.trusted_proxy_headers), s.trusted_proxy_count,
+                                       s.clear_untrusted_proxy_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
             worker=self,
         )

@@ -49,3 +49,8 @@ def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         raise RuntimeError("crash requested by the test")
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
+
+
+def app_factory(global_conf: dict, **local_conf: str) -> Callable:
+    """PasteDeploy ``paste.app_factory``: ``use = call:tests.integration.rt_app:app_factory``."""
+    return app

@@ -90,3 +90,59 @@ def test_zero_limits_behave_as_in_gunicorn(start_server):
         # The field size falls back to its default, 8190 bytes with the CRLF.
         client.send(b"GET /environ HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 8186 + b"\r\n\r\n")
         assert client.response()[0] == 431
+
+
+# --- trusted proxies -----------------------------------------------------------------------------
+
+def environ_from(port: int, source: str, *headers: str) -> dict:
+    """GET /environ from the local address `source` (127.0.0.x are all loopback)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    try:
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        extra = "".join(f"{h}\r\n" for h in headers)
+        sock.sendall(f"GET /environ HTTP/1.1\r\nHost: internal\r\nConnection: close\r\n{extra}\r\n".encode())
+        with sock.makefile("rb") as rfile:
+            status, _, body = read_response(rfile)
+    finally:
+        sock.close()
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_forwarded_allow_ips_takes_networks(start_server, worker_class):
+    server = serve(start_server, worker_class, "--forwarded-allow-ips", "127.0.0.0/30, fd00::/8")
+    assert environ_from(server.port, "127.0.0.2", "X-Forwarded-Proto: https")["wsgi.url_scheme"] == "https"
+    untrusted = environ_from(server.port, "127.0.0.5", "X-Forwarded-Proto: https")
+    assert (untrusted["wsgi.url_scheme"], untrusted["REMOTE_ADDR"]) == ("http", "127.0.0.5")
+
+
+def test_waitress_proxy_headers_from_trusted_and_untrusted_peers(start_server, worker_class):
+    server = serve(start_server, worker_class, "--forwarded-allow-ips", "127.0.0.2",
+                   "--trusted-proxy-headers", "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port",
+                   "--clear-untrusted-proxy-headers")
+    forwarded = ("X-Forwarded-For: 203.0.113.9, 198.51.100.4", "X-Forwarded-Host: shop.example",
+                 "X-Forwarded-Proto: https", "X-Forwarded-Port: 8443", "Forwarded: for=6.6.6.6")
+    env = environ_from(server.port, "127.0.0.2", *forwarded)
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("198.51.100.4", "https")
+    assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("shop.example:8443", "shop.example", "8443")
+    assert env["HTTP_X_FORWARDED_FOR"] == "198.51.100.4"
+    assert "HTTP_FORWARDED" not in env   # not a trusted header: cleared
+    env = environ_from(server.port, "127.0.0.5", *forwarded)
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"], env["HTTP_HOST"]) == ("127.0.0.5", "http", "internal")
+    assert not [key for key in env if "FORWARDED" in key]
+
+
+def test_forwarded_header_from_an_ini_and_a_malformed_one_is_refused(start_server):
+    server = start_server("pasteserve_paster", ini=(
+        "[app:main]\nuse = call:tests.integration.rt_app:app_factory\n\n"
+        "[server:main]\nuse = egg:pasteserve#main\nbind = 127.0.0.1:0\n"
+        "forwarded_allow_ips = 127.0.0.0/8\ntrusted_proxy_headers = forwarded\ntrusted_proxy_count = 2\n"))
+    env = environ_from(server.port, "127.0.0.3",
+                       'Forwarded: for=6.6.6.6, for="203.0.113.9:4711";proto=https;host=shop.example, for=10.0.0.1')
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"], env["wsgi.url_scheme"]) == ("203.0.113.9", "4711", "https")
+    assert (env["HTTP_HOST"], env["SERVER_PORT"]) == ("shop.example", "443")
+    with Client(server.port) as client:
+        client.send(b"GET /environ HTTP/1.1\r\nHost: x\r\nForwarded: proto=gopher\r\n\r\n")
+        assert client.response()[0] == 400
