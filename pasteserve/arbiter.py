@@ -159,7 +159,7 @@ class Arbiter:
         try:
             return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
                                             umask=settings.umask, inherited=sockets.inherited_fds(),
-                                            existing=existing)
+                                            existing=existing, unix_mode=settings.unix_socket_perms)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
 

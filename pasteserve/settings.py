@@ -161,6 +161,13 @@ def check_scheme_headers(value: Any) -> dict[str, str]:
     return headers
 
 
+def check_ident(value: Any) -> str | None:
+    text = check_str(value)
+    if text is not None and not all(" " <= c <= "~" for c in text):
+        raise CheckError("expected printable ASCII for the Server header, such as myapp/1.0")
+    return text
+
+
 def check_callable(value: Any) -> Callable | str | None:
     # A dotted name is loaded later (hooks.Hooks), after the app's path is importable.
     if value is None or callable(value):
@@ -219,6 +226,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "scheme_headers": check_scheme_headers,
     "proxy_headers": check_proxy_headers,
     "callable": check_callable,
+    "ident": check_ident,
     "access_format": check_access_format,
     "loglevel": check_loglevel,
 }
@@ -281,6 +289,14 @@ SETTINGS: tuple[Setting, ...] = (
        "(all of them from untrusted peers) from the environ, so the app cannot read forged ones. Off by "
        "default as in Gunicorn (middleware such as werkzeug's ProxyFix reads them); waitress has it on.",
        "Security", ("--clear-untrusted-proxy-headers",)),
+    _S("url_scheme", "choice", "http", "wsgi.url_scheme of plain (not TLS) requests, unless a trusted proxy's "
+       "headers say otherwise (waitress). TLS listeners always say https.", "Server mechanics",
+       ("--url-scheme",), ("http", "https"), "SCHEME"),
+    _S("ident", "ident", None, "The Server header's value (waitress's name); default `pasteserve/VERSION`.",
+       "Server mechanics", ("--ident",), meta="TEXT"),
+    _S("expose_tracebacks", "bool", False, "Show the app's traceback on the 500 page instead of a generic line "
+       "(development only: it reveals code and data to every client). The error log has it either way.",
+       "Server mechanics", ("--expose-tracebacks",)),
     _S("root_path", "str", None, "SCRIPT_NAME for every request, when the app is mounted under a prefix.",
        "Server mechanics", ("--root-path",), meta="PATH"),
     _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",
@@ -294,6 +310,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("group", "str", None, "Switch workers to this group (name or gid).", "Server mechanics", ("-g", "--group"), meta="GROUP"),
     _S("umask", "octal", 0, "File mode mask for the process and its unix sockets (0, as Gunicorn, lets a proxy running as another user connect).", "Server mechanics",
        ("-m", "--umask"), meta="MODE"),
+    _S("unix_socket_perms", "octal", None, "Mode of unix socket files, set after bind (waitress's name; "
+       "e.g. 660 for a proxy in the socket's group). Unset: the mode the umask gives.", "Server mechanics",
+       ("--unix-socket-perms",), meta="MODE"),
     _S("proc_name", "str", None, "Name shown in process titles (default: the config file or app).",
        "Server mechanics", ("-n", "--name"), meta="NAME"),
     _S("certfile", "str", None, "TLS certificate file; serving https when set.", "TLS", ("--certfile",), meta="FILE"),

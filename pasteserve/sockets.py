@@ -123,6 +123,7 @@ def create_listeners(
     umask: int = 0o022,
     inherited: list[int] | None = None,
     existing: Sequence[socket.socket] = (),
+    unix_mode: int | None = None,
 ) -> list[socket.socket]:
     """Return one listening, non-blocking, non-inheritable socket per spec, in order.
 
@@ -131,7 +132,8 @@ def create_listeners(
     the caller's. ``inherited`` fds (a USR2 parent's or systemd's) become ours: one
     matching a spec is wrapped and reused, the others are closed. A TCP spec with
     port 0 takes a socket on the same host and any port. BindError on failure, after
-    closing whatever this call opened or adopted.
+    closing whatever this call opened or adopted. ``unix_mode`` (unix_socket_perms), when
+    given, is set on every unix socket file, whatever the umask made of it.
     """
     adopted: list[socket.socket] = []
     listeners: list[socket.socket] = []
@@ -146,6 +148,8 @@ def create_listeners(
             sock.setblocking(False)
             sock.set_inheritable(False)
             listeners.append(sock)
+            if unix_mode is not None and spec.kind == "unix":
+                _chmod(spec, unix_mode)
     except BaseException:
         for sock in adopted + listeners:
             if sock not in existing:
@@ -156,6 +160,15 @@ def create_listeners(
             log.warning("Closing inherited socket %s: no bind address asks for it", describe(sock))
             sock.close()
     return listeners
+
+
+def _chmod(spec: BindSpec, mode: int) -> None:
+    if spec.path.startswith("\0"):
+        return   # an abstract-namespace socket has no file
+    try:
+        os.chmod(spec.path, mode)
+    except OSError as exc:
+        raise BindError(exc.errno, f"{spec}: cannot set mode {mode:#o}: {exc.strerror}") from exc
 
 
 def _adopt(fd: int, label: str) -> socket.socket:

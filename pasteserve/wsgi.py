@@ -400,6 +400,7 @@ _NONE, _LENGTH, _CHUNKED, _CLOSE = range(4)
 _JOIN_MAX = 65536
 
 _GENERIC_500 = "The server encountered an unexpected error; it has been logged."
+_TRACEBACK_MAX = 65536
 
 
 class Response:
@@ -547,11 +548,13 @@ class Response:
                 self._remaining -= sent
         return True
 
-    def send_error(self, status: int, reason: str, detail: str = "", close: bool = False) -> None:
+    def send_error(self, status: int, reason: str, detail: str = "", close: bool = False,
+                   max_detail: int = 200) -> None:
         """Answer with a short server-made page instead of the app's response."""
         keep = self.keep_alive and not close and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
         head_only = body_forbidden(self._method, status)
-        data = error_response(status, reason, detail, self._server, close=not keep, head_only=head_only)
+        data = error_response(status, reason, detail, self._server, close=not keep, head_only=head_only,
+                              max_detail=max_detail)
         self.keep_alive = keep
         self.status = f"{status} {reason}"
         self.code = status
@@ -560,10 +563,14 @@ class Response:
         self._mode = _NONE
         self._send(data)
         if not head_only:
-            self.sent = len(error_page(status, reason, detail))
+            self.sent = len(error_page(status, reason, detail, max_detail))
 
-    def internal_error(self) -> None:
-        self.send_error(500, "Internal Server Error", _GENERIC_500)
+    def internal_error(self, traceback_text: str | None = None) -> None:
+        """500; with ``traceback_text`` (expose_tracebacks) the page shows it instead of a generic line."""
+        if traceback_text:
+            self.send_error(500, "Internal Server Error", traceback_text, max_detail=_TRACEBACK_MAX)
+        else:
+            self.send_error(500, "Internal Server Error", _GENERIC_500)
 
     # -- framing ------------------------------------------------------------------
 

@@ -146,3 +146,48 @@ def test_forwarded_header_from_an_ini_and_a_malformed_one_is_refused(start_serve
     with Client(server.port) as client:
         client.send(b"GET /environ HTTP/1.1\r\nHost: x\r\nForwarded: proto=gopher\r\n\r\n")
         assert client.response()[0] == 400
+
+
+# --- url_scheme, ident, expose_tracebacks, unix_socket_perms ---------------------------------------
+
+def test_url_scheme_and_ident(start_server, worker_class):
+    server = serve(start_server, worker_class, "--url-scheme", "https", "--ident", "shop/2.1")
+    with Client(server.port) as client:
+        status, headers, body = client.get("/environ")
+        assert status == 200
+        assert headers["server"] == "shop/2.1"
+        assert json.loads(body)["wsgi.url_scheme"] == "https"
+        status, headers, _ = client.get("/nothing-here")
+        assert (status, headers["server"]) == (404, "shop/2.1")
+
+
+def test_default_server_header_and_generic_500(start_server, worker_class):
+    server = serve(start_server, worker_class)
+    with Client(server.port) as client:
+        status, headers, body = client.get("/crash")
+        assert status == 500
+        assert headers["server"].startswith("pasteserve/")
+        assert b"Traceback" not in body and b"crash requested" not in body
+
+
+def test_expose_tracebacks_shows_the_traceback_on_the_500_page(start_server, worker_class):
+    server = serve(start_server, worker_class, "--expose-tracebacks")
+    with Client(server.port) as client:
+        status, headers, body = client.get("/crash")
+        assert status == 500
+        assert b"Traceback (most recent call last)" in body
+        assert b"RuntimeError: crash requested by the test" in body
+        assert headers.get("connection") != "close"   # the request was fine: keep-alive goes on
+        assert client.get("/environ")[0] == 200
+
+
+def test_unix_socket_perms_sets_the_mode_after_bind(start_server, tmp_path):
+    path = tmp_path / "app.sock"
+    start_server("pasteserve", args=["-b", f"unix:{path}", "--umask", "077", "--unix-socket-perms", "660", APP])
+    assert (path.stat().st_mode & 0o777) == 0o660
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with sock.makefile("rb") as rfile:
+            assert read_response(rfile)[0] == 200
