@@ -145,7 +145,9 @@ class Arbiter:
         if not settings.certfile:
             return None
         try:
-            return sockets.ssl_context(settings.certfile, settings.keyfile)
+            return sockets.ssl_context(settings.certfile, settings.keyfile, ca_certs=settings.ca_certs,
+                                       ciphers=settings.ciphers, cert_reqs=settings.cert_reqs,
+                                       min_version=settings.tls_min_version)
         except (ValueError, OSError) as exc:
             raise HaltServer(f"Cannot use the TLS certificate: {exc}", 1) from None
 

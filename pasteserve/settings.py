@@ -21,7 +21,7 @@ from validate import ValidateError, Validator
 from .hooks import HOOK_ARGS, HOOK_NAMES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
 from .proxy import check_trusted_headers
-from .sockets import parse_bind
+from .sockets import CERT_REQS, TLS_VERSIONS, parse_bind
 
 
 class CheckError(ValidateError):
@@ -168,6 +168,16 @@ def check_ident(value: Any) -> str | None:
     return text
 
 
+def check_cert_reqs(value: Any) -> int:
+    # int() first: a config file may say ssl.CERT_REQUIRED, whose str() differs across Pythons.
+    text = str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else str(value).strip().lower()
+    if text in CERT_REQS:
+        return int(CERT_REQS[text])
+    if text in {str(int(v)) for v in CERT_REQS.values()}:
+        return int(text)
+    raise CheckError("expected 0/none, 1/optional or 2/required")
+
+
 def check_callable(value: Any) -> Callable | str | None:
     # A dotted name is loaded later (hooks.Hooks), after the app's path is importable.
     if value is None or callable(value):
@@ -227,6 +237,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "proxy_headers": check_proxy_headers,
     "callable": check_callable,
     "ident": check_ident,
+    "cert_reqs": check_cert_reqs,
     "access_format": check_access_format,
     "loglevel": check_loglevel,
 }
@@ -317,6 +328,16 @@ SETTINGS: tuple[Setting, ...] = (
        "Server mechanics", ("-n", "--name"), meta="NAME"),
     _S("certfile", "str", None, "TLS certificate file; serving https when set.", "TLS", ("--certfile",), meta="FILE"),
     _S("keyfile", "str", None, "TLS private key file.", "TLS", ("--keyfile",), meta="FILE"),
+    _S("ca_certs", "str", None, "CA certificates (PEM file) that client certificates are checked against.",
+       "TLS", ("--ca-certs",), meta="FILE"),
+    _S("cert_reqs", "cert_reqs", 0, "Client certificates: 0/none (not asked for), 1/optional (verified when "
+       "sent), 2/required (a client without a valid one fails the TLS handshake: mutual TLS). 1 and 2 need "
+       "ca_certs. The app finds a verified certificate in environ `pasteserve.peercert` (the dict of Python's "
+       "`getpeercert()`) and `SSL_CLIENT_CERT` (PEM).", "TLS", ("--cert-reqs",), meta="MODE"),
+    _S("ciphers", "str", None, "TLS 1.2 cipher list in OpenSSL's format (default: Python's); TLS 1.3 suites "
+       "are not affected.", "TLS", ("--ciphers",), meta="CIPHERS"),
+    _S("tls_min_version", "choice", "1.2", "Oldest TLS version accepted: 1.2 or 1.3.", "TLS",
+       ("--tls-min-version",), tuple(TLS_VERSIONS), "VERSION"),
     _S("accesslog", "str", None, "Access log: a file, or `-` for stdout. Off by default.", "Logging",
        ("--access-logfile",), meta="FILE"),
     _S("access_log_format", "access_format", DEFAULT_ACCESS_LOG_FORMAT, "Access log line, with Gunicorn's atoms.",

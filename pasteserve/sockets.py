@@ -29,6 +29,11 @@ _BIND_RETRY_DELAY = 0.25
 
 log = logging.getLogger(ERROR_LOGGER)
 
+# tls_min_version values; older versions are not offered at all.
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+# cert_reqs words (Gunicorn takes the numbers of Python's ssl.CERT_* constants).
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
 
 class BindError(OSError):
     """A listener could not be created; str() is "ADDRESS: reason"."""
@@ -357,15 +362,17 @@ def ssl_context(
     *,
     ca_certs: str | None = None,
     ciphers: str | None = None,
-    cert_reqs: ssl.VerifyMode = ssl.CERT_NONE,
+    cert_reqs: int = ssl.CERT_NONE,
+    min_version: str = "1.2",
 ) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 or newer); ValueError names the file or option at fault.
 
     ``ca_certs`` with ``cert_reqs`` CERT_OPTIONAL or CERT_REQUIRED verifies client
-    certificates (Gunicorn's ``ca_certs`` and ``cert_reqs``).
+    certificates (Gunicorn's ``ca_certs`` and ``cert_reqs``): with CERT_REQUIRED a client
+    without a valid one fails the handshake.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.minimum_version = TLS_VERSIONS[min_version]
     try:
         context.load_cert_chain(certfile, keyfile)
     except OSError as exc:  # ssl.SSLError included
@@ -377,8 +384,8 @@ def ssl_context(
         except OSError as exc:
             raise ValueError(f"cannot load CA certificates from {ca_certs}: {_reason(exc)}") from None
     elif cert_reqs != ssl.CERT_NONE:
-        raise ValueError("verifying client certificates (cert_reqs) needs ca_certs")
-    context.verify_mode = cert_reqs
+        raise ValueError("verifying client certificates (cert_reqs) needs ca_certs, the CA file to check them with")
+    context.verify_mode = ssl.VerifyMode(cert_reqs)
     if ciphers is not None:
         try:
             context.set_ciphers(ciphers)

@@ -31,7 +31,8 @@ from pasteserve.http.response import (
     status_line,
 )
 
-__all__ = ["EnvironBuilder", "ErrorStream", "FileWrapper", "Input", "Response"]
+__all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "ErrorStream", "FileWrapper", "Input", "Response",
+           "peer_certificate"]
 
 # Read size of FileWrapper iteration (the fallback when sendfile is not possible).
 FILE_BLOCK = 65536
@@ -290,6 +291,27 @@ def _split_host(host: str, default_port: str) -> tuple[str, str]:
     return name, port or default_port
 
 
+PEERCERT_KEY = "pasteserve.peercert"
+CLIENT_CERT_KEY = "SSL_CLIENT_CERT"
+
+
+def peer_certificate(sock: ssl.SSLSocket) -> dict[str, Any]:
+    """Environ entries for a verified TLS client certificate (none without one).
+
+    ``pasteserve.peercert``: the dict of ``SSLSocket.getpeercert()`` (subject, issuer,
+    notAfter, subjectAltName, ...); ``SSL_CLIENT_CERT``: the certificate in PEM, under
+    mod_ssl's name that apps behind Apache already read.
+    """
+    try:
+        info = sock.getpeercert()
+        der = sock.getpeercert(binary_form=True)
+    except (ValueError, OSError):   # not connected any more, or no handshake
+        return {}
+    if not info or not der:
+        return {}   # none sent, or not verified (cert_reqs = none asks for none)
+    return {PEERCERT_KEY: info, CLIENT_CERT_KEY: ssl.DER_cert_to_PEM_cert(der)}
+
+
 class EnvironBuilder:
     """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
 
@@ -328,6 +350,9 @@ class EnvironBuilder:
             base["SERVER_NAME"] = local[0]
             base["SERVER_PORT"] = str(local[1])
         self.base = base
+        # The client certificate is read at the first request: by then the handshake is done.
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._sock = sock
         # (environ key, lower-case value meaning https) for the trusted scheme headers.
         self._scheme_keys = [
             ("HTTP_" + name.upper().replace("-", "_"), value.lower())
@@ -338,6 +363,9 @@ class EnvironBuilder:
 
     def build(self, req: Any, wsgi_input: Input) -> dict[str, Any]:
         """The environ for a parsed request (``pasteserve.http.parser.Request``)."""
+        if self._tls:
+            self._tls = False
+            self.base.update(peer_certificate(self._sock))
         env = self.base.copy()
         target = req.target
         if "#" in target:
