@@ -149,7 +149,7 @@ class Arbiter:
                                        ciphers=settings.ciphers, cert_reqs=settings.cert_reqs,
                                        min_version=settings.tls_min_version)
         except (ValueError, OSError) as exc:
-            raise HaltServer(f"Cannot use the TLS certificate: {exc}", 1) from None
+            raise HaltServer(f"Cannot set up TLS: {exc}", 1) from None
 
     @property
     def title_name(self) -> str:
