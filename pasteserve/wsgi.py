@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
 from pasteserve.http.errors import BadRequest
-from pasteserve.proxy import ProxyHeaders, trusted_peer
 from pasteserve.http.response import (
     CONTINUE,
     LAST_CHUNK,
@@ -30,6 +29,7 @@ from pasteserve.http.response import (
     render_head,
     status_line,
 )
+from pasteserve.proxy import ProxyHeaders, trusted_peer
 
 __all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "ErrorStream", "FileWrapper", "Input", "Response",
            "peer_certificate"]
@@ -401,11 +401,11 @@ class EnvironBuilder:
             env["HTTP_HOST"] = authority
         if self._scheme_keys:
             self._apply_scheme_headers(env)
-        if self._proxy is not None:
-            self._proxy.apply(env, self._trusted)
         if self._unix:
             default_port = "443" if env["wsgi.url_scheme"] == "https" else "80"
             env["SERVER_NAME"], env["SERVER_PORT"] = _split_host(env.get("HTTP_HOST") or "localhost", default_port)
+        if self._proxy is not None:
+            self._proxy.apply(env, self._trusted)
         return env
 
     def _apply_scheme_headers(self, env: dict[str, Any]) -> None:
