@@ -17,12 +17,14 @@ Pure functions over the environ: no sockets here.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable
 
 from pasteserve.http.errors import BadRequest
+from pasteserve.logs import ERROR_LOGGER
 
 __all__ = ["KNOWN_HEADERS", "ProxyHeaders", "check_trusted_headers", "trusted_peer"]
 
@@ -36,6 +38,8 @@ KNOWN_HEADERS = {
     "forwarded": "HTTP_FORWARDED",
 }
 _ALL_KEYS = frozenset(KNOWN_HEADERS.values())
+
+log = logging.getLogger(ERROR_LOGGER)
 
 _QUOTED = re.compile(r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"')
 _QUOTED_PAIR = re.compile(r"\\([\t -~\x80-\xff])")
@@ -106,11 +110,13 @@ def _malformed(header: str, why: str) -> BadRequest:
 
 @dataclass(frozen=True)
 class ProxyHeaders:
-    """``trusted_proxy_headers``, ``trusted_proxy_count`` and ``clear_untrusted_proxy_headers``."""
+    """``trusted_proxy_headers``, ``trusted_proxy_count``, ``clear_untrusted_proxy_headers`` and
+    ``log_untrusted_proxy_headers``."""
 
     trusted: frozenset[str] = frozenset()   # lower-case names from KNOWN_HEADERS
     count: int = 1
     clear_untrusted: bool = False
+    log_untrusted: bool = False   # warn when clearing removed something: the proxy should have
 
     def active(self, peer_trusted: bool) -> bool:
         """Whether :meth:`apply` can change anything for requests from such a peer."""
@@ -118,12 +124,16 @@ class ProxyHeaders:
 
     def apply(self, env: dict[str, Any], peer_trusted: bool) -> None:
         """Rewrite ``env`` from the headers believed; BadRequest for a malformed one."""
+        peer = env.get("REMOTE_ADDR") or "a unix socket peer"   # before x-forwarded-for replaces it
         untrusted = _ALL_KEYS
         if peer_trusted and self.trusted:
             untrusted = self._translate(env)
         if self.clear_untrusted:
-            for key in untrusted:
-                env.pop(key, None)
+            removed = [key for key in untrusted if env.pop(key, None) is not None]
+            if removed and self.log_untrusted:
+                names = ", ".join(sorted(key[5:].replace("_", "-").title() for key in removed))
+                log.warning("Removed untrusted forwarding headers from %s: %s (better removed by the proxy)",
+                            peer, names)
 
     def _last_hops(self, env: dict[str, Any], key: str, header: str) -> tuple[list[str], str]:
         """The last ``count`` comma-separated hops of a header, and the header cut to them."""

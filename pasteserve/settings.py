@@ -300,6 +300,8 @@ SETTINGS: tuple[Setting, ...] = (
        "(all of them from untrusted peers) from the environ, so the app cannot read forged ones. Off by "
        "default as in Gunicorn (middleware such as werkzeug's ProxyFix reads them); waitress has it on.",
        "Security", ("--clear-untrusted-proxy-headers",)),
+    _S("log_untrusted_proxy_headers", "bool", False, "With clear_untrusted_proxy_headers, log a warning naming the "
+       "forwarding headers removed from a request (waitress).", "Security", ("--log-untrusted-proxy-headers",)),
     _S("url_scheme", "choice", "http", "wsgi.url_scheme of plain (not TLS) requests, unless a trusted proxy's "
        "headers say otherwise (waitress). TLS listeners always say https.", "Server mechanics",
        ("--url-scheme",), ("http", "https"), "SCHEME"),

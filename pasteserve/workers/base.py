@@ -119,7 +119,7 @@ class Worker:
             forwarded_allow_ips=frozenset(s.forwarded_allow_ips),
             secure_scheme_headers=dict(s.secure_scheme_headers),
             proxy_headers=ProxyHeaders(frozenset(s.trusted_proxy_headers), s.trusted_proxy_count,
-                                       s.clear_untrusted_proxy_headers),
+                                       s.clear_untrusted_proxy_headers, s.log_untrusted_proxy_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
             worker=self,
         )

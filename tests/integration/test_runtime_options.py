@@ -121,7 +121,7 @@ def test_forwarded_allow_ips_takes_networks(start_server, worker_class):
 def test_waitress_proxy_headers_from_trusted_and_untrusted_peers(start_server, worker_class):
     server = serve(start_server, worker_class, "--forwarded-allow-ips", "127.0.0.2",
                    "--trusted-proxy-headers", "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port",
-                   "--clear-untrusted-proxy-headers")
+                   "--clear-untrusted-proxy-headers", "--log-untrusted-proxy-headers")
     forwarded = ("X-Forwarded-For: 203.0.113.9, 198.51.100.4", "X-Forwarded-Host: shop.example",
                  "X-Forwarded-Proto: https", "X-Forwarded-Port: 8443", "Forwarded: for=6.6.6.6")
     env = environ_from(server.port, "127.0.0.2", *forwarded)
@@ -132,6 +132,9 @@ def test_waitress_proxy_headers_from_trusted_and_untrusted_peers(start_server, w
     env = environ_from(server.port, "127.0.0.5", *forwarded)
     assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"], env["HTTP_HOST"]) == ("127.0.0.5", "http", "internal")
     assert not [key for key in env if "FORWARDED" in key]
+    server.wait_for(lambda: "Removed untrusted forwarding headers from 127.0.0.5: Forwarded, X-Forwarded-For, "
+                            "X-Forwarded-Host, X-Forwarded-Port, X-Forwarded-Proto" in server.log(), 10, "the warning")
+    assert "Removed untrusted forwarding headers from 127.0.0.2: Forwarded (better" in server.log()
 
 
 def test_forwarded_header_from_an_ini_and_a_malformed_one_is_refused(start_server):

@@ -118,3 +118,14 @@ def test_clearing_keeps_the_trusted_family_only():
 def test_malformed_trusted_headers_are_a_bad_request(headers, trusted):
     with pytest.raises(BadRequest):
         ProxyHeaders(frozenset({trusted})).apply(environ(**headers), True)
+
+
+def test_log_untrusted_names_what_clearing_removed(caplog):
+    env = environ(x_forwarded_for="192.0.2.9", x_forwarded_host="evil", forwarded="for=6.6.6.6")
+    with caplog.at_level("WARNING", logger="pasteserve.error"):
+        ProxyHeaders(frozenset({"x-forwarded-for"}), clear_untrusted=True, log_untrusted=True).apply(env, True)
+        ProxyHeaders(frozenset({"x-forwarded-for"}), clear_untrusted=True, log_untrusted=True).apply(environ(), True)
+    (record,) = caplog.records
+    assert record.getMessage() == ("Removed untrusted forwarding headers from 10.0.0.1: Forwarded, X-Forwarded-Host "
+                                   "(better removed by the proxy)")
+    assert env["REMOTE_ADDR"] == "192.0.2.9"
