@@ -41,6 +41,9 @@ _ALL_KEYS = frozenset(KNOWN_HEADERS.values())
 
 log = logging.getLogger(ERROR_LOGGER)
 
+# What a host name, an IP address or an obfuscated node ("_hidden", RFC 7239 6.3) may hold:
+# an app builds URLs from these, so nothing that would change their meaning gets through.
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._~!$&'()*+;=%:-]+")
 _QUOTED = re.compile(r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"')
 _QUOTED_PAIR = re.compile(r"\\([\t -~\x80-\xff])")
 
@@ -100,8 +103,20 @@ def _undquote(value: str) -> str:
     return value
 
 
-def _strip_brackets(address: str) -> str:
-    return address[1:-1] if address[:1] == "[" and address[-1:] == "]" else address
+def _host_and_port(value: str, header: str) -> tuple[str, str]:
+    """Split ``host[:port]``, ``[v6][:port]`` or a bare IPv6 address; the port may be ""."""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and rest[:1] != ":"):
+            raise _malformed(header, "bad bracketed address")
+        port = rest[1:]
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, ""   # a name, an IPv4 address, or IPv6 without brackets (so without a port)
+    if not host or not _HOST_CHARS.fullmatch(host) or (port and not port.isdigit()):
+        raise _malformed(header, "not a host[:port]")
+    return host, port
 
 
 def _malformed(header: str, why: str) -> BadRequest:
@@ -166,8 +181,6 @@ class ProxyHeaders:
             if "x-forwarded-for" in trusted and env.get("HTTP_X_FORWARDED_FOR", "").strip():
                 hops, env["HTTP_X_FORWARDED_FOR"] = self._last_hops(env, "HTTP_X_FORWARDED_FOR", "X-Forwarded-For")
                 client = hops[0]
-                if "." not in client and ":" in client and not client.endswith("]"):
-                    client = f"[{client}]"   # a bare IPv6 address: no port in it
             if "x-forwarded-host" in trusted and env.get("HTTP_X_FORWARDED_HOST", "").strip():
                 hops, env["HTTP_X_FORWARDED_HOST"] = self._last_hops(env, "HTTP_X_FORWARDED_HOST", "X-Forwarded-Host")
                 host = hops[0]
@@ -185,24 +198,22 @@ class ProxyHeaders:
             env["wsgi.url_scheme"] = proto
             port = port or ("443" if proto == "https" else "80")
         if host:
-            name, sep, host_port = host.rpartition(":") if not host.endswith("]") else ("", "", "")
-            if sep:
+            header = "Forwarded" if "forwarded" in trusted else "X-Forwarded-Host"
+            name, host_port = _host_and_port(host, header)
+            env["SERVER_NAME"] = name
+            if host_port:
                 # A port in the host wins over X-Forwarded-Port and the scheme's default.
-                env["SERVER_NAME"], env["HTTP_HOST"], port = name, host, host_port
+                env["HTTP_HOST"], port = host, host_port
             else:
-                env["SERVER_NAME"] = env["HTTP_HOST"] = host
                 default = "443" if env["wsgi.url_scheme"] == "https" else "80"
-                if port and port != default:
-                    env["HTTP_HOST"] = f"{host}:{port}"
+                env["HTTP_HOST"] = f"{host}:{port}" if port and port != default else host
         if port:
             env["SERVER_PORT"] = port
         if client:
-            address, sep, client_port = client.rpartition(":") if not client.endswith("]") else ("", "", "")
-            if sep:
-                env["REMOTE_ADDR"], env["REMOTE_PORT"] = _strip_brackets(address), client_port
-            else:
-                env["REMOTE_ADDR"] = _strip_brackets(client)
-            env["REMOTE_HOST"] = env["REMOTE_ADDR"]
+            address, client_port = _host_and_port(client, "Forwarded" if "forwarded" in trusted else "X-Forwarded-For")
+            env["REMOTE_ADDR"] = env["REMOTE_HOST"] = address
+            if client_port:
+                env["REMOTE_PORT"] = client_port
         if "forwarded" in trusted:
             return _ALL_KEYS - {"HTTP_FORWARDED"}
         return _ALL_KEYS - {KNOWN_HEADERS[name] for name in trusted}

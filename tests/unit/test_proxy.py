@@ -129,3 +129,35 @@ def test_log_untrusted_names_what_clearing_removed(caplog):
     assert record.getMessage() == ("Removed untrusted forwarding headers from 10.0.0.1: Forwarded, X-Forwarded-Host "
                                    "(better removed by the proxy)")
     assert env["REMOTE_ADDR"] == "192.0.2.9"
+
+
+@pytest.mark.parametrize("trusted, header, value", [
+    ("x-forwarded-host", "x_forwarded_host", "evil.example/path"),
+    ("x-forwarded-host", "x_forwarded_host", "shop.example:https"),
+    ("x-forwarded-host", "x_forwarded_host", "[::1"),
+    ("x-forwarded-for", "x_forwarded_for", "1.2.3.4:port"),
+    ("x-forwarded-for", "x_forwarded_for", "<script>"),
+    ("forwarded", "forwarded", 'for="1.2.3.4 5"'),
+])
+def test_forwarded_hosts_and_addresses_are_checked(trusted, header, value):
+    with pytest.raises(BadRequest):
+        ProxyHeaders(frozenset({trusted})).apply(environ(**{header: value}), True)
+
+
+@pytest.mark.parametrize("value, addr, port", [
+    ("2001:db8::1", "2001:db8::1", "5555"),          # unbracketed IPv6: no port in it
+    ("[2001:db8::1]:4711", "2001:db8::1", "4711"),
+    ("192.0.2.9:4711", "192.0.2.9", "4711"),
+    ("unknown", "unknown", "5555"),
+    ("_hidden", "_hidden", "5555"),
+])
+def test_client_address_forms(value, addr, port):
+    env = environ(forwarded=f'for="{value}"')
+    ProxyHeaders(frozenset({"forwarded"})).apply(env, True)
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == (addr, port)
+
+
+def test_bracketed_ipv6_host():
+    env = environ(x_forwarded_host="[2001:db8::1]:8443")
+    ProxyHeaders(frozenset({"x-forwarded-host"})).apply(env, True)
+    assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("[2001:db8::1]:8443", "2001:db8::1", "8443")
