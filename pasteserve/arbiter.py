@@ -145,9 +145,11 @@ class Arbiter:
         if not settings.certfile:
             return None
         try:
-            return sockets.ssl_context(settings.certfile, settings.keyfile)
+            return sockets.ssl_context(settings.certfile, settings.keyfile, ca_certs=settings.ca_certs,
+                                       ciphers=settings.ciphers, cert_reqs=settings.cert_reqs,
+                                       min_version=settings.tls_min_version)
         except (ValueError, OSError) as exc:
-            raise HaltServer(f"Cannot use the TLS certificate: {exc}", 1) from None
+            raise HaltServer(f"Cannot set up TLS: {exc}", 1) from None
 
     @property
     def title_name(self) -> str:
@@ -159,7 +161,7 @@ class Arbiter:
         try:
             return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
                                             umask=settings.umask, inherited=sockets.inherited_fds(),
-                                            existing=existing)
+                                            existing=existing, unix_mode=settings.unix_socket_perms)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
 

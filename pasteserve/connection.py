@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from pasteserve import __version__
 from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.response import error_response, server_line
+from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
 
 __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
@@ -54,6 +56,8 @@ class ServerContext:
     url_scheme: str = "http"
     forwarded_allow_ips: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     secure_scheme_headers: dict[str, str] = field(default_factory=_secure_scheme_headers)
+    proxy_headers: ProxyHeaders = field(default_factory=ProxyHeaders)   # waitress's trusted_proxy_*
+    expose_tracebacks: bool = False   # a 500 page shows the app's traceback (development)
     server_software: str = f"pasteserve/{__version__}"
     max_drain: int = 65536
     error_log: logging.Logger = logging.getLogger("pasteserve.error")
@@ -96,6 +100,7 @@ class Connection:
             errors=self._errors,
             forwarded_allow_ips=ctx.forwarded_allow_ips,
             secure_scheme_headers=ctx.secure_scheme_headers,
+            proxy_headers=ctx.proxy_headers,
         )
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
@@ -274,7 +279,7 @@ class Connection:
             resp.keep_alive = False  # the response is cut short; only closing tells the client
         else:
             # The request itself was fine, so the connection may serve the next one.
-            self._try(resp.internal_error)
+            self._try(resp.internal_error, traceback.format_exc() if self._ctx.expose_tracebacks else None)
 
     def _pull(self) -> bytes:
         """The next piece of the current request body for wsgi.input; b"" at its end."""

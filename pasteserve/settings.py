@@ -20,7 +20,8 @@ from validate import ValidateError, Validator
 
 from .hooks import HOOK_ARGS, HOOK_NAMES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
-from .sockets import parse_bind
+from .proxy import check_trusted_headers
+from .sockets import CERT_REQS, TLS_VERSIONS, parse_bind
 
 
 class CheckError(ValidateError):
@@ -141,6 +142,13 @@ def check_ips(value: Any) -> list[str]:
     return ips
 
 
+def check_proxy_headers(value: Any) -> list[str]:
+    try:
+        return check_trusted_headers(_words(value))
+    except ValueError as exc:
+        raise CheckError(str(exc)) from None
+
+
 def check_scheme_headers(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         return {str(k).upper(): str(v) for k, v in value.items()}
@@ -151,6 +159,23 @@ def check_scheme_headers(value: Any) -> dict[str, str]:
             raise CheckError("expected HEADER=VALUE pairs, e.g. X-FORWARDED-PROTO=https")
         headers[name.strip().upper()] = expected.strip()
     return headers
+
+
+def check_ident(value: Any) -> str | None:
+    text = check_str(value)
+    if text is not None and not all(" " <= c <= "~" for c in text):
+        raise CheckError("expected printable ASCII for the Server header, such as myapp/1.0")
+    return text
+
+
+def check_cert_reqs(value: Any) -> int:
+    # int() first: a config file may say ssl.CERT_REQUIRED, whose str() differs across Pythons.
+    text = str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else str(value).strip().lower()
+    if text in CERT_REQS:
+        return int(CERT_REQS[text])
+    if text in {str(int(v)) for v in CERT_REQS.values()}:
+        return int(text)
+    raise CheckError("expected 0/none, 1/optional or 2/required")
 
 
 def check_callable(value: Any) -> Callable | str | None:
@@ -209,7 +234,10 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "bind": check_bind,
     "ips": check_ips,
     "scheme_headers": check_scheme_headers,
+    "proxy_headers": check_proxy_headers,
     "callable": check_callable,
+    "ident": check_ident,
+    "cert_reqs": check_cert_reqs,
     "access_format": check_access_format,
     "loglevel": check_loglevel,
 }
@@ -242,17 +270,46 @@ SETTINGS: tuple[Setting, ...] = (
        "Worker processes", ("--max-requests",), (0, None), "INT"),
     _S("max_requests_jitter", "int", 0, "Add a random 0..N to max_requests per worker, so workers don't retire together.",
        "Worker processes", ("--max-requests-jitter",), (0, None), "INT"),
-    _S("limit_request_line", "int", 8190, "Longest request line in bytes (0: unlimited); longer gets 414.",
+    _S("limit_request_line", "int", 8190, "Longest request line in bytes; longer gets 414. 0: no limit of its "
+       "own (as Gunicorn; the line still stops at 1 MiB).",
        "Security", ("--limit-request-line",), (0, 65535), "INT"),
-    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431.",
-       "Security", ("--limit-request-fields",), (1, 32768), "INT"),
-    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431.",
-       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (1, 65535), "INT"),
-    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose secure_scheme_headers are trusted "
-       "(addresses or networks, `*` for all).", "Security", ("--forwarded-allow-ips",), meta="IPS"),
+    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431. 0: the maximum, "
+       "32768 (what Gunicorn 27's code does).", "Security", ("--limit-request-fields",), (0, 32768), "INT"),
+    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431. 0: the "
+       "default, 8190 (what Gunicorn 27's code does; its docs say unlimited). A whole head stops at 16 MiB.",
+       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (0, 65535), "INT"),
+    _S("limit_request_body", "int", 0, "Largest request body in bytes (0: no limit). A larger Content-Length "
+       "gets 413 before any body byte is read; a chunked body growing past it gets 413 and the connection "
+       "closes; the app never reads more than this.", "Security", ("--limit-request-body",), (0, None), "BYTES"),
+    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "The trusted proxies: peers whose "
+       "secure_scheme_headers and trusted_proxy_headers are believed. Addresses, networks (`10.0.0.0/8`, "
+       "`fd00::/8`) or `*` for all. Unix socket peers are always trusted.", "Security",
+       ("--forwarded-allow-ips",), meta="IPS"),
     _S("secure_scheme_headers", "scheme_headers", {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
        "X-FORWARDED-SSL": "on"}, "Headers from a trusted proxy that mark a request as https, as HEADER=VALUE pairs.",
        "Security", (), meta="PAIRS"),
+    _S("trusted_proxy_headers", "proxy_headers", [], "Forwarding headers believed from a trusted proxy, as in "
+       "waitress: `x-forwarded-for` (REMOTE_ADDR, REMOTE_PORT), `x-forwarded-host` (HTTP_HOST, SERVER_NAME), "
+       "`x-forwarded-proto` (wsgi.url_scheme), `x-forwarded-port` (SERVER_PORT), `x-forwarded-by`, or "
+       "`forwarded` (RFC 7239, all of those; not together with the x-forwarded-* ones). A malformed one gets 400.",
+       "Security", ("--trusted-proxy-headers",), meta="NAMES"),
+    _S("trusted_proxy_count", "int", 1, "How many proxies in a row are trusted: of a header listing several hops, "
+       "the last this many are believed and the oldest of them wins (waitress).", "Security",
+       ("--trusted-proxy-count",), (1, None), "INT"),
+    _S("clear_untrusted_proxy_headers", "bool", False, "Remove the forwarding headers that are not believed "
+       "(all of them from untrusted peers) from the environ, so the app cannot read forged ones. Off by "
+       "default as in Gunicorn (middleware such as werkzeug's ProxyFix reads them); waitress has it on.",
+       "Security", ("--clear-untrusted-proxy-headers",)),
+    _S("log_untrusted_proxy_headers", "bool", False, "With clear_untrusted_proxy_headers, log a warning naming the "
+       "forwarding headers removed from a request (waitress).", "Security", ("--log-untrusted-proxy-headers",)),
+    _S("url_scheme", "choice", "http", "wsgi.url_scheme of plain (not TLS) requests, unless a trusted proxy's "
+       "headers say otherwise (waitress). TLS listeners always say https.", "Server mechanics",
+       ("--url-scheme",), ("http", "https"), "SCHEME"),
+    _S("ident", "ident", None, "The Server header's value (waitress's name); default `pasteserve/VERSION`.",
+       "Server mechanics", ("--ident",), meta="TEXT"),
+    _S("expose_tracebacks", "bool", False, "Show the app's traceback on the 500 page instead of a generic line "
+       "(development only: it reveals code and data to every client). The error log has it either way.",
+       "Server mechanics", ("--expose-tracebacks",)),
     _S("root_path", "str", None, "SCRIPT_NAME for every request, when the app is mounted under a prefix.",
        "Server mechanics", ("--root-path",), meta="PATH"),
     _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",
@@ -266,10 +323,23 @@ SETTINGS: tuple[Setting, ...] = (
     _S("group", "str", None, "Switch workers to this group (name or gid).", "Server mechanics", ("-g", "--group"), meta="GROUP"),
     _S("umask", "octal", 0, "File mode mask for the process and its unix sockets (0, as Gunicorn, lets a proxy running as another user connect).", "Server mechanics",
        ("-m", "--umask"), meta="MODE"),
+    _S("unix_socket_perms", "octal", None, "Mode of unix socket files, set after bind (waitress's name; "
+       "e.g. 660 for a proxy in the socket's group). Unset: the mode the umask gives.", "Server mechanics",
+       ("--unix-socket-perms",), meta="MODE"),
     _S("proc_name", "str", None, "Name shown in process titles (default: the config file or app).",
        "Server mechanics", ("-n", "--name"), meta="NAME"),
     _S("certfile", "str", None, "TLS certificate file; serving https when set.", "TLS", ("--certfile",), meta="FILE"),
     _S("keyfile", "str", None, "TLS private key file.", "TLS", ("--keyfile",), meta="FILE"),
+    _S("ca_certs", "str", None, "CA certificates (PEM file) that client certificates are checked against.",
+       "TLS", ("--ca-certs",), meta="FILE"),
+    _S("cert_reqs", "cert_reqs", 0, "Client certificates: 0/none (not asked for), 1/optional (verified when "
+       "sent), 2/required (a client without a valid one fails the TLS handshake: mutual TLS). 1 and 2 need "
+       "ca_certs. The app finds a verified certificate in environ `pasteserve.peercert` (the dict of Python's "
+       "`getpeercert()`) and `SSL_CLIENT_CERT` (PEM).", "TLS", ("--cert-reqs",), meta="MODE"),
+    _S("ciphers", "str", None, "TLS 1.2 cipher list in OpenSSL's format (default: Python's); TLS 1.3 suites "
+       "are not affected.", "TLS", ("--ciphers",), meta="CIPHERS"),
+    _S("tls_min_version", "choice", "1.2", "Oldest TLS version accepted: 1.2 or 1.3.", "TLS",
+       ("--tls-min-version",), tuple(TLS_VERSIONS), "VERSION"),
     _S("accesslog", "str", None, "Access log: a file, or `-` for stdout. Off by default.", "Logging",
        ("--access-logfile",), meta="FILE"),
     _S("access_log_format", "access_format", DEFAULT_ACCESS_LOG_FORMAT, "Access log line, with Gunicorn's atoms.",
@@ -452,7 +522,7 @@ def render_docs() -> str:
 
 def _doc_default(s: Setting) -> str:
     value = s.default
-    if value is None:
+    if value is None or value == []:
         return "—"
     if s.check == "octal":
         return f"`{value:#o}`"

@@ -204,19 +204,19 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def error_page(status: int, reason: str, detail: str = "") -> bytes:
+def error_page(status: int, reason: str, detail: str = "", max_detail: int = 200) -> bytes:
     """The text/plain body of a page the server sends on its own behalf."""
     body = f"{status} {reason}\n"
     if detail:
         # The detail may echo client bytes: keep it short and printable ASCII.
-        body += detail[:200].encode("ascii", "backslashreplace").decode("ascii") + "\n"
+        body += detail[:max_detail].encode("ascii", "backslashreplace").decode("ascii") + "\n"
     return body.encode("ascii")
 
 
 def error_response(status: int, reason: str, detail: str = "", server: bytes = b"",
-                   close: bool = True, head_only: bool = False) -> bytes:
+                   close: bool = True, head_only: bool = False, max_detail: int = 200) -> bytes:
     """A complete short text/plain response (just its head when ``head_only``)."""
-    payload = error_page(status, reason, detail)
+    payload = error_page(status, reason, detail, max_detail)
     head = b"HTTP/1.1 %d %s\r\n%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n" % (
         status,
         reason.encode("ascii"),

@@ -25,6 +25,7 @@ from ..connection import Connection, ServerContext
 from ..http.parser import Limits
 from ..loader import AppLoadError
 from ..proctitle import set_title
+from ..proxy import ProxyHeaders
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -106,14 +107,19 @@ class Worker:
         ctx = ServerContext(
             app=self.app,
             limits=Limits(limit_request_line=s.limit_request_line, limit_request_fields=s.limit_request_fields,
-                          limit_request_field_size=s.limit_request_field_size),
+                          limit_request_field_size=s.limit_request_field_size,
+                          max_content_length=s.limit_request_body or Limits().max_content_length),
             keepalive=s.keepalive,
             header_timeout=s.header_timeout,
             io_timeout=s.timeout or 30.0,
             root_path=s.root_path or "",
-            url_scheme="https" if self.ssl is not None else "http",
+            url_scheme="https" if self.ssl is not None else s.url_scheme,
+            server_software=s.ident or ServerContext.server_software,
+            expose_tracebacks=s.expose_tracebacks,
             forwarded_allow_ips=frozenset(s.forwarded_allow_ips),
             secure_scheme_headers=dict(s.secure_scheme_headers),
+            proxy_headers=ProxyHeaders(frozenset(s.trusted_proxy_headers), s.trusted_proxy_count,
+                                       s.clear_untrusted_proxy_headers, s.log_untrusted_proxy_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
             worker=self,
         )

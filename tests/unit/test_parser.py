@@ -600,12 +600,25 @@ def test_head_is_bounded_while_it_trickles_in() -> None:
     assert fed <= 50 + 4 + 4 * 20 + len(line)
 
 
-def test_head_ceiling_holds_with_every_limit_off() -> None:
-    limits = Limits(limit_request_line=0, limit_request_fields=0, limit_request_field_size=0)
-    field = b"X: " + b"x" * 1_000_000 + b"\r\n"
+def test_head_ceiling_holds_with_every_limit_at_its_largest() -> None:
+    limits = Limits(limit_request_line=0, limit_request_fields=0, limit_request_field_size=65535)
+    field = b"X: " + b"x" * 65000 + b"\r\n"
     assert len(parse(b"GET / HTTP/1.1\r\n" + field * 2 + b"\r\n", limits=limits)[0].headers) == 2
     with pytest.raises(HeaderFieldsTooLarge):
-        parse(b"GET / HTTP/1.1\r\n" + field * 17 + b"\r\n", limits=limits)
+        parse(b"GET / HTTP/1.1\r\n" + field * 260 + b"\r\n", limits=limits)
+
+
+def test_zero_limits_mean_what_they_mean_in_gunicorn_27() -> None:
+    # Gunicorn 27's code: fields 0 -> its maximum (32768), field size 0 -> its default (8190).
+    limits = Limits(limit_request_fields=0, limit_request_field_size=0)
+    many = b"".join(b"F%d: v\r\n" % i for i in range(32768))
+    assert len(parse(b"GET / HTTP/1.1\r\n" + many + b"\r\n", limits=limits)[0].headers) == 32768
+    with pytest.raises(HeaderFieldsTooLarge):
+        parse(b"GET / HTTP/1.1\r\n" + many + b"G: v\r\n\r\n", limits=limits)
+    fits = b"X: " + b"x" * (8190 - 5) + b"\r\n"   # 8190 bytes with its CRLF
+    assert parse(b"GET / HTTP/1.1\r\n" + fits + b"\r\n", limits=limits)[0].headers[0][0] == "X"
+    with pytest.raises(HeaderFieldsTooLarge):
+        parse(b"GET / HTTP/1.1\r\nX: x" + fits[3:] + b"\r\n", limits=limits)
 
 
 def test_limits_reject_negative_values() -> None:

@@ -428,6 +428,13 @@ def test_tls_client_verification(certificate):
     assert context.cert_store_stats()["x509_ca"] == 1
 
 
+def test_tls_minimum_version_and_numeric_cert_reqs(certificate):
+    cert, key = certificate
+    context = ssl_context(cert, key, ca_certs=cert, cert_reqs=1, min_version="1.3")
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert context.verify_mode == ssl.CERT_OPTIONAL
+
+
 def test_tls_certificate_in_the_key_file(certificate, tmp_path):
     cert, key = certificate
     both = tmp_path / "both.pem"
