@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__, logs, sockets, workers
 from . import hooks as hooks_mod
 from .heartbeat import Heartbeat, SlotAllocator
-from .loader import AppLoadError
+from .loader import AppLoadError, prepare_import
 from .proctitle import set_title
 from .settings import ConfigError, Settings
 
@@ -94,6 +94,17 @@ class Arbiter:
         for s in self.handoff:
             s.setblocking(False)
 
+    # Names Gunicorn's hook examples use (server.log.info(...), server.cfg.workers, len(server.WORKERS)).
+    log = log
+
+    @property
+    def cfg(self) -> Settings:
+        return self.settings
+
+    @property
+    def WORKERS(self) -> dict[int, WorkerInfo]:
+        return self.workers
+
     # --- start and stop ---------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -135,6 +146,8 @@ class Arbiter:
             if source != "default":
                 level = logging.INFO if "DEFAULT" in source or "command line" in source else logging.DEBUG
                 log.log(level, "setting %s = %r (from %s)", name, getattr(settings, name), source)
+        for notice in settings.notices:
+            log.info(notice)
 
     def log_listeners(self) -> None:
         for sock in self.listeners:
@@ -565,6 +578,11 @@ def daemonize() -> None:
 
 def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     """Serve until stopped; the exit status for the command."""
+    try:
+        logging_by_ini = logs.configure_from(settings.logconfig, settings.logconfig_dict) or logging_by_ini
+    except (ValueError, TypeError, AttributeError, ImportError, KeyError, OSError) as exc:
+        print(f"pasteserve: cannot configure logging from logconfig/logconfig_dict: {exc}", file=sys.stderr)
+        return 2
     logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
     if settings.daemon:
         if settings.errorlog == "-" and not logging_by_ini:
@@ -574,6 +592,9 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     if settings.chdir:
         # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
         os.chdir(settings.chdir)
+    prepare_import(settings)
+    if settings.capture_output:
+        logs.capture_output(settings.errorlog)
     try:
         arbiter = Arbiter(source, settings, logging_by_ini)
     except hooks_mod.HookError as exc:
