@@ -56,6 +56,34 @@ HOOK_ARGS: dict[str, tuple[str, ...]] = {
 HOOK_NAMES: tuple[str, ...] = tuple(HOOK_ARGS)
 
 
+class HookRequest:
+    """A request as Gunicorn's pre_request/post_request hooks see it.
+
+    `method`, `uri`, `path`, `query`, `fragment`, `version` (a tuple), `headers` (a list of
+    (UPPER-NAME, value)) and `scheme`; anything else is the parsed request's own attribute.
+    """
+
+    def __init__(self, req: Any, environ: dict) -> None:
+        from urllib.parse import urlsplit
+
+        self._req = req
+        self.method = req.method
+        self.uri = req.target
+        parts = urlsplit(req.target) if req.target != "*" else None
+        self.path = parts.path if parts else "*"
+        self.query = parts.query if parts else ""
+        self.fragment = parts.fragment if parts else ""
+        self.version = req.version
+        self.headers = req.headers
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._req, name)
+
+    def __repr__(self) -> str:
+        return f"<HookRequest {self.method} {self.uri}>"
+
+
 class HookError(ValueError):
     """A hook or a Python config file could not be loaded; the message says why."""
 

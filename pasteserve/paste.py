@@ -40,6 +40,7 @@ class PasteServer:
         source = PasteSource(self.path or "", server_name=self.server_name,
                              global_conf=self._caller_conf(), preloaded_app=app)
         status = run(source, self.settings, logging_by_ini=bool(self.path and ini_has_loggers(self.path)))
+        reloader.leave_if_reloading(status)
         if status:
             raise SystemExit(status)
 
@@ -70,7 +71,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pasteserve_paster",
         description="Serve the app of a PasteDeploy INI file with pasteserve's [server:...] settings.")
-    parser.add_argument("config_uri", metavar="CONFIG", help="the INI file, e.g. production.ini")
+    parser.add_argument("config_uri", metavar="CONFIG", help="the INI file, e.g. production.ini "
+                        "(production.ini#NAME serves [app:NAME])")
     parser.add_argument("vars", nargs="*", metavar="key=value",
                         help="variables for the INI, as with pserve (also override server options)")
     parser.add_argument("--app-name", "-n", default=None, help="the [app:NAME] to serve (default main)")
@@ -82,7 +84,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """`pasteserve_paster app.ini [--app-name NAME] [--server-name NAME] [key=value ...]`."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    path = args.config_uri.removeprefix("config:").split("#", 1)[0]
+    # `app.ini#other` serves [app:other], as pserve does; --app-name wins over the fragment.
+    path, _, fragment = args.config_uri.removeprefix("config:").partition("#")
+    args.app_name = args.app_name or fragment or None
     if not os.path.isfile(path):
         print(f"pasteserve_paster: no such config file: {path}", file=sys.stderr)
         return 2
