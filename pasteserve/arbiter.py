@@ -129,6 +129,8 @@ class Arbiter:
         set_title(f"master [{self.title_name}]")
         log.info("Starting pasteserve %s (pid %s)", __version__, self.pid)
         self.log_sources(self.settings)
+        for notice in self.settings.notices:   # once per start, not again on each reload
+            log.info(notice)
         self.write_pidfile()
         self.install_signals()
         self.ssl = self.make_ssl(self.settings)
@@ -146,8 +148,6 @@ class Arbiter:
             if source != "default":
                 level = logging.INFO if "DEFAULT" in source or "command line" in source else logging.DEBUG
                 log.log(level, "setting %s = %r (from %s)", name, getattr(settings, name), source)
-        for notice in settings.notices:
-            log.info(notice)
 
     def log_listeners(self) -> None:
         for sock in self.listeners:
@@ -578,6 +578,9 @@ def daemonize() -> None:
 
 def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     """Serve until stopped; the exit status for the command."""
+    if settings.capture_output:
+        # First, so every line (the app's prints, our log lines on stderr) lands in the file.
+        logs.capture_output(settings.errorlog)
     try:
         logging_by_ini = logs.configure_from(settings.logconfig, settings.logconfig_dict) or logging_by_ini
     except (ValueError, TypeError, AttributeError, ImportError, KeyError, OSError) as exc:
@@ -588,13 +591,13 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
         if settings.errorlog == "-" and not logging_by_ini:
             log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
         daemonize()
+        if settings.capture_output:
+            logs.capture_output(settings.errorlog)   # daemonize pointed stdio at /dev/null
     os.umask(settings.umask)
     if settings.chdir:
         # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
         os.chdir(settings.chdir)
     prepare_import(settings)
-    if settings.capture_output:
-        logs.capture_output(settings.errorlog)
     try:
         arbiter = Arbiter(source, settings, logging_by_ini)
     except hooks_mod.HookError as exc:

@@ -411,9 +411,10 @@ def validate(raw: Mapping[str, Any], origin: str, problems: list[Problem] | None
     for key in unknown:
         problems.append(Problem(key, values[key], _suggest(key)))
     known = {k: v for k, v in values.items() if k in BY_NAME}
-    # configobj would take a dict (a config file's logconfig_dict) for a subsection: check those directly.
+    # Typed values (a Python config file's) are checked directly: configobj takes a dict for a
+    # subsection and hands back some typed values unconverted (timeout = 30 stayed an int).
     direct = {}
-    for key in [k for k, v in known.items() if isinstance(v, Mapping)]:
+    for key in [k for k, v in known.items() if not isinstance(v, str)]:
         value = known.pop(key)
         try:
             direct[key] = BY_NAME[key].parse(value)
