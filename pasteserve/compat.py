@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .settings import BY_NAME, CheckError, Problem, Settings, check_bool, check_int
+from .settings import BY_NAME, CheckError, ConfigError, Problem, Settings, check_bool, check_int
 from .settings import settings_from_mapping as _native_settings
 
 GUNICORN = "gunicorn"
@@ -48,7 +48,7 @@ def status(row: Row) -> tuple[str, str]:
         return SAME, row.note or "same name, same meaning"
     missing = [t for t in row.targets if t not in BY_NAME]
     if row.kind == SAME:
-        return REFUSED, row.note or "not supported"
+        return REFUSED, f"{row.note or 'this setting'} is not available in this build"
     if row.kind == MAPPED and missing:
         return REFUSED, f"would map to {', '.join(missing)}, which this build does not have"
     return row.kind, row.note
@@ -376,6 +376,9 @@ def translate(raw: Mapping[str, Any], prefer: str = WAITRESS, config_file: bool 
         if row is None:
             if not config_file:
                 out.problems.append(Problem(key, value, suggest(key)))
+            elif "did you mean" in suggest(key) and not callable(value):
+                # The file's own name, unless it is a typo: say so, and leave it alone.
+                out.notices.append(f"{key} = {value!r}: not a setting, left alone; {suggest(key).partition('; ')[2]}")
             continue
         kind, note = status(row)
         if kind == MAPPED and row.convert is not None:
@@ -591,13 +594,38 @@ processes (default 1).
 }
 
 
+# What the guides show as a real report: keys of each kind, and a typo.
+_EXAMPLES = {
+    GUNICORN: ("config file gunicorn.conf.py", {"workers": 4, "worker_tmp_dir": "/dev/shm", "syslog": True,
+                                                "max_request": 1000}),
+    WAITRESS: ("file production.ini, section [server:main]", {"listen": "*:6543", "asyncore_use_poll": "true",
+                                                              "max_request_header_size": "262144",
+                                                              "url_prefx": "/shop"}),
+}
+
+
+def _example(server: str) -> list[str]:
+    origin, raw = _EXAMPLES[server]
+    out = translate(raw, prefer=server, config_file=server == GUNICORN)
+    text = [f"{origin}: {n}" for n in out.notices]
+    try:
+        _native_settings(out.values, origin, origin, None, out.problems)
+    except ConfigError as exc:
+        text.append(f"pasteserve: {exc}")
+    lines = "\n".join(f"{k} = {v!r}" if server == GUNICORN else f"{k} = {v}" for k, v in raw.items())
+    return ["For example, these lines:", "", "```", lines, "```", "",
+            "give this: the problems stop the start (every one listed, exit status 2); once they are fixed, the "
+            "notices are logged at start-up:",
+            "", "```", *text, "```", ""]
+
+
 def render_guide(server: str) -> str:
     """docs/migrating-from-<server>.md, generated from the table (a test fails when the file is stale)."""
     rows = GUNICORN_ROWS if server == GUNICORN else WAITRESS_ROWS
     foreign = "Gunicorn" if server == GUNICORN else "waitress"
     head = f"| {foreign} setting | flag | here | pasteserve | notes |" if server == GUNICORN \
         else f"| {foreign} key | here | pasteserve | notes |"
-    out = [_GUIDE_INTRO[server], "## Every setting", "", head,
+    out = [_GUIDE_INTRO[server], *_example(server), "## Every setting", "", head,
            "|---|---|---|---|---|" if server == GUNICORN else "|---|---|---|---|"]
     for row in rows:
         kind, note = status(row)

@@ -251,3 +251,12 @@ def test_environment_is_the_lowest_layer():
 def test_cmd_args_from_the_environment():
     assert c.cli_extra_args({"GUNICORN_CMD_ARGS": "-w 3 --env 'A=b c'", "PASTESERVE_CMD_ARGS": "-t 5"}) == [
         ("PASTESERVE_CMD_ARGS", ["-t", "5"]), ("GUNICORN_CMD_ARGS", ["-w", "3", "--env", "A=b c"])]
+
+
+def test_a_config_file_name_close_to_a_setting_is_left_alone_with_a_notice(tmp_path):
+    conf = tmp_path / "conf.py"
+    conf.write_text("max_request = 1000\nbase_dir = '/srv'\n\ndef worker_exits(server, worker):\n    pass\n")
+    st = c.load_config_file_settings(str(conf))
+    assert st.max_requests == 0
+    assert st.notices == [f'config file {conf}: max_request = 1000: not a setting, left alone; '
+                          'did you mean "max_requests"?']
