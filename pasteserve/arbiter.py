@@ -59,6 +59,11 @@ class WorkerInfo:
     retiring: float = 0.0       # when it was told to stop (0: not told)
     aborted: float = 0.0        # when it was sent SIGABRT for silence
 
+    @property
+    def age(self) -> int:
+        """Gunicorn's name for the generation, for child_exit hooks written for it."""
+        return self.generation
+
 
 class HaltServer(Exception):
     def __init__(self, reason: str, exit_status: int = 1) -> None:

@@ -268,7 +268,8 @@ WAITRESS_ROWS: tuple[Row, ...] = (
     _w("sockets", REFUSED, "Python socket objects cannot come from an INI; use bind fd://N", ("bind",)),
     _w("threads", MAPPED, "threads per worker (waitress's default of 4 applies only when set)", ("threads",),
        _threads),
-    _w("trusted_proxy", MAPPED, "forwarded_allow_ips (`*` for any peer)", ("forwarded_allow_ips",),
+    _w("trusted_proxy", MAPPED, "forwarded_allow_ips: X-Forwarded-Proto (secure_scheme_headers) counts from these "
+       "peers, as in waitress without trusted_proxy_headers; `*` for any peer", ("forwarded_allow_ips",),
        _to("forwarded_allow_ips")),
     _w("trusted_proxy_count", SAME, "proxy headers from trusted proxies"),
     _w("trusted_proxy_headers", SAME, "proxy headers from trusted proxies"),
@@ -554,7 +555,7 @@ Where a value comes from, lowest first (a later source wins):
 2. the environment: `WEB_CONCURRENCY` sets `workers`, `PORT` sets `bind` to `0.0.0.0:$PORT`;
 3. the Python config file (`-c FILE`, `config =` in the INI, else `./gunicorn.conf.py`);
 4. the INI's `[server:main]` section (with `--paste app.ini`);
-5. flags in `GUNICORN_CMD_ARGS`, then flags in `PASTESERVE_CMD_ARGS`;
+5. flags in `GUNICORN_CMD_ARGS`, then flags in `PASTESERVE_CMD_ARGS` (read by the `pasteserve` command);
 6. flags on the command line.
 
 Hooks get objects with the attributes Gunicorn's documented examples use: the arbiter has `log`,

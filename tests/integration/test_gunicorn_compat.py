@@ -249,3 +249,44 @@ def test_gunicorn_flags_we_lack_are_refused_by_name(tmp_path):
     result = run(["--reload-extra-file", "x.txt", "tests.integration.compat_app:app"], tmp_path)
     assert result.returncode == 2
     assert "reload_extra_files = x.txt: not supported" in result.stderr
+
+
+def test_log_config_file(start_server, tmp_path):
+    log_file = tmp_path / "by-fileconfig.log"
+    (tmp_path / "logging.ini").write_text(f"""\
+[loggers]
+keys = root, gunicorn.access
+
+[handlers]
+keys = file
+
+[formatters]
+keys = plain
+
+[logger_root]
+level = INFO
+handlers = file
+
+[logger_gunicorn.access]
+level = INFO
+handlers = file
+propagate = 0
+qualname = gunicorn.access
+
+[handler_file]
+class = FileHandler
+args = ({str(log_file)!r}, 'a')
+formatter = plain
+
+[formatter_plain]
+format = FILECONFIG %(name)s %(message)s
+""")
+    start_server("pasteserve", args=["--log-config", "logging.ini", "-b", "127.0.0.1:0", "-w", "1",
+                                     "tests.integration.compat_app:app"], expect_listening=False)
+    wait_until(lambda: log_file.exists() and "Listening at: http://127.0.0.1:" in log_file.read_text(), 20,
+               "the listening line in the fileConfig'd file")
+    port = int(log_file.read_text().split("Listening at: http://127.0.0.1:")[1].split()[0])
+    assert get(port, "/logged")[0] == 200
+    # The access logger follows gunicorn.access, which the file configured.
+    wait_until(lambda: 'FILECONFIG pasteserve.access 127.0.0.1 - - [' in log_file.read_text(), 10, "an access line")
+    assert '"GET /logged HTTP/1.1" 200' in log_file.read_text()

@@ -260,3 +260,13 @@ def test_a_config_file_name_close_to_a_setting_is_left_alone_with_a_notice(tmp_p
     assert st.max_requests == 0
     assert st.notices == [f'config file {conf}: max_request = 1000: not a setting, left alone; '
                           'did you mean "max_requests"?']
+
+
+def test_logconfig_json_becomes_logconfig_dict(tmp_path):
+    path = tmp_path / "logging.json"
+    path.write_text('{"version": 1, "root": {"level": "INFO"}}')
+    st = c.settings_from_mapping({"logconfig_json": str(path)}, "x", "command line", prefer=c.GUNICORN)
+    assert st.logconfig_dict == {"version": 1, "root": {"level": "INFO"}}
+    assert st.sources["logconfig_dict"] == "command line (logconfig_json)"
+    with pytest.raises(s.ConfigError, match="cannot read a JSON logging config"):
+        c.settings_from_mapping({"logconfig_json": str(tmp_path / "missing.json")}, "x", "x", prefer=c.GUNICORN)
