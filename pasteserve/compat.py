@@ -356,6 +356,11 @@ def translate(raw: Mapping[str, Any], prefer: str = WAITRESS, config_file: bool 
     out = Translation()
     raw = dict(raw)
     bind_keys = {} if config_file else {k: raw.pop(k) for k in _BIND_KEYS if k in raw}
+    if bind_keys and not set(bind_keys) - {"ipv4", "ipv6"}:
+        # Alone they only narrow waitress's default listen (*:8080); here bind has its own default.
+        out.notices += [f"{k} = {v}: waitress's setting, ignored: it only matters with listen = *:PORT"
+                        for k, v in bind_keys.items()]
+        bind_keys = {}
     if bind_keys:
         if "bind" in raw:
             out.problems.append(Problem("bind", raw["bind"],
@@ -423,10 +428,8 @@ def waitress_bind(keys: Mapping[str, Any]) -> list[str]:
         raise CheckError("host or port may not be set if listen is set (as in waitress)")
     if "listen" in keys:
         words = keys["listen"] if isinstance(keys["listen"], (list, tuple)) else str(keys["listen"]).split()
-    elif "host" in keys or "port" in keys:
-        words = [f"{_host(keys.get('host', '0.0.0.0'))}:{check_int(keys.get('port', 8080), 0, 65535)}"]
     else:
-        return ["0.0.0.0:8080"]
+        words = [f"{_host(keys.get('host', '0.0.0.0'))}:{check_int(keys.get('port', 8080), 0, 65535)}"]
     binds: list[str] = []
     for word in words:
         host, sep, port = str(word).strip().rpartition(":")

@@ -270,3 +270,10 @@ def test_logconfig_json_becomes_logconfig_dict(tmp_path):
     assert st.sources["logconfig_dict"] == "command line (logconfig_json)"
     with pytest.raises(s.ConfigError, match="cannot read a JSON logging config"):
         c.settings_from_mapping({"logconfig_json": str(tmp_path / "missing.json")}, "x", "x", prefer=c.GUNICORN)
+
+
+def test_ipv4_ipv6_alone_change_nothing_and_say_so():
+    st = ini({"bind": "127.0.0.1:1", "ipv6": "false"})
+    assert st.bind == ["127.0.0.1:1"]
+    assert st.notices == ["file app.ini, section [server:main]: ipv6 = false: waitress's setting, ignored: "
+                          "it only matters with listen = *:PORT"]
