@@ -39,6 +39,13 @@ def test_every_gunicorn_setting_has_a_row():
     assert names - set(c.ROWS[c.GUNICORN]) == set()
 
 
+def test_every_row_is_a_real_setting_of_its_server():
+    config = pytest.importorskip("gunicorn.config")
+    adjustments = pytest.importorskip("waitress.adjustments")
+    assert set(c.ROWS[c.GUNICORN]) - {setting.name for setting in config.KNOWN_SETTINGS} == set()
+    assert set(c.ROWS[c.WAITRESS]) - {name for name, _ in adjustments.Adjustments._params} == set()
+
+
 def test_every_gunicorn_flag_of_a_row_is_what_gunicorn_has():
     config = pytest.importorskip("gunicorn.config")
     for setting in config.KNOWN_SETTINGS:
