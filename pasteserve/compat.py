@@ -545,7 +545,8 @@ server hooks keep working: each Gunicorn setting below is the *same* here, *mapp
 pasteserve setting, accepted and *ignored* with one log line (it has no meaning here), or
 *refused* with a message that names what to use instead. Nothing is dropped silently. Names in a
 config file that are no Gunicorn setting (helpers, imports) are left alone. As in Gunicorn,
-`./gunicorn.conf.py` is read when no `-c` is given.
+`./gunicorn.conf.py` is read when no `-c` is given, and `-c python:package.module` imports the
+config from a module.
 
 `pasteserve --check-config` validates everything and loads the app (exit 0; 2 for a bad setting;
 3 when the app cannot load); `pasteserve --print-config` prints every setting, its value and where it

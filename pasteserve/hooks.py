@@ -202,7 +202,15 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Run a Python config file (Gunicorn's ``gunicorn.conf.py``) and return its settings.
 
     The result holds the public names it defines: no modules, nothing starting with "_".
+    ``python:package.module`` names an importable module instead of a file, as in Gunicorn.
     """
+    if path.startswith("python:"):
+        try:
+            module = importlib.import_module(path.removeprefix("python:"))
+            namespace = vars(importlib.reload(module))
+        except Exception as exc:
+            raise HookError(f"{path}: {type(exc).__name__}: {exc}") from None
+        return _public(namespace)
     try:
         with open(path, "rb") as file:
             source = file.read()
@@ -211,6 +219,10 @@ def load_config_file(path: str) -> dict[str, Any]:
         exec(code, namespace)
     except Exception as exc:
         raise HookError(f"{path}: {type(exc).__name__}: {exc}") from None
+    return _public(namespace)
+
+
+def _public(namespace: dict[str, Any]) -> dict[str, Any]:
     return {
         name: value
         for name, value in namespace.items()

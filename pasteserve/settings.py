@@ -257,7 +257,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
 
 _S = Setting
 SETTINGS: tuple[Setting, ...] = (
-    _S("config", "str", None, "A Python file whose top-level names set options and hooks "
+    _S("config", "str", None, "A Python file (or `python:package.module`) whose top-level names set options and hooks "
        "(like gunicorn.conf.py). Values in the INI or on the command line win.", "Config", ("-c", "--config"), meta="FILE"),
     _S("wsgi_app", "str", None, "The app as MODULE:CALLABLE when the command line names none (Gunicorn's "
        "`wsgi_app`).", "Config", meta="MODULE:CALLABLE"),

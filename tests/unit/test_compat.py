@@ -284,3 +284,11 @@ def test_ipv4_ipv6_alone_change_nothing_and_say_so():
     assert st.bind == ["127.0.0.1:1"]
     assert st.notices == ["file app.ini, section [server:main]: ipv6 = false: waitress's setting, ignored: "
                           "it only matters with listen = *:PORT"]
+
+
+def test_config_from_an_importable_module(tmp_path, monkeypatch):
+    (tmp_path / "deploy_conf_for_test.py").write_text("workers = 4\nbind = ['127.0.0.1:9']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    st = c.load_config_file_settings("python:deploy_conf_for_test")
+    assert (st.workers, st.bind) == (4, ["127.0.0.1:9"])
+    assert st.sources["workers"] == "config file python:deploy_conf_for_test"
