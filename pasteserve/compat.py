@@ -48,7 +48,7 @@ def status(row: Row) -> tuple[str, str]:
         return SAME, row.note or "same name, same meaning"
     missing = [t for t in row.targets if t not in BY_NAME]
     if row.kind == SAME:
-        return REFUSED, f"{row.note or 'this setting'} is not available in this build"
+        return REFUSED, "not available in this build" + (f" ({row.note})" if row.note else "")
     if row.kind == MAPPED and missing:
         return REFUSED, f"would map to {', '.join(missing)}, which this build does not have"
     return row.kind, row.note
@@ -646,8 +646,9 @@ def _ours(row: Row, kind: str) -> str:
     if kind == SAME:
         own = BY_NAME[row.name].cli if row.name in BY_NAME else ()
         return f"`{row.name}`" + (f" ({', '.join(f'`{f}`' for f in own)})" if own else "")
-    if kind == MAPPED and row.targets:
-        return ", ".join(f"`{t}`" for t in row.targets)
+    if kind == MAPPED:
+        # No target: only the value pasteserve always has is accepted.
+        return ", ".join(f"`{t}`" for t in row.targets) or "built in"
     if kind == FLAG:
         return ", ".join(f"`{f}`" for f in row.flags)
     if kind == REFUSED and row.targets and all(t in BY_NAME for t in row.targets):
