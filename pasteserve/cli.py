@@ -99,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .arbiter import run
 
     try:
-        return run(source, current, logging_by_ini=logging_by_ini)
+        status = run(source, current, logging_by_ini=logging_by_ini)
+        reloader.leave_if_reloading(status)   # `reload = true`: restart without waiting on hupper
+        return status
     except AppLoadError as exc:
         print(f"pasteserve: {exc}", file=sys.stderr)
         return 3

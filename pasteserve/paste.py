@@ -119,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .arbiter import run
 
     try:
-        return run(source, server.settings, logging_by_ini=logging_by_ini)
+        status = run(source, server.settings, logging_by_ini=logging_by_ini)
+        reloader.leave_if_reloading(status)   # `reload = true`: restart without waiting on hupper
+        return status
     except AppLoadError as exc:
         print(f"pasteserve_paster: {exc}", file=sys.stderr)
         return 3
