@@ -14,9 +14,11 @@ migration guides (``python -m pasteserve.compat gunicorn``) all read this table.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import ipaddress
 import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -499,17 +501,13 @@ def environment_settings(environ: Mapping[str, str]) -> Settings | None:
 
 def cli_extra_args(environ: Mapping[str, str]) -> list[tuple[str, list[str]]]:
     """Flags from PASTESERVE_CMD_ARGS and GUNICORN_CMD_ARGS (in that order of precedence)."""
-    import shlex
-
     return [(var, shlex.split(environ[var])) for var in ("PASTESERVE_CMD_ARGS", "GUNICORN_CMD_ARGS")
             if environ.get(var, "").strip()]
 
 
-def add_gunicorn_flags(parser: Any, taken: set[str]) -> None:
+def add_gunicorn_flags(parser: argparse.ArgumentParser, taken: set[str]) -> None:
     """Gunicorn's flags that pasteserve has no flag of its own for: they translate (or are refused)
     through the table, like the same names in a config file. Hidden from --help."""
-    import argparse
-
     for row in GUNICORN_ROWS:
         flags = [f for f in row.flags if f not in taken]
         if not flags or row.name in BY_NAME or row.kind == FLAG:
@@ -524,7 +522,7 @@ def add_gunicorn_flags(parser: Any, taken: set[str]) -> None:
         taken.update(flags)
 
 
-def gunicorn_flag_values(namespace: Any) -> dict[str, Any]:
+def gunicorn_flag_values(namespace: argparse.Namespace) -> dict[str, Any]:
     return {k.partition(":")[2]: v for k, v in vars(namespace).items() if k.startswith("gunicorn:")}
 
 

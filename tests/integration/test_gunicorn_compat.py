@@ -7,9 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-
-import pytest
 
 from tests.server import BIN, REPO, get, wait_new_workers, wait_until
 
@@ -17,7 +14,6 @@ from tests.server import BIN, REPO, get, wait_new_workers, wait_until
 # using the attributes Gunicorn's documentation shows.
 GUNICORN_CONF = '''\
 import os
-import sys
 import threading
 import traceback
 
