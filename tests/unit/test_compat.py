@@ -154,6 +154,7 @@ def test_did_you_mean_never_suggests_an_unrelated_setting():
 
 CONF = '''\
 import multiprocessing
+import os
 
 port = int(os.environ.get("NO_SUCH_PORT_VAR", "8123"))    # a helper, not waitress's port
 bind = f"127.0.0.1:{port}"
