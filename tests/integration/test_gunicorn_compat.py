@@ -14,6 +14,7 @@ from tests.server import BIN, REPO, get, wait_new_workers, wait_until
 # using the attributes Gunicorn's documentation shows.
 GUNICORN_CONF = '''\
 import os
+import sys
 import threading
 import traceback
 
