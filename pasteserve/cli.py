@@ -9,14 +9,14 @@ PASTESERVE_CMD_ARGS; flags on the command line.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import Any, Sequence
 
 from . import __version__, compat, reloader, workers
-from .hooks import HookError, Hooks
-from .loader import AppLoadError, ImportSource, PasteSource, configure_logging_from_ini, prepare_import
+from .hooks import HookError
+from .loader import AppLoadError, ImportSource, PasteSource, configure_logging_from_ini
+from .report import check_config, print_config
 from .settings import SETTINGS, ConfigError, Settings, add_arguments, cli_values
 
 # Gunicorn reads this file from the working directory when no -c is given.
@@ -105,38 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppLoadError as exc:
         print(f"pasteserve: {exc}", file=sys.stderr)
         return 3
-
-
-def print_config(settings: Settings) -> None:
-    """`--print-config`: every setting, its value and where the value came from."""
-    width = max(len(s.name) for s in SETTINGS)
-    for s in SETTINGS:
-        value = getattr(settings, s.name)
-        shown = getattr(value, "__qualname__", None) if callable(value) else None
-        print(f"{s.name:<{width}} = {shown or value!r}    # {settings.sources.get(s.name, 'default')}")
-    for notice in settings.notices:
-        print(f"# {notice}")
-
-
-def check_config(source: PasteSource | ImportSource, settings: Settings) -> int:
-    """`--check-config`: settings are valid already; load the hooks and the app as a worker would."""
-    prepare_import(settings)
-    try:
-        Hooks(settings.hooks(), logging.getLogger("pasteserve.error"))
-        source.load_app()
-    except HookError as exc:
-        print(f"pasteserve: {exc}", file=sys.stderr)
-        return 2
-    except AppLoadError as exc:
-        print(f"pasteserve: {exc}", file=sys.stderr)
-        return 3
-    except Exception as exc:
-        print(f"pasteserve: cannot load the app: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
-    for notice in settings.notices:
-        print(f"pasteserve: {notice}")
-    print(f"pasteserve: configuration OK; the app {source.name} loads")
-    return 0
 
 
 if __name__ == "__main__":

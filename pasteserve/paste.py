@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from . import __version__, reloader, workers
 from .loader import (AppLoadError, PasteSource, configure_logging_from_ini, find_server_section, ini_has_loggers,
                      settings_for)
+from .report import check_config, print_config
 from .settings import ConfigError, Settings
 
 log = logging.getLogger("pasteserve.error")
@@ -39,6 +40,8 @@ class PasteServer:
         # pserve loaded the app already (and configured logging from the INI); we serve that app.
         source = PasteSource(self.path or "", server_name=self.server_name,
                              global_conf=self._caller_conf(), preloaded_app=app)
+        if self.settings.print_config or self.settings.check_config:
+            raise SystemExit(_report(source, self.settings))
         status = run(source, self.settings, logging_by_ini=bool(self.path and ini_has_loggers(self.path)))
         reloader.leave_if_reloading(status)
         if status:
@@ -65,6 +68,14 @@ def server_factory(global_conf: dict[str, Any], **local_conf: Any) -> PasteServe
 def server_runner(wsgi_app: Callable, global_conf: dict[str, Any], **local_conf: Any) -> None:
     """`[paste.server_runner] runner`, for tools that use the runner protocol."""
     server_factory(global_conf, **local_conf)(wsgi_app)
+
+
+def _report(source: PasteSource, settings: Settings) -> int:
+    """`print_config` / `check_config` in the INI (or `pserve app.ini check_config=true`)."""
+    if settings.print_config:
+        print_config(settings)
+        return 0
+    return check_config(source, settings)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -113,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pasteserve_paster: [{find_server_section(source.path, args.server_name)}] in {path} does not "
               "use pasteserve; set `use = egg:pasteserve#main`", file=sys.stderr)
         return 2
+    if server.settings.print_config or server.settings.check_config:
+        return _report(source, server.settings)
     if server.settings.reload:
         reloader.start("pasteserve.paste.main", server.settings.graceful_timeout,
                        [source.path, server.settings.config])

@@ -4,6 +4,7 @@ key that maps onto a pasteserve setting, served by real processes."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 
@@ -12,7 +13,7 @@ import pytest
 from pasteserve.settings import BY_NAME
 from tests.conftest import ini_text
 from tests.integration.test_reload import free_port
-from tests.server import BIN, Server, get, request, wait_until
+from tests.server import BIN, REPO, Server, get, request, wait_until
 
 APP = "use = call:tests.integration.compat_app:factory"
 
@@ -245,3 +246,20 @@ def test_ini_loggers_for_gunicorn_names_configure_ours(start_server, tmp_path):
     assert "GUNICORN-STYLE pasteserve.error Listening at" in text
     assert text.count("gunicorn.error logger (Gunicorn's name) configures pasteserve.error") == 1
     assert "Listening at" not in server.log()
+
+
+@pytest.mark.parametrize("command", ["pserve", "pasteserve_paster"])
+def test_check_and_print_config_from_the_ini_commands(tmp_path, command):
+    ini = tmp_path / "app.ini"
+    ini.write_text(ini_text("listen = 127.0.0.1:0\nconnection_limit = 7\nsend_bytes = 1", APP))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    checked = subprocess.run([str(BIN / command), str(ini), "check_config=true"], capture_output=True, text=True,
+                             timeout=20, cwd=tmp_path, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "configuration OK; the app app.ini loads" in checked.stdout
+    assert "send_bytes = 1: waitress's setting, ignored" in checked.stdout
+    printed = subprocess.run([str(BIN / command), str(ini), "print_config=yes"], capture_output=True, text=True,
+                             timeout=20, cwd=tmp_path, env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert "# [server:main] (connection_limit)" in printed.stdout
+    assert "# command line (key=value)" in printed.stdout
