@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if current.check_config:
         return check_config(source, current)
     if current.reload:
-        reloader.start("pasteserve.cli.main", current.graceful_timeout, [current.config or config, args.paste])
+        reloader.start("pasteserve.cli.main", current.graceful_timeout,
+                       [current.config or config, args.paste, *current.reload_extra_files])
     # Patch before the app's modules are imported (eventlet), whichever way they get loaded.
     workers.prepare(current.worker_class)
     logging_by_ini = configure_logging_from_ini(args.paste) if args.paste else False

@@ -146,8 +146,7 @@ GUNICORN_ROWS: tuple[Row, ...] = (
     _g("reload", SAME, "hupper restarts the whole server; implies preload_app", flags=("--reload",),
        takes_value=False),
     _g("reload_engine", IGNORED, "hupper chooses its own file watcher", flags=("--reload-engine",)),
-    _g("reload_extra_files", REFUSED, "not supported; reload watches imported modules and the config files",
-       flags=("--reload-extra-file",)),
+    _g("reload_extra_files", SAME, flags=("--reload-extra-file",)),
     _g("spew", REFUSED, "no tracing switch; run under a debugger or `python -X importtime`", flags=("--spew",),
        takes_value=False),
     _g("check_config", SAME, flags=("--check-config",), takes_value=False),
@@ -591,7 +590,8 @@ As in waitress, `host` defaults to `0.0.0.0` and `port` to `8080`: a section wit
 `[::]:6543` (`ipv4 = false` or `ipv6 = false` leaves one out). `waitress-serve` flags are the same
 names with dashes (`--url-prefix` is `url_prefix`); with `pasteserve` use its own flags
 (`pasteserve --help`). Where waitress runs threads in one process, pasteserve forks `workers`
-processes (default 1).
+processes (default 1). The environment's `WEB_CONCURRENCY` (workers) and `PORT` (bind
+`0.0.0.0:$PORT`) apply when the INI does not set them.
 """,
 }
 

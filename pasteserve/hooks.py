@@ -22,9 +22,11 @@ nworkers_changed   (server, new_value, old_value)         master, after the work
 on_exit            (server)                               master, just before it exits
 =================  =====================================  ==========================================
 
-``server`` is the arbiter, ``worker`` the worker object (its pid, slot, ...), ``req`` the
-parsed request and ``resp`` the response the connection sent; ``old_value`` is None the
-first time ``nworkers_changed`` runs.
+``server`` is the arbiter (``log``, ``cfg``, ``pid``, ``num_workers``, ``WORKERS``), ``worker``
+the worker object (``log``, ``pid``, ``ppid``, ``age``, ``cfg``, ``alive``), ``req`` a
+`HookRequest` (Gunicorn's request attributes) and ``resp`` the response the connection sent
+(``status``, ``status_code``, ``headers``, ``sent``); ``old_value`` is None the first time
+``nworkers_changed`` runs.
 """
 
 from __future__ import annotations

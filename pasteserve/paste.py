@@ -37,6 +37,7 @@ class PasteServer:
 
         if self.settings.reload:
             log.warning("reload = true is for pasteserve_paster and pasteserve; with pserve use `pserve --reload`")
+        reloader.watch(self.settings.reload_extra_files)   # `pserve --reload` runs hupper too
         # pserve loaded the app already (and configured logging from the INI); we serve that app.
         source = PasteSource(self.path or "", server_name=self.server_name,
                              global_conf=self._caller_conf(), preloaded_app=app)
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(source, server.settings)
     if server.settings.reload:
         reloader.start("pasteserve.paste.main", server.settings.graceful_timeout,
-                       [source.path, server.settings.config])
+                       [source.path, server.settings.config, *server.settings.reload_extra_files])
     from .arbiter import run
 
     try:

@@ -19,7 +19,16 @@ def start(entry_point: str, graceful_timeout: float, files: Iterable[str | None]
 
     if not hupper.is_active():
         hupper.start_reloader(entry_point, shutdown_interval=graceful_timeout)
-    hupper.get_reloader().watch_files([f for f in files if f])
+    watch(files)
+
+
+def watch(files: Iterable[str | None]) -> None:
+    """Have the reloader watch `files` too, when one runs this process (ours, or `pserve --reload`'s)."""
+    import hupper
+
+    files = [f for f in files if f]
+    if files and hupper.is_active():
+        hupper.get_reloader().watch_files(files)
 
 
 def leave_if_reloading(status: int) -> None:

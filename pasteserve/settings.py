@@ -306,6 +306,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Server mechanics", ("--preload",)),
     _S("reload", "bool", False, "Restart the server when its code or config files change (development; "
        "implies preload_app).", "Server mechanics", ("--reload",)),
+    _S("reload_extra_files", "paths", [], "With reload: more files to watch (templates, data), separated by commas.",
+       "Server mechanics", ("--reload-extra-file",), meta="FILE", repeat=True),
     _S("raw_env", "env", [], "Environment variables set in the master before the app loads, as KEY=VALUE "
        "(`-e` may be repeated).", "Server mechanics", ("-e", "--env"), meta="KEY=VALUE", repeat=True),
     _S("pythonpath", "paths", [], "Directories put first on sys.path before the app loads, separated by commas.",

@@ -243,9 +243,9 @@ logconfig_dict = {{
 
 
 def test_gunicorn_flags_we_lack_are_refused_by_name(tmp_path):
-    result = run(["--reload-extra-file", "x.txt", "tests.integration.compat_app:app"], tmp_path)
+    result = run(["--spew", "tests.integration.compat_app:app"], tmp_path)
     assert result.returncode == 2
-    assert "reload_extra_files = x.txt: not supported" in result.stderr
+    assert "spew = true: not supported: no tracing switch" in result.stderr
 
 
 def test_log_config_file(start_server, tmp_path):

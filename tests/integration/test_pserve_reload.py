@@ -78,3 +78,26 @@ def test_three_edits_three_clean_restarts(tmp_path):
         server.stop()
     wait_until(lambda: not [p for p in seen_workers + servers(server.log()) if alive(p)], 10,
                "every server and worker to be gone")
+
+
+def test_reload_extra_files_are_watched_under_pserve(tmp_path):
+    port = free_port()
+    extra = tmp_path / "template.html"
+    extra.write_text("one")
+    ini = tmp_path / "development.ini"
+    ini.write_text(INI.format(greeting="v0", port=port) + f"reload_extra_files = {extra}\n")
+    server = Server([str(BIN / "pserve"), "--reload", str(ini)], tmp_path)
+    try:
+        server.start(timeout=30)
+        writes: list[float] = []
+
+        def restarted():
+            if "changed; reloading" not in server.log() and (not writes or time.monotonic() - writes[-1] > 2.5):
+                extra.write_text(f"edit {len(writes)}")
+                writes.append(time.monotonic())
+            return len(servers(server.log())) == 2
+        server.wait_for(restarted, 20, "a restart after the extra file changed")
+        assert f"{extra} changed; reloading" in server.log()
+        assert "forcefully killing" not in server.log()
+    finally:
+        server.stop()
