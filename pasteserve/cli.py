@@ -54,10 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra.app or extra.paste:
             parser.error(f"{var} holds flags only; name the app on the command line")
         env_flags.append((var, _flags(extra)))
+    # `--paste app.ini#other` serves [app:other], as pserve does.
+    ini_path, _, app_name = (args.paste or "").removeprefix("config:").partition("#")
     if args.app and args.paste:
         parser.error("give either MODULE:CALLABLE or --paste INI")
-    if args.paste and not os.path.isfile(args.paste):
-        print(f"pasteserve: no such config file: {args.paste}", file=sys.stderr)
+    if args.paste and not os.path.isfile(ini_path):
+        print(f"pasteserve: no such config file: {ini_path}", file=sys.stderr)
         return 2
     config = flags.get("config") or next((f["config"] for _, f in env_flags if f.get("config")), None)
     if config is None and os.path.isfile(DEFAULT_CONFIG):
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 prefer=compat.GUNICORN)
         return compat.settings_from_mapping(flags, "command line", "command line", base, prefer=compat.GUNICORN)
 
-    paste = PasteSource(args.paste, cli_settings=settings) if args.paste else None
+    paste = PasteSource(ini_path, app_name=app_name or None, cli_settings=settings) if args.paste else None
 
     try:
         current = settings()
@@ -93,10 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(source, current)
     if current.reload:
         reloader.start("pasteserve.cli.main", current.graceful_timeout,
-                       [current.config or config, args.paste, *current.reload_extra_files])
+                       [current.config or config, ini_path, *current.reload_extra_files])
     # Patch before the app's modules are imported (eventlet), whichever way they get loaded.
     workers.prepare(current.worker_class)
-    logging_by_ini = configure_logging_from_ini(args.paste) if args.paste else False
+    logging_by_ini = configure_logging_from_ini(ini_path) if args.paste else False
     from .arbiter import run
 
     try:

@@ -199,6 +199,8 @@ def test_paster_serves_the_app_named_after_the_hash(start_server):
     path = server.argv[1]
     other = start_server("pasteserve_paster", args=[f"{path}#other"])
     assert json.loads(get(other.port, "/")[2])["name"] == "other"
+    gunicorn_style = start_server("pasteserve", args=["--paste", f"{path}#other"])
+    assert json.loads(get(gunicorn_style.port, "/")[2])["name"] == "other"
 
 
 GUNICORN_LOGGERS_INI = """\
