@@ -17,7 +17,7 @@ from . import __version__, compat, reloader, workers
 from .hooks import HookError
 from .loader import AppLoadError, ImportSource, PasteSource, configure_logging_from_ini
 from .report import check_config, print_config
-from .settings import SETTINGS, ConfigError, Settings, add_arguments, cli_values
+from .settings import SETTINGS, ConfigError, Settings, add_arguments, cli_values, settings_from_mapping
 
 # Gunicorn reads this file from the working directory when no -c is given.
 DEFAULT_CONFIG = "gunicorn.conf.py"
@@ -72,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = compat.load_config_file_settings(config, base)
         if paste is not None and paste.uses_pasteserve():
             base = paste.ini_settings(base)
+        elif paste is not None:
+            # Say why the section's keys change nothing, rather than dropping them silently.
+            base = settings_from_mapping({}, "command line", "command line", base, notices=[
+                f"[{paste.section}] in {paste.name} does not use pasteserve: its keys are not read "
+                "(with `use = egg:pasteserve#main` they are)"])
         for var, values in reversed(env_flags):
             base = compat.settings_from_mapping(values, f"environment {var}", f"environment {var}", base,
                                                 prefer=compat.GUNICORN)

@@ -265,3 +265,12 @@ def test_check_and_print_config_from_the_ini_commands(tmp_path, command):
     assert printed.returncode == 0, printed.stderr
     assert "# [server:main] (connection_limit)" in printed.stdout
     assert "# command line (key=value)" in printed.stdout
+
+
+def test_pasteserve_paste_says_when_the_server_section_is_not_read(tmp_path):
+    ini = tmp_path / "production.ini"
+    ini.write_text(STARTER_PRODUCTION_INI.format(use="egg:waitress#main", port=6543))
+    result = subprocess.run([str(BIN / "pasteserve"), "--paste", str(ini), "--print-config"], capture_output=True,
+                            text=True, timeout=20, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# [server:main] in production.ini does not use pasteserve: its keys are not read" in result.stdout
