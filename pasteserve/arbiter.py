@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__, logs, sockets, workers
 from . import hooks as hooks_mod
 from .heartbeat import Heartbeat, SlotAllocator
-from .loader import AppLoadError
+from .loader import AppLoadError, prepare_import
 from .proctitle import set_title
 from .settings import ConfigError, Settings
 
@@ -59,6 +59,11 @@ class WorkerInfo:
     retiring: float = 0.0       # when it was told to stop (0: not told)
     aborted: float = 0.0        # when it was sent SIGABRT for silence
 
+    @property
+    def age(self) -> int:
+        """Gunicorn's name for the generation, for child_exit hooks written for it."""
+        return self.generation
+
 
 class HaltServer(Exception):
     def __init__(self, reason: str, exit_status: int = 1) -> None:
@@ -94,6 +99,17 @@ class Arbiter:
         for s in self.handoff:
             s.setblocking(False)
 
+    # Names Gunicorn's hook examples use (server.log.info(...), server.cfg.workers, len(server.WORKERS)).
+    log = log
+
+    @property
+    def cfg(self) -> Settings:
+        return self.settings
+
+    @property
+    def WORKERS(self) -> dict[int, WorkerInfo]:
+        return self.workers
+
     # --- start and stop ---------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -118,6 +134,8 @@ class Arbiter:
         set_title(f"master [{self.title_name}]")
         log.info("Starting pasteserve %s (pid %s)", __version__, self.pid)
         self.log_sources(self.settings)
+        for notice in self.settings.notices:   # once per start, not again on each reload
+            log.info(notice)
         self.write_pidfile()
         self.install_signals()
         self.ssl = self.make_ssl(self.settings)
@@ -567,15 +585,26 @@ def daemonize() -> None:
 
 def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     """Serve until stopped; the exit status for the command."""
+    if settings.capture_output:
+        # First, so every line (the app's prints, our log lines on stderr) lands in the file.
+        logs.capture_output(settings.errorlog)
+    try:
+        logging_by_ini = logs.configure_from(settings.logconfig, settings.logconfig_dict) or logging_by_ini
+    except (ValueError, TypeError, AttributeError, ImportError, KeyError, OSError) as exc:
+        print(f"pasteserve: cannot configure logging from logconfig/logconfig_dict: {exc}", file=sys.stderr)
+        return 2
     logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
     if settings.daemon:
         if settings.errorlog == "-" and not logging_by_ini:
             log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
         daemonize()
+        if settings.capture_output:
+            logs.capture_output(settings.errorlog)   # daemonize pointed stdio at /dev/null
     os.umask(settings.umask)
     if settings.chdir:
         # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
         os.chdir(settings.chdir)
+    prepare_import(settings)
     try:
         arbiter = Arbiter(source, settings, logging_by_ini)
     except hooks_mod.HookError as exc:

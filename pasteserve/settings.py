@@ -191,6 +191,43 @@ def check_callable(value: Any) -> Callable | str | None:
     return text
 
 
+def check_env(value: Any) -> list[str]:
+    pairs = _env_words(value)
+    for pair in pairs:
+        name, sep, _ = pair.partition("=")
+        if not sep or not name.strip():
+            raise CheckError(f"{pair!r} is not KEY=VALUE; expected variables such as DJANGO_SETTINGS_MODULE=mysite.settings")
+    return pairs
+
+
+def _env_words(value: Any) -> list[str]:
+    # Values may contain spaces only in a list (config file, repeated -e); INI text splits on blanks.
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return str(value).split()
+
+
+def check_paths(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [p.strip() for p in str(value).split(",") if p.strip()]
+
+
+def check_dict(value: Any) -> dict:
+    # A Python config file gives a dict; an INI or a flag gives JSON text.
+    if isinstance(value, Mapping):
+        return dict(value)
+    import json
+
+    try:
+        parsed = json.loads(str(value))
+    except ValueError as exc:
+        raise CheckError(f"expected a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise CheckError("expected a JSON object")
+    return parsed
+
+
 def check_access_format(value: Any) -> str:
     text = str(value)
     problem = check_access_log_format(text)
@@ -215,6 +252,7 @@ class Setting:
     cli: tuple[str, ...] = ()
     args: tuple = ()                # extra arguments to the check (min/max, choices)
     meta: str = "VALUE"
+    repeat: bool = False            # the flag may be given several times (-b, -e)
 
     def parse(self, value: Any) -> Any:
         return CHECKS[self.check](value, *self.args)
@@ -238,17 +276,26 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "callable": check_callable,
     "ident": check_ident,
     "cert_reqs": check_cert_reqs,
+    "env": check_env,
+    "paths": check_paths,
+    "dict": check_dict,
     "access_format": check_access_format,
     "loglevel": check_loglevel,
 }
 
 _S = Setting
 SETTINGS: tuple[Setting, ...] = (
-    _S("config", "str", None, "A Python file whose top-level names set options and hooks "
+    _S("config", "str", None, "A Python file (or `python:package.module`) whose top-level names set options and hooks "
        "(like gunicorn.conf.py). Values in the INI or on the command line win.", "Config", ("-c", "--config"), meta="FILE"),
+    _S("wsgi_app", "str", None, "The app as MODULE:CALLABLE when the command line names none (Gunicorn's "
+       "`wsgi_app`).", "Config", meta="MODULE:CALLABLE"),
+    _S("check_config", "bool", False, "Check the configuration and load the app, then exit: 0 when all is "
+       "well, 2 for a bad setting, 3 when the app cannot be loaded.", "Config", ("--check-config",)),
+    _S("print_config", "bool", False, "Print every setting with its value and where it came from, then exit.",
+       "Config", ("--print-config",)),
     _S("bind", "bind", ["127.0.0.1:8000"], "Addresses to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; "
        "several separated by spaces or commas. The INI also accepts `host` + `port` and `listen`.",
-       "Server socket", ("-b", "--bind"), meta="ADDRESS"),
+       "Server socket", ("-b", "--bind"), meta="ADDRESS", repeat=True),
     _S("backlog", "int", 2048, "Pending connections the kernel queues per listener.", "Server socket",
        ("--backlog",), (1, 65535), "INT"),
     _S("reuse_port", "bool", False, "Set SO_REUSEPORT on listeners.", "Server socket", ("--reuse-port",)),
@@ -316,6 +363,12 @@ SETTINGS: tuple[Setting, ...] = (
        "Server mechanics", ("--preload",)),
     _S("reload", "bool", False, "Restart the server when its code or config files change (development; "
        "implies preload_app).", "Server mechanics", ("--reload",)),
+    _S("reload_extra_files", "paths", [], "With reload: more files to watch (templates, data), separated by commas.",
+       "Server mechanics", ("--reload-extra-file",), meta="FILE", repeat=True),
+    _S("raw_env", "env", [], "Environment variables set in the master before the app loads, as KEY=VALUE "
+       "(`-e` may be repeated).", "Server mechanics", ("-e", "--env"), meta="KEY=VALUE", repeat=True),
+    _S("pythonpath", "paths", [], "Directories put first on sys.path before the app loads, separated by commas.",
+       "Server mechanics", ("--pythonpath",), meta="DIRS"),
     _S("chdir", "str", None, "Change to this directory before loading the app.", "Server mechanics", ("--chdir",), meta="DIR"),
     _S("daemon", "bool", False, "Detach from the terminal and run in the background.", "Server mechanics", ("-D", "--daemon")),
     _S("pidfile", "str", None, "Write the master's PID to this file.", "Server mechanics", ("-p", "--pid"), meta="FILE"),
@@ -348,6 +401,12 @@ SETTINGS: tuple[Setting, ...] = (
        "Logging", ("--error-logfile", "--log-file"), meta="FILE"),
     _S("loglevel", "loglevel", "info", "Error log level: debug, info, warning, error, critical.", "Logging",
        ("--log-level",), meta="LEVEL"),
+    _S("logconfig", "str", None, "A logging.config.fileConfig file that configures logging (instead of errorlog, "
+       "accesslog and loglevel).", "Logging", ("--log-config",), meta="FILE"),
+    _S("logconfig_dict", "dict", {}, "A logging.config.dictConfig dict (JSON text in an INI) that configures "
+       "logging; wins over logconfig.", "Logging", meta="DICT"),
+    _S("capture_output", "bool", False, "Send the stdout and stderr of the master and workers (print, "
+       "tracebacks) to the errorlog file.", "Logging", ("--capture-output",)),
 ) + tuple(
     _S(name, "callable", None, f"Server hook `{name}({', '.join(args)})`: a dotted name (module:function), "
        "or a function in the config file.", "Server hooks", meta="CALLABLE")
@@ -355,9 +414,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-# Spellings other servers use for `bind`; handled before validation.
-BIND_ALIASES = ("host", "port", "listen")
-# Keys PasteDeploy or tools put into a server section that are not options of ours.
 IGNORED_KEYS = {"use", "here", "__file__"}
 
 
@@ -366,11 +422,14 @@ IGNORED_KEYS = {"use", "here", "__file__"}
 class Settings:
     """Typed, validated option values; attribute access by option name."""
 
-    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> None:
+    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None,
+                 notices: list[str] | None = None) -> None:
         self._values = {s.name: s.default for s in SETTINGS}
         self._values.update(values or {})
         self.sources: dict[str, str] = {name: "default" for name in self._values}
         self.sources.update(sources or {})
+        # Accepted keys that change nothing here, said once in the log when the server starts.
+        self.notices: list[str] = list(notices or [])
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -407,36 +466,32 @@ class ConfigError(Exception):
 
 
 def _suggest(key: str) -> str:
-    known = list(BY_NAME) + list(BIND_ALIASES)
+    # Native names only; pasteserve.compat suggests across Gunicorn's and waitress's names too.
+    known = list(BY_NAME)
     close = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.6)
     return f'unknown option; did you mean "{close[0]}"?' if close else "unknown option"
 
 
-def merge_bind_aliases(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
-    """Turn Paste's `host` + `port` and waitress's `listen` into `bind`."""
-    raw = dict(raw)
-    host, port, listen = raw.pop("host", None), raw.pop("port", None), raw.pop("listen", None)
-    if "bind" in raw and (host or port or listen):
-        problems.append(Problem("bind", raw["bind"], "give either bind, or host/port, or listen, not several"))
-        return raw
-    if listen:
-        raw["bind"] = listen
-    elif host or port:
-        host = str(host or "127.0.0.1").strip()
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        raw["bind"] = f"{host}:{str(port or 8000).strip()}"
-    return raw
+def validate(raw: Mapping[str, Any], origin: str, problems: list[Problem] | None = None) -> dict[str, Any]:
+    """Check every option in `raw` with configobj and our checks; raise ConfigError listing all problems.
 
-
-def validate(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    """Check every option in `raw` with configobj and our checks; raise ConfigError listing all problems."""
-    problems: list[Problem] = []
-    values = merge_bind_aliases({k: v for k, v in raw.items() if k not in IGNORED_KEYS}, problems)
+    `problems` found earlier (pasteserve.compat's translation) are reported together with these.
+    """
+    problems = list(problems or [])
+    values = {k: v for k, v in raw.items() if k not in IGNORED_KEYS}
     unknown = [k for k in values if k not in BY_NAME]
     for key in unknown:
         problems.append(Problem(key, values[key], _suggest(key)))
     known = {k: v for k, v in values.items() if k in BY_NAME}
+    # Typed values (a Python config file's) are checked directly: configobj takes a dict for a
+    # subsection and hands back some typed values unconverted (timeout = 30 stayed an int).
+    direct = {}
+    for key in [k for k, v in known.items() if not isinstance(v, str)]:
+        value = known.pop(key)
+        try:
+            direct[key] = BY_NAME[key].parse(value)
+        except CheckError as exc:
+            problems.append(Problem(key, value, str(exc)))
     spec = ConfigObj([BY_NAME[k].spec_line() for k in known], list_values=False, _inspec=True)
     conf = ConfigObj(known, configspec=spec, interpolation=False)
     validator = Validator({name: fn for name, fn in CHECKS.items()})
@@ -449,28 +504,22 @@ def validate(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
         problems.append(Problem(key, known.get(key, ""), _suggest(key)))
     if problems:
         raise ConfigError(origin, problems)
-    return {k: conf[k] for k in known}
+    return {**{k: conf[k] for k in known}, **direct}
 
 
-def settings_from_mapping(raw: Mapping[str, Any], origin: str, source: str,
-                          base: Settings | None = None) -> Settings:
-    """Validate `raw` and layer it over `base` (defaults when None)."""
-    parsed = validate(raw, origin)
+def settings_from_mapping(raw: Mapping[str, Any], origin: str, source: str | Mapping[str, str],
+                          base: Settings | None = None, problems: list[Problem] | None = None,
+                          notices: list[str] = ()) -> Settings:
+    """Validate `raw` and layer it over `base` (defaults when None).
+
+    `source` names where the values came from: one text for all, or one per key.
+    """
+    parsed = validate(raw, origin, problems)
     values = base.as_dict() if base else {}
     sources = dict(base.sources) if base else {}
     values.update(parsed)
-    sources.update({k: source for k in parsed})
-    return Settings(values, sources)
-
-
-def load_config_file_settings(path: str, base: Settings | None = None) -> Settings:
-    """Options from a Python config file (`config = conf.py`)."""
-    from .hooks import load_config_file
-
-    namespace = load_config_file(path)
-    # Lowercase public names are options; anything else (helpers, constants) is the file's own business.
-    raw = {k: v for k, v in namespace.items() if k in BY_NAME or k in BIND_ALIASES}
-    return settings_from_mapping(raw, f"config file {path}", f"config file {path}", base)
+    sources.update({k: source if isinstance(source, str) else source.get(k, origin) for k in parsed})
+    return Settings(values, sources, [*(base.notices if base else ()), *notices])
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -485,7 +534,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if s.check == "bool":
             group.add_argument(*s.cli, dest=s.name, action="store_const", const="true",
                                default=argparse.SUPPRESS, help=s.doc)
-        elif s.name == "bind":
+        elif s.repeat:
             group.add_argument(*s.cli, dest=s.name, action="append", metavar=s.meta,
                                default=argparse.SUPPRESS, help=s.doc + " Repeat for several.")
         else:
@@ -522,7 +571,7 @@ def render_docs() -> str:
 
 def _doc_default(s: Setting) -> str:
     value = s.default
-    if value is None or value == []:
+    if value is None or value == [] or value == {}:
         return "—"
     if s.check == "octal":
         return f"`{value:#o}`"

@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import logs
 from ..connection import Connection, ServerContext
+from ..hooks import HookRequest
 from ..http.parser import Limits
 from ..loader import AppLoadError
 from ..proctitle import set_title
@@ -124,9 +125,10 @@ class Worker:
             worker=self,
         )
         if self.hooks.has("pre_request"):
-            ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, req)
+            ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, HookRequest(req, environ))
         if self.hooks.has("post_request"):
-            ctx.post_request = lambda req, environ, resp: self.hooks.call("post_request", self, req, environ, resp)
+            ctx.post_request = lambda req, environ, resp: self.hooks.call(
+                "post_request", self, HookRequest(req, environ), environ, resp)
         return ctx
 
     # --- signals ------------------------------------------------------------------------------

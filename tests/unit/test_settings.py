@@ -55,21 +55,6 @@ def test_every_problem_is_reported_at_once_with_what_is_allowed():
     assert len(info.value.problems) == 6
 
 
-@pytest.mark.parametrize("raw,bind", [
-    ({"host": "0.0.0.0", "port": "6543"}, ["0.0.0.0:6543"]),
-    ({"port": "6543"}, ["127.0.0.1:6543"]),
-    ({"host": "::1", "port": "80"}, ["[::1]:80"]),
-    ({"listen": "127.0.0.1:1 unix:/tmp/x.sock"}, ["127.0.0.1:1", "unix:/tmp/x.sock"]),
-])
-def test_paste_and_waitress_spellings_of_bind(raw, bind):
-    assert s.settings_from_mapping(raw, "test", "INI").bind == bind
-
-
-def test_bind_and_host_together_is_an_error():
-    with pytest.raises(s.ConfigError, match="give either bind, or host/port, or listen"):
-        s.validate({"bind": "127.0.0.1:1", "port": "2"}, "test")
-
-
 def test_cli_flags_come_from_the_table():
     parser = argparse.ArgumentParser()
     s.add_arguments(parser)
@@ -80,15 +65,6 @@ def test_cli_flags_come_from_the_table():
     assert st.bind == ["127.0.0.1:1", "unix:/tmp/s"]
     assert st.limit_request_field_size == 100
     assert s.cli_values(parser.parse_args([])) == {}
-
-
-def test_config_file_values_are_a_base_layer(tmp_path):
-    conf = tmp_path / "conf.py"
-    conf.write_text("workers = 3\ntimeout = 7\n\ndef post_fork(server, worker):\n    pass\n")
-    base = s.load_config_file_settings(str(conf))
-    assert base.workers == 3 and callable(base.post_fork)
-    st = s.settings_from_mapping({"workers": "5"}, "test", "INI", base)
-    assert (st.workers, st.timeout) == (5, 7.0)
 
 
 def test_runtime_options_are_typed():
