@@ -21,6 +21,7 @@ import traceback
 from typing import Any
 
 from .. import logs
+from ..allowlist import AllowList
 from ..connection import Connection, ServerContext
 from ..http.parser import Limits
 from ..loader import AppLoadError
@@ -116,6 +117,8 @@ class Worker:
             secure_scheme_headers=dict(s.secure_scheme_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
             worker=self,
+            proxy_protocol=s.proxy_protocol,
+            proxy_allow=AllowList(s.proxy_allow_ips),
         )
         if self.hooks.has("pre_request"):
             ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, req)
@@ -192,6 +195,7 @@ class Worker:
         """
         if self.ssl is not None:
             return []   # a TLS session's state lives in this process: its descriptor alone is useless
+        conns = [c for c in conns if c.portable]
         sent = []
         for start in range(0, len(conns), HANDOFF_BATCH):
             batch = conns[start:start + HANDOFF_BATCH]

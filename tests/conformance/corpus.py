@@ -48,7 +48,6 @@ GUNICORN_LIMITS = {
 
 #: Gunicorn settings pasteserve has no equivalent for (``permit_*`` too).
 GUNICORN_ONLY_SETTINGS = (
-    "proxy_protocol",
     "header_map",
     "casefold_http_method",
     "strip_header_spaces",
@@ -57,6 +56,11 @@ GUNICORN_ONLY_SETTINGS = (
 
 #: Cases where pasteserve deliberately answers differently, and why.
 DISAGREEMENTS = {
+    "valid/pp_03": (
+        "no PROXY header from a peer configured to send one: the PROXY protocol spec forbids "
+        "guessing whether the header is there, so pasteserve answers 400 where Gunicorn's "
+        "'auto' serves the request"
+    ),
     "invalid/003c": (
         "'-bl' is a valid method: RFC 9110 section 9.1 makes a method any token, "
         "case-sensitive; Gunicorn refuses lower-case methods by policy "
@@ -108,6 +112,11 @@ class Case:
     def truncated(self) -> bool:
         """The stored bytes end inside the last request's body (see TRUNCATED)."""
         return self.id in TRUNCATED
+
+    @property
+    def proxy_protocol(self) -> str:
+        """The PROXY protocol mode the case needs (Gunicorn's and pasteserve's names agree)."""
+        return str(self.settings.get("proxy_protocol", "off"))
 
     def limits(self) -> Limits:
         """pasteserve limits equivalent to this case's Gunicorn settings."""
