@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -31,6 +32,12 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # Most descriptors passed in one hand-off message (the kernel allows 253).
 HANDOFF_BATCH = 64
+# How long a stopping worker keeps watching its idle keep-alive connections (bounded by
+# graceful_timeout). A proxy may be sending on one right now: closing it would make the proxy fail
+# that request (nginx retries a GET elsewhere, never a POST). Within the window a request that
+# arrives is answered with `Connection: close`, so the proxy drops the connection itself; idle
+# connections still open at its end were not picked by the proxy for that long, and are closed.
+DRAIN_WINDOW = 2.0
 
 
 def _access_logging() -> bool:
@@ -60,6 +67,7 @@ class Worker:
         self.log = log
         self.alive = True
         self.retiring = False
+        self.drain_until = 0.0   # set when told to stop (see DRAIN_WINDOW)
         self.ctx: ServerContext | None = None
         jitter = random.randint(0, settings.max_requests_jitter) if settings.max_requests_jitter else 0
         self.max_requests = settings.max_requests + jitter if settings.max_requests else sys.maxsize
@@ -142,6 +150,8 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
     def stop_serving(self, retire: bool) -> None:
+        if self.alive:
+            self.drain_until = time.monotonic() + min(DRAIN_WINDOW, self.settings.graceful_timeout)
         self.alive = False
         self.retiring = self.retiring or retire
         if self.ctx is not None:
