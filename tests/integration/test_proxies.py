@@ -191,3 +191,49 @@ def test_usr2_rounds_behind_nginx_leave_no_upstream_errors(start_server, start_p
     failures, errors = usr2_rounds(start_server, start_proxy, tmp_path, rounds, worker_class)
     assert not failures, failures[:10]
     assert not errors, "\n".join(errors[:10])
+
+
+@pytest.mark.parametrize("kind,config", [("nginx", "nginx-pasteserve.conf"), ("haproxy", "haproxy.cfg")])
+def test_rolling_hup_then_usr2_of_two_instances_drops_nothing(start_server, start_proxy, tmp_path, kind, config):
+    servers = [instance(start_server, tmp_path, name, "--keep-alive", "75") for name in ("a", "b")]
+    pidfiles = [tmp_path / "a.pid", tmp_path / "b.pid"]
+    proxy = start_proxy(kind, example(config, [s.port for s in servers]))
+    gets = Load(proxy.port, keepalive=3, fresh=1, duration=300)
+    posts = Load(proxy.port, keepalive=1, fresh=1, duration=300, path="/echo", body=POST_BODY)
+    try:
+        with gets, posts:
+            gets.wait_requests(50)
+            for pidfile in pidfiles:   # a config or code reload of each instance in turn
+                reload(pidfile, 2)
+                gets.wait_requests(50)
+                posts.wait_requests(10)
+            for pidfile in pidfiles:   # then an upgrade of each in turn, by docs/signals.md's recipe
+                upgrade(pidfile, 2)
+                gets.wait_requests(50)
+                posts.wait_requests(10)
+            # Both instances serve afterwards: their current workers answer requests through the proxy.
+            current = [set(children(read_pid(p))) for p in pidfiles]
+            wait_until(lambda: all(workers & set(gets.pids) for workers in current), 20,
+                       f"requests answered by both instances' workers {current}")
+        assert not gets.failures and not posts.failures, gets.report() + "\n" + posts.report()
+        assert not upstream_errors(proxy), "\n".join(upstream_errors(proxy)[:10])
+    finally:
+        stop_masters(*pidfiles)
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_recommended_keepalive_rule_survives_idle_gaps(start_server, start_proxy, tmp_path, worker_class):
+    # docs/deploy.md's rule, scaled down in time: pasteserve's keepalive (3 s) longer than nginx's
+    # upstream keepalive_timeout (2 s, for 75 s and 60 s). nginx then always closes an idle pooled
+    # connection before pasteserve would, so a request after any gap never meets a closing one.
+    server = instance(start_server, tmp_path, "a", "--keep-alive", "3", workers=1, worker_class=worker_class)
+    text, port = example("nginx-pasteserve.conf", [server.port])
+    assert "keepalive_timeout 60s;" in text
+    proxy = start_proxy("nginx", (text.replace("keepalive_timeout 60s;", "keepalive_timeout 2s;"), port))
+    with Client(proxy.port) as client:
+        for gap in (1.9, 2.1, 2.9, 3.1):
+            assert client.get("/pid")[0] == 200
+            time.sleep(gap)
+            client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            assert client.response()[0:3:2] == (200, b"hello"), gap
+    assert not upstream_errors(proxy), "\n".join(upstream_errors(proxy))
