@@ -174,6 +174,17 @@ class Worker:
     def handle_usr1(self, signum: int, frame: Any) -> None:
         logs.reopen_files()
 
+    def release_listeners(self) -> None:
+        """Close this worker's copies of the listening sockets once it stops accepting.
+
+        The master (or the new master after USR2) holds its own: while it runs, the port stays
+        open for the other workers. After the master closed its copies (TERM), the port closes now,
+        so new connections are refused (a balancer tries another instance at once) instead of
+        queueing for nobody while this worker drains.
+        """
+        for sock in self.listeners:
+            sock.close()
+
     # --- while serving ------------------------------------------------------------------------
 
     def notify(self) -> None:

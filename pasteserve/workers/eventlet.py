@@ -186,6 +186,7 @@ class EventletWorker(Worker):
     def finish(self) -> None:
         """Let in-flight requests finish (bounded by graceful_timeout); idle connections go to a
         sibling or are drained (see `keep_serving`)."""
+        self.release_listeners()   # the acceptors were killed in run()
         for greenlet in list(self.waiting.values()):
             eventlet.kill(greenlet, _Stopping)
         with eventlet.Timeout(self.settings.graceful_timeout, False):

@@ -253,6 +253,7 @@ class SyncWorker(Worker):
         """Serve what has already arrived, hand idle connections to a sibling when retiring, and
         drain the rest (see `drain`)."""
         self.stop_accepting()
+        self.release_listeners()
         self.sel.unregister(self.handoff_recv)
         if self.lender and not self.retiring:
             # Every sibling stops too: nobody would take what the lender passes on.

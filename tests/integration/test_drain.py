@@ -9,6 +9,7 @@ under way at the stop is completed and answered; idle connections close at the w
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 import pytest
@@ -84,3 +85,17 @@ def test_graceful_timeout_bounds_the_window(start_server, worker_class):
         server.signal(signal.SIGTERM)
         assert client.closed_by_peer(timeout=5)
         assert time.monotonic() - started < DRAIN_WINDOW
+
+
+@pytest.mark.parametrize("worker_class", WORKERS)
+def test_port_closes_while_the_last_workers_drain(start_server, worker_class):
+    # After TERM nobody will accept again: a new connection is refused at once (a balancer tries
+    # another instance) rather than queued until the draining worker exits and then reset.
+    server, worker = serve(start_server, worker_class)
+    with Client(server.port) as client:
+        assert client.get("/pid")[0] == 200
+        server.signal(signal.SIGTERM)
+        time.sleep(DRAIN_WINDOW / 4)
+        assert server.proc.poll() is None   # still draining our connection
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=DRAIN_WINDOW).close()
