@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import struct
 import time
@@ -125,3 +126,19 @@ def test_header_alone_then_the_request(start_server, worker_class):
         time.sleep(0.2)
         client.send(GET)
         assert environ(client)["REMOTE_ADDR"] == "192.0.2.1"
+
+
+@pytest.mark.parametrize("worker_class", WORKERS)
+def test_proxied_connection_is_drained_not_handed_off_on_reload(start_server, worker_class):
+    # A sibling given the descriptor would wait for a PROXY header that never comes again.
+    server = serve(start_server, worker_class, "--proxy-protocol", "v1", "--keep-alive", "30")
+    (old,) = server.wait_workers(1)
+    with Client(server.port) as client:
+        client.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 40123 443\r\n" + GET)
+        assert environ(client)["REMOTE_ADDR"] == "203.0.113.7"
+        server.signal(signal.SIGHUP)
+        server.wait_for(lambda: len(server.children()) == 2, 20, "the new worker")
+        time.sleep(0.5)   # the new one booted: the old one retires now, and drains for 2 s
+        client.send(GET)
+        env = environ(client)
+        assert env["REMOTE_ADDR"] == "203.0.113.7"
