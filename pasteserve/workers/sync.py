@@ -276,16 +276,15 @@ class SyncWorker(Worker):
         bounded by its own deadline)."""
         while self.conns or self.handshakes:
             self.notify()
-            now = time.monotonic()
-            if now >= self.drain_until:
-                self.serve_ready(0)   # last look: nothing may be on its way when we close
+            left = self.drain_until - time.monotonic()
+            if left <= 0:
+                self.serve_ready(0)   # a last look right before closing: serve what just came
                 for conn in [c for c in self.conns if c.idle]:
                     self.forget(conn)
                     conn.close()
-                if not self.conns:
+                if not self.conns and not self.handshakes:
                     return
-            self.serve_ready(max(0.0, min(self.drain_until - now, SWEEP_INTERVAL)) if now < self.drain_until
-                             else SWEEP_INTERVAL)
+            self.serve_ready(min(left, SWEEP_INTERVAL) if left > 0 else SWEEP_INTERVAL)
             self.sweep()
 
     def serve_ready(self, timeout: float) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from tests.integration.load import Load
 from tests.proxies import certificate, example, start_proxy  # noqa: F401  (fixture)
-from tests.server import Client, alive, get, wait_gone, wait_new_workers, wait_until
+from tests.server import Client, alive, wait_gone, wait_until
 
 APP = "tests.integration.hookmod:app"
 POST_BODY = b"x" * 3000
