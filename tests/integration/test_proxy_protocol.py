@@ -142,3 +142,13 @@ def test_proxied_connection_is_drained_not_handed_off_on_reload(start_server, wo
         client.send(GET)
         env = environ(client)
         assert env["REMOTE_ADDR"] == "203.0.113.7"
+
+
+def test_ini_proxy_protocol_true(start_server):
+    from tests.conftest import ini_text
+
+    server = start_server("pasteserve_paster", ini=ini_text(
+        "bind = 127.0.0.1:0\nproxy_protocol = true\nproxy_allow_ips = 127.0.0.1", "use = call:tests.apps:app_factory"))
+    with Client(server.port) as client:
+        client.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 40123 443\r\n" + GET)
+        assert environ(client)["REMOTE_ADDR"] == "203.0.113.7"

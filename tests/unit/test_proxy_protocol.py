@@ -151,3 +151,18 @@ def test_v1_without_crlf_within_the_limit() -> None:
     assert parse(b"PROXY TCP4 " + b"1" * 90) is None
     with pytest.raises(BadProxyHeader, match="too long"):
         parse(b"PROXY TCP4 " + b"1" * 96)
+
+
+@pytest.mark.parametrize("value,mode", [("true", "auto"), ("yes", "auto"), (True, "auto"), ("off", "off"),
+                                        ("false", "off"), ("0", "off"), ("V1", "v1"), ("v2", "v2"), ("auto", "auto")])
+def test_setting_values(value, mode):
+    from pasteserve.settings import check_proxy_protocol
+
+    assert check_proxy_protocol(value) == mode
+
+
+def test_setting_refuses_other_values_saying_what_is_allowed():
+    from pasteserve.settings import CheckError, check_proxy_protocol
+
+    with pytest.raises(CheckError, match="off, v1, v2, auto"):
+        check_proxy_protocol("v3")
