@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.load import Load
 from tests.proxies import certificate, example, start_proxy  # noqa: F401  (fixture)
-from tests.server import Client, alive, wait_gone, wait_until
+from tests.server import Client, alive, get, wait_gone, wait_until
 
 APP = "tests.integration.hookmod:app"
 POST_BODY = b"x" * 3000
@@ -236,3 +236,27 @@ def test_recommended_keepalive_rule_survives_idle_gaps(start_server, start_proxy
             client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
             assert client.response()[0:3:2] == (200, b"hello"), gap
     assert not upstream_errors(proxy), "\n".join(upstream_errors(proxy))
+
+
+@pytest.mark.parametrize("kind,config", [("nginx", "nginx-pasteserve.conf"), ("haproxy", "haproxy.cfg")])
+def test_term_drains_one_instance_while_the_other_serves(start_server, start_proxy, tmp_path, kind, config):
+    # docs/deploy.md "Draining an instance": TERM to one master under load; the balancer moves
+    # everything to the other instance without a failed request.
+    servers = [instance(start_server, tmp_path, name, "--keep-alive", "75") for name in ("a", "b")]
+    pidfiles = [tmp_path / "a.pid", tmp_path / "b.pid"]
+    proxy = start_proxy(kind, example(config, [s.port for s in servers]))
+    gets = Load(proxy.port, keepalive=3, fresh=1, duration=300)
+    posts = Load(proxy.port, keepalive=1, fresh=1, duration=300, path="/echo", body=POST_BODY)
+    try:
+        with gets, posts:
+            gets.wait_requests(50)
+            posts.wait_requests(10)
+            survivors = set(children(read_pid(pidfiles[1])))
+            servers[0].signal(signal.SIGTERM)
+            assert servers[0].wait_exit(30) == 0
+            gets.wait_requests(100)
+            posts.wait_requests(20)
+        assert not gets.failures and not posts.failures, gets.report() + "\n" + posts.report()
+        assert {int(get(proxy.port, "/pid")[2]) for _ in range(6)} <= survivors
+    finally:
+        stop_masters(*pidfiles)
