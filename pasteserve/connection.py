@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pasteserve import __version__
+from pasteserve.allowlist import AllowList
 from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
+from pasteserve.http.proxy_protocol import BadProxyHeader, parse_proxy_header
 from pasteserve.http.response import error_response, server_line
 from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
@@ -72,13 +74,16 @@ class ServerContext:
     body_timeout: float | None = None
     # Called when body bytes arrive: waiting for a client is not being stuck (the heartbeat).
     on_progress: Callable[[], None] | None = None
+    # PROXY protocol: the versions expected ("off", "v1", "v2", "auto") from the peers allowed.
+    proxy_protocol: str = "off"
+    proxy_allow: AllowList | None = None
 
 
 class Connection:
     """A client socket and the requests on it (see the module docstring)."""
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
-                 "_peer", "_state", "_since", "_wait", "_body_deadline")
+                 "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -109,6 +114,11 @@ class Connection:
         self._since = time.monotonic()
         self._wait = ctx.header_timeout  # a new connection owes us a request
         self._body_deadline = 0.0        # set by the first body read that waits on the socket
+        # The bytes of a PROXY protocol header so far, while one is owed before the request.
+        self._proxy: bytes | None = None
+        self._proxied = False
+        if ctx.proxy_protocol != "off" and ctx.proxy_allow is not None and ctx.proxy_allow.allows(peer):
+            self._proxy = b""
 
     # -- what the worker calls ------------------------------------------------------
 
@@ -122,7 +132,13 @@ class Connection:
         """Between requests with nothing buffered: all of the connection's state is in the
         socket, so the worker may close it on shutdown or pass its descriptor to a sibling
         (not for TLS, whose session state lives in this process)."""
-        return self._state == _IDLE and not self._parser.buffered
+        return self._state == _IDLE and not self._parser.buffered and not self._proxy
+
+    @property
+    def portable(self) -> bool:
+        """Idle, and the descriptor alone carries the connection: not once a PROXY header was
+        read, which a sibling given the descriptor would wait for again."""
+        return self.idle and not self._proxied
 
     @property
     def sock(self) -> socket.socket:
@@ -152,6 +168,10 @@ class Connection:
                 self.close()
                 return False
             return True
+        if self._proxy is not None:
+            data = self._proxy_header(data)
+            if not data:   # b"" here is the header's end, not the client's: feeding it would mean EOF
+                return self._state != _CLOSED
         self._parser.feed(data)
         return self._serve()
 
@@ -202,6 +222,27 @@ class Connection:
             # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
             if not self._handle(event):
                 return self._state != _CLOSED
+
+    def _proxy_header(self, data: bytes) -> bytes | None:
+        """The bytes after the PROXY header once it is whole; None while it is not (or refused)."""
+        buf = self._proxy + data
+        try:
+            result = parse_proxy_header(buf, self._ctx.proxy_protocol)
+        except BadProxyHeader as exc:
+            self._proxy = None
+            self._reject(exc)
+            return None
+        if result is None:
+            if not data:   # the peer closed before the header was whole
+                self.close()
+            self._proxy = buf
+            return None
+        header, used = result
+        self._proxy = None
+        self._proxied = True
+        if header.source is not None:
+            self._environ.set_client(header.source, header.tls)
+        return buf[used:]
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""

@@ -16,13 +16,13 @@ Pure functions over the environ: no sockets here.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable
 
+from pasteserve.allowlist import AllowList
 from pasteserve.http.errors import BadRequest
 from pasteserve.logs import ERROR_LOGGER
 
@@ -51,31 +51,13 @@ _QUOTED_PAIR = re.compile(r"\\([\t -~\x80-\xff])")
 # --- who is trusted ---------------------------------------------------------------------------
 
 @lru_cache(maxsize=16)
-def _networks(allow: frozenset[str]) -> tuple[bool, tuple[Any, ...]]:
-    if "*" in allow:
-        return True, ()
-    networks = []
-    for item in allow:
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            continue   # settings refuse these; a programmatic caller's typo trusts nobody
-    return False, tuple(networks)
+def _allow_list(allow: frozenset[str]) -> AllowList:
+    return AllowList(allow)
 
 
 def trusted_peer(address: str, allow: Iterable[str]) -> bool:
     """Is ``address`` (a peer IP) one of ``allow``: addresses, networks (``10.0.0.0/8``) or ``*``?"""
-    everyone, networks = _networks(frozenset(allow))
-    if everyone:
-        return True
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])   # drop an IPv6 zone ("fe80::1%eth0")
-    except ValueError:
-        return False
-    candidates = [ip]
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        candidates.append(ip.ipv4_mapped)   # a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d
-    return any(candidate in network for candidate in candidates for network in networks)
+    return _allow_list(frozenset(allow)).contains(address)
 
 
 def check_trusted_headers(names: Iterable[str]) -> list[str]:

@@ -19,6 +19,7 @@ from configobj import ConfigObj, flatten_errors, get_extra_values
 from validate import ValidateError, Validator
 
 from .hooks import HOOK_ARGS, HOOK_NAMES
+from .http.proxy_protocol import MODES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
 from .proxy import check_trusted_headers
 from .sockets import CERT_REQS, TLS_VERSIONS, parse_bind
@@ -149,6 +150,17 @@ def check_proxy_headers(value: Any) -> list[str]:
         raise CheckError(str(exc)) from None
 
 
+def check_proxy_protocol(value: Any) -> str:
+    # Gunicorn before 24 had a boolean; true now means "either version".
+    text = str(value).strip().lower()
+    if text in MODES:
+        return text
+    try:
+        return "auto" if check_bool(value) else "off"
+    except CheckError:
+        raise CheckError("expected one of: " + ", ".join(MODES) + " (or true/false)") from None
+
+
 def check_scheme_headers(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         return {str(k).upper(): str(v) for k, v in value.items()}
@@ -273,6 +285,9 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "ips": check_ips,
     "scheme_headers": check_scheme_headers,
     "proxy_headers": check_proxy_headers,
+
+
+    "proxy_protocol": check_proxy_protocol,
     "callable": check_callable,
     "ident": check_ident,
     "cert_reqs": check_cert_reqs,
@@ -357,6 +372,15 @@ SETTINGS: tuple[Setting, ...] = (
     _S("expose_tracebacks", "bool", False, "Show the app's traceback on the 500 page instead of a generic line "
        "(development only: it reveals code and data to every client). The error log has it either way.",
        "Server mechanics", ("--expose-tracebacks",)),
+
+
+    _S("proxy_protocol", "proxy_protocol", "off", "Expect a PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, "
+       "AWS NLB) on every connection from proxy_allow_ips, and take the client address (and, with v2, https) from it: "
+       "`v1`, `v2`, `auto` (either; also `true`) or `off`. A connection from those peers without a valid header "
+       "gets 400.", "Security", ("--proxy-protocol",), meta="MODE"),
+    _S("proxy_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose PROXY protocol header is trusted (addresses or "
+       "networks, `*` for all); from any other peer such a header is a bad request.", "Security",
+       ("--proxy-allow-from",), meta="IPS"),
     _S("root_path", "str", None, "SCRIPT_NAME for every request, when the app is mounted under a prefix.",
        "Server mechanics", ("--root-path",), meta="PATH"),
     _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",

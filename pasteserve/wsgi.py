@@ -361,6 +361,16 @@ class EnvironBuilder:
         self._trusted = trusted
         self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
 
+    def set_client(self, client: tuple[str, int], tls: bool) -> None:
+        """The client a PROXY protocol header names, in place of the socket's peer.
+
+        The socket's peer (the proxy) stays the one whose forwarded headers are trusted or not.
+        """
+        self.base["REMOTE_ADDR"] = client[0]
+        self.base["REMOTE_PORT"] = str(client[1])
+        if tls:
+            self.base["wsgi.url_scheme"] = self._url_scheme = "https"
+
     def build(self, req: Any, wsgi_input: Input) -> dict[str, Any]:
         """The environ for a parsed request (``pasteserve.http.parser.Request``)."""
         if self._tls:

@@ -17,10 +17,12 @@ import random
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
 from .. import logs
+from ..allowlist import AllowList
 from ..connection import Connection, ServerContext
 from ..hooks import HookRequest
 from ..http.parser import Limits
@@ -32,6 +34,12 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # Most descriptors passed in one hand-off message (the kernel allows 253).
 HANDOFF_BATCH = 64
+# How long a stopping worker keeps watching its idle keep-alive connections (bounded by
+# graceful_timeout). A proxy may be sending on one right now: closing it would make the proxy fail
+# that request (nginx retries a GET elsewhere, never a POST). Within the window a request that
+# arrives is answered with `Connection: close`, so the proxy drops the connection itself; idle
+# connections still open at its end were not picked by the proxy for that long, and are closed.
+DRAIN_WINDOW = 2.0
 
 
 def _access_logging() -> bool:
@@ -61,6 +69,7 @@ class Worker:
         self.log = log
         self.alive = True
         self.retiring = False
+        self.drain_until = 0.0   # set when told to stop (see DRAIN_WINDOW)
         self.ctx: ServerContext | None = None
         jitter = random.randint(0, settings.max_requests_jitter) if settings.max_requests_jitter else 0
         self.max_requests = settings.max_requests + jitter if settings.max_requests else sys.maxsize
@@ -123,6 +132,8 @@ class Worker:
                                        s.clear_untrusted_proxy_headers, s.log_untrusted_proxy_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
             worker=self,
+            proxy_protocol=s.proxy_protocol,
+            proxy_allow=AllowList(s.proxy_allow_ips),
         )
         if self.hooks.has("pre_request"):
             ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, HookRequest(req, environ))
@@ -147,6 +158,8 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
     def stop_serving(self, retire: bool) -> None:
+        if self.alive:
+            self.drain_until = time.monotonic() + min(DRAIN_WINDOW, self.settings.graceful_timeout)
         self.alive = False
         self.retiring = self.retiring or retire
         if self.ctx is not None:
@@ -168,6 +181,17 @@ class Worker:
 
     def handle_usr1(self, signum: int, frame: Any) -> None:
         logs.reopen_files()
+
+    def release_listeners(self) -> None:
+        """Close this worker's copies of the listening sockets once it stops accepting.
+
+        The master (or the new master after USR2) holds its own: while it runs, the port stays
+        open for the other workers. After the master closed its copies (TERM), the port closes now,
+        so new connections are refused (a balancer tries another instance at once) instead of
+        queueing for nobody while this worker drains.
+        """
+        for sock in self.listeners:
+            sock.close()
 
     # --- while serving ------------------------------------------------------------------------
 
@@ -200,6 +224,7 @@ class Worker:
         """
         if self.ssl is not None:
             return []   # a TLS session's state lives in this process: its descriptor alone is useless
+        conns = [c for c in conns if c.portable]
         sent = []
         for start in range(0, len(conns), HANDOFF_BATCH):
             batch = conns[start:start + HANDOFF_BATCH]

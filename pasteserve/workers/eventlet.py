@@ -40,6 +40,10 @@ class _Expired(Exception):
     """A connection's deadline passed while it waited for bytes."""
 
 
+class _Stopping(Exception):
+    """Thrown into a green thread waiting on an idle connection: the worker stops, look again."""
+
+
 class EventletWorker(Worker):
     def init_process(self) -> None:
         # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
@@ -135,16 +139,22 @@ class EventletWorker(Worker):
                         continue   # lingering after a 408: keep reading until the client is done
                     return
                 # A connection accepted before the stop was noticed still gets its first request
-                # answered (with Connection: close); an idle one between requests goes at once.
+                # answered (with Connection: close); an idle one between requests is handed to a
+                # sibling, or drained: watched until drain_until (DRAIN_WINDOW), then closed.
                 if conn.idle and served:
                     if not self.alive:
-                        self.let_go(conn)
-                        return
-                    self.waiting[conn] = eventlet.getcurrent()
+                        if self.let_go(conn):
+                            return
+                        wait = min(wait, self.drain_until - time.monotonic())
+                        if wait <= 0:
+                            conn.close()
+                            return
+                    else:
+                        self.waiting[conn] = eventlet.getcurrent()
                 try:
                     hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
-                except _Expired:
-                    continue   # the deadline check above expires it
+                except (_Expired, _Stopping):
+                    continue   # the checks above expire, drain or close it
                 finally:
                     self.waiting.pop(conn, None)
                 keep = conn.process()
@@ -153,7 +163,8 @@ class EventletWorker(Worker):
                     return
                 served = True
         except GreenletExit:
-            self.let_go(conn)
+            if not self.let_go(conn):
+                conn.close()
         except Exception:
             log.exception("Error serving a connection")
             conn.close()
@@ -165,17 +176,19 @@ class EventletWorker(Worker):
         if not self.alive:
             self.stop_accepting()   # retiring after max_requests
 
-    def let_go(self, conn: Connection) -> None:
-        """An idle connection at shutdown: a sibling takes it when retiring, else it is closed."""
+    def let_go(self, conn: Connection) -> bool:
+        """An idle connection at shutdown: True if a sibling took it (only when retiring)."""
         if self.retiring and conn.idle and self.hand_off([conn]):
             conn.sock.close()
-        else:
-            conn.close()
+            return True
+        return False
 
     def finish(self) -> None:
-        """Let in-flight requests finish (bounded by graceful_timeout); idle connections go at once."""
+        """Let in-flight requests finish (bounded by graceful_timeout); idle connections go to a
+        sibling or are drained (see `keep_serving`)."""
+        self.release_listeners()   # the acceptors were killed in run()
         for greenlet in list(self.waiting.values()):
-            eventlet.kill(greenlet)
+            eventlet.kill(greenlet, _Stopping)
         with eventlet.Timeout(self.settings.graceful_timeout, False):
             self.pool.waitall()
 

@@ -250,20 +250,53 @@ class SyncWorker(Worker):
     # --- stopping ---------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Serve what has already arrived, then hand off (retiring) or close the idle connections."""
+        """Serve what has already arrived, hand idle connections to a sibling when retiring, and
+        drain the rest (see `drain`)."""
         self.stop_accepting()
+        self.release_listeners()
         self.sel.unregister(self.handoff_recv)
-        for key, _ in self.sel.select(0):
-            if key.data in self.conns:
-                self.serve(key.data)
+        if self.lender and not self.retiring:
+            # Every sibling stops too: nobody would take what the lender passes on.
+            self.lender.stop()
+            self.lender.join()
+        self.serve_ready(0)
         idle = [c for c in self.conns if c.idle]
         if self.retiring and idle:
             self.forget_handed(self.hand_off(idle))
+        self.drain()
         for conn in list(self.conns):
             self.forget(conn)
             conn.close()
         for shake in list(self.handshakes):
             self.drop_handshake(shake)
+
+    def drain(self) -> None:
+        """Keep serving our connections until `drain_until`, each response with `Connection:
+        close`; then close the idle ones (those with a request under way are finished first, each
+        bounded by its own deadline)."""
+        while self.conns or self.handshakes:
+            self.notify()
+            left = self.drain_until - time.monotonic()
+            if left <= 0:
+                self.serve_ready(0)   # a last look right before closing: serve what just came
+                for conn in [c for c in self.conns if c.idle]:
+                    self.forget(conn)
+                    conn.close()
+                if not self.conns and not self.handshakes:
+                    return
+            self.serve_ready(min(left, SWEEP_INTERVAL) if left > 0 else SWEEP_INTERVAL)
+            self.sweep()
+
+    def serve_ready(self, timeout: float) -> None:
+        """While stopping: serve the connections that have bytes within `timeout` seconds."""
+        for key, _ in self.sel.select(timeout):
+            tag = key.data
+            if tag is WAKE:
+                _drain(key.fileobj)
+            elif tag in self.conns:
+                self.serve(tag)
+            elif tag in self.handshakes:
+                self.handshake(tag)
 
 
 def _drain(fd: int) -> None:

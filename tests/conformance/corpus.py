@@ -49,7 +49,6 @@ GUNICORN_LIMITS = {
 
 #: Gunicorn settings pasteserve has no equivalent for (``permit_*`` too).
 GUNICORN_ONLY_SETTINGS = (
-    "proxy_protocol",
     "header_map",
     "casefold_http_method",
     "strip_header_spaces",
@@ -60,6 +59,11 @@ LIVE_ONLY_SETTINGS = ("forwarded_allow_ips",)
 
 #: Cases where pasteserve deliberately answers differently, and why.
 DISAGREEMENTS = {
+    "valid/pp_03": (
+        "no PROXY header from a peer configured to send one: the PROXY protocol spec forbids "
+        "guessing whether the header is there, so pasteserve answers 400 where Gunicorn's "
+        "'auto' serves the request"
+    ),
     "invalid/003c": (
         "'-bl' is a valid method: RFC 9110 section 9.1 makes a method any token, "
         "case-sensitive; Gunicorn refuses lower-case methods by policy "
@@ -114,6 +118,11 @@ class Case:
         if value is None:
             return None
         return " ".join(ast.literal_eval(value)) if value.startswith("[") else value
+
+    @property
+    def proxy_protocol(self) -> str:
+        """The PROXY protocol mode the case needs (Gunicorn's and pasteserve's names agree)."""
+        return str(self.settings.get("proxy_protocol", "off"))
 
     def limits(self) -> Limits:
         """pasteserve limits equivalent to this case's Gunicorn settings."""

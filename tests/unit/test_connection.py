@@ -914,3 +914,48 @@ def test_unix_socket_peer(serve):
         assert env["wsgi.url_scheme"] == "https"
     finally:
         client.close()
+
+
+# -- PROXY protocol ----------------------------------------------------------------------------------
+
+def proxy_ctx() -> ServerContext:
+    from pasteserve.allowlist import AllowList
+
+    # A unix socketpair's peer is allowed, as a local front proxy would be.
+    return ServerContext(app=apps.echo_environ, limits=Limits(), proxy_protocol="v1",
+                         proxy_allow=AllowList(["127.0.0.1"]))
+
+
+def test_proxy_header_makes_the_connection_unportable(pair):
+    server, client = pair
+    conn = Connection(server, "", proxy_ctx())
+    client.sendall(b"PROXY TCP4 192.0.2.1 1")
+    assert conn.process() is True
+    assert not conn.idle   # part of the header lives in this process
+    client.sendall(b"92.0.2.2 1234 80\r\n" + get("/"))
+    assert conn.process() is True
+    environ = json.loads(Client(client).response().body)
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("192.0.2.1", "1234")
+    # Idle again, but a sibling given the descriptor would wait for a header that never comes.
+    assert conn.idle and not conn.portable
+    conn.close()
+
+
+def test_eof_before_the_proxy_header_closes_silently(pair):
+    server, client = pair
+    conn = Connection(server, "", proxy_ctx())
+    client.sendall(b"PROXY TCP4")
+    assert conn.process() is True
+    client.shutdown(socket.SHUT_WR)
+    assert conn.process() is False
+    assert client.recv(100) == b""
+
+
+def test_without_proxy_protocol_an_idle_connection_is_portable(pair):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits()))
+    client.sendall(get("/"))
+    conn.process()
+    Client(client).response()
+    assert conn.portable
+    conn.close()
