@@ -7,6 +7,10 @@ Signals a worker answers (the master sends the first two; see docs/signals.md):
   INT, QUIT   fast stop (worker_int hook)
   ABRT        the master found us silent past `timeout` (worker_abort hook), exit at once
   USR1        reopen log files
+
+Handlers only take note (and, to leave at once, raise SystemExit in whatever code they
+interrupted): the hooks and the log reopening run outside them, once that code has unwound
+or when the worker's loop comes round, never in the middle of a log write or an allocation.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class Worker:
         self.log = log
         self.alive = True
         self.retiring = False
+        # Set by signal handlers, acted on by the worker's loop (reopen) or init_process (hook).
+        self.reopen_logs = False
+        self.exit_hook: str | None = None
         self.ctx: ServerContext | None = None
         jitter = random.randint(0, settings.max_requests_jitter) if settings.max_requests_jitter else 0
         self.max_requests = settings.max_requests + jitter if settings.max_requests else sys.maxsize
@@ -72,12 +79,19 @@ class Worker:
         set_title(f"worker [{self.title}]")
         self.switch_user()
         self.init_signals()
-        if self.app is None:
-            self.app = self.load_app()
-        self.ctx = self.make_context()
-        self.hooks.call("post_worker_init", self)
-        self.notify()   # the first beat tells the master we booted
-        self.run()
+        try:
+            if self.app is None:
+                self.app = self.load_app()
+            self.ctx = self.make_context()
+            self.hooks.call("post_worker_init", self)
+            self.notify()   # the first beat tells the master we booted
+            self.run()
+        except SystemExit:
+            if self.exit_hook:
+                # INT, QUIT or ABRT unwound whatever ran; now the hook runs in a sane state.
+                hook, self.exit_hook = self.exit_hook, None
+                self.hooks.call(hook, self)
+            raise
 
     def load_app(self) -> Any:
         try:
@@ -151,15 +165,21 @@ class Worker:
         self.stop_serving(retire=True)
 
     def handle_quit(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_int", self)
+        self.exit_hook = "worker_int"
         sys.exit(0)
 
     def handle_abort(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_abort", self)
+        self.exit_hook = "worker_abort"
         sys.exit(1)
 
     def handle_usr1(self, signum: int, frame: Any) -> None:
-        logs.reopen_files()
+        self.reopen_logs = True
+
+    def run_pending(self) -> None:
+        """Do what signal handlers only noted; called from the worker's loop."""
+        if self.reopen_logs:
+            self.reopen_logs = False
+            logs.reopen_files()
 
     # --- while serving ------------------------------------------------------------------------
 

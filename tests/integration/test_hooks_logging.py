@@ -207,7 +207,7 @@ def test_access_line_with_percent_in_the_url_under_an_always_interpolating_forma
     # Paginated URLs carry "%" escapes; a formatter that always does `msg % args` lost the whole line.
     logging_ini = LOGGING_INI.replace(
         "[formatter_plain]\n",
-        "[formatter_plain]\nclass = tests.integration.percent_formatter.AlwaysInterpolating\n")
+        "[formatter_plain]\nclass = tests.integration.logging_helpers.AlwaysInterpolating\n")
     server = start_server("pasteserve_paster", ini=ini_text("bind = 127.0.0.1:0\nworkers = 1", APP, logging_ini))
     server.wait_workers(1)
     assert get(server.port, "/hello?q=100%25&page=%2s%(h)s")[0] == 200
