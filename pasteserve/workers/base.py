@@ -103,17 +103,26 @@ class Worker:
             raise AppLoadError(f"{type(exc).__name__}: {exc}") from exc
 
     def switch_user(self) -> None:
+        """Become `user`/`group`; failing that, a boot error (the master stops instead of forking on)."""
         s = self.settings
-        if s.group:
-            import grp
+        try:
+            if s.group:
+                import grp
 
-            os.setgid(int(s.group) if s.group.isdigit() else grp.getgrnam(s.group).gr_gid)
-        if s.user:
-            import pwd
+                os.setgid(int(s.group) if s.group.isdigit() else grp.getgrnam(s.group).gr_gid)
+            if s.user:
+                import pwd
 
-            entry = pwd.getpwuid(int(s.user)) if s.user.isdigit() else pwd.getpwnam(s.user)
-            os.initgroups(entry.pw_name, os.getgid())
-            os.setuid(entry.pw_uid)
+                try:
+                    entry = pwd.getpwuid(int(s.user)) if s.user.isdigit() else pwd.getpwnam(s.user)
+                except KeyError:   # a bare uid without a passwd entry: no supplementary groups
+                    os.setgroups([os.getgid()])
+                    os.setuid(int(s.user))
+                else:
+                    os.initgroups(entry.pw_name, os.getgid())
+                    os.setuid(entry.pw_uid)
+        except (OSError, KeyError) as exc:
+            raise AppLoadError(f"cannot switch to user {s.user!r} / group {s.group!r}: {exc}") from None
 
     def make_context(self) -> ServerContext:
         s = self.settings

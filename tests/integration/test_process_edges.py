@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
-from tests.server import alive, get, wait_gone, wait_new_workers, wait_until
+from tests.server import BIN, alive, get, wait_gone, wait_new_workers, wait_until
 
 APP = "use = call:tests.integration.hookmod:app_factory"
 
@@ -25,7 +25,8 @@ def worker_class(request) -> str:
 
 
 def ini(options: str, worker_class: str = "sync", extra: str = "") -> str:
-    return ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\n{options}", APP, extra)
+    bind = "" if "bind =" in options else "bind = 127.0.0.1:0\n"
+    return ini_text(f"{bind}worker_class = {worker_class}\n{options}", APP, extra)
 
 
 # --- 5. signals ------------------------------------------------------------------------------------
@@ -88,3 +89,160 @@ format = %(message)s
     wheres = {(event, detail) for event, _, detail in read_log(hook_log)}
     assert wheres == {("reopen", "outside-handler"), ("worker_int", "outside-handler"),
                       ("worker_abort", "outside-handler")}
+
+
+# --- 2. umask, pidfile, socket owners --------------------------------------------------------------
+
+def umask_of(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise AssertionError("no Umask in /proc status")
+
+
+def test_umask_applies_to_unix_sockets_only_and_the_pidfile_is_0644(start_server, tmp_path):
+    path, pidfile = tmp_path / "app.sock", tmp_path / "app.pid"
+    previous = os.umask(0o022)
+    try:
+        server = start_server("pasteserve_paster", ini=ini(f"bind = unix:{path}\nworkers = 1\npidfile = {pidfile}"),
+                              expect_listening=False)
+    finally:
+        os.umask(previous)
+    server.wait_for(lambda: "Listening at" in server.log(), 20, "the server to listen")
+    (worker,) = server.wait_workers(1)
+    # The default umask 0 is for the socket (a proxy running as another user connects) ...
+    assert stat_mode(path) == 0o777
+    # ... never for the processes, whose files stay as private as the operator's umask says.
+    assert umask_of(server.pid) == 0o022 and umask_of(worker) == 0o022
+    assert stat_mode(pidfile) == 0o644 and pidfile.read_text() == f"{server.pid}\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if "pid" in p.name) == ["app.pid"]
+
+
+def stat_mode(path) -> int:
+    return os.stat(path).st_mode & 0o7777
+
+
+def test_unix_socket_is_given_to_user_and_group(start_server, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("giving files away needs root")
+    import grp
+    import pwd
+    try:
+        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no user 'nobody' or no group 'nogroup' on this system")
+    path = tmp_path / "app.sock"
+    # The app is preloaded: tmp_path is readable by root only.
+    server = start_server("pasteserve", args=["-b", f"unix:{path}", "-u", "nobody", "-g", "nogroup", "--preload",
+                                              "tests.integration.hookmod:app"])
+    server.wait_workers(1)
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (uid, gid)
+
+
+# --- 3. user and group -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, words", [("user = no-such-user-here", "no user named 'no-such-user-here'"),
+                                           ("group = no-such-group-here", "no group named 'no-such-group-here'")])
+def test_unknown_user_or_group_is_a_config_error(start_server, option, words):
+    server = start_server("pasteserve_paster", ini=ini(option), expect_listening=False)
+    assert server.wait_exit(20) == 2
+    text = server.log()
+    assert "[server:main]" in text and option in text and words in text
+    assert "Booting worker" not in text
+
+
+def test_worker_that_cannot_switch_user_stops_the_server_instead_of_forking_on(start_server):
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to take the capability away")
+    # Root without CAP_SETUID/CAP_SETGID: the names resolve, but no worker can switch.
+    server = start_server("/usr/bin/setpriv", args=["--bounding-set", "-setuid,-setgid",
+                                                    str(BIN / "pasteserve"), "-b", "127.0.0.1:0", "-w", "2",
+                                                    "-u", "nobody", "tests.integration.hookmod:app"])
+    assert server.wait_exit(20) == 3
+    text = server.log()
+    assert "cannot switch to user 'nobody'" in text
+    assert text.count("Booting worker") <= 4
+
+
+# --- 4. boot failures mid-life -----------------------------------------------------------------------
+
+def flaky_ini(options: str, flag, worker_class: str = "sync") -> str:
+    options += "\npost_worker_init = tests.integration.hookmod:post_worker_init"
+    return ini_text(f"bind = 127.0.0.1:0\nworker_class = {worker_class}\n{options}",
+                    f"use = call:tests.integration.flaky_app:app_factory\nbroken_flag = {flag}")
+
+
+def test_bad_deploy_then_a_dead_worker_keeps_the_healthy_ones_serving(start_server, tmp_path, worker_class):
+    flag = tmp_path / "broken"
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=flaky_ini("workers = 2", flag, worker_class),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    first, second = server.wait_workers(2)
+    wait_booted(server, hook_log, 2)
+    flag.write_text("")
+    result: list = []
+    thread = slow_get(server.port, "/sleep?seconds=3", result)
+    server.wait_for(lambda: [e for e in read_log(hook_log) if e[0] == "sleep-start"], 10, "the slow request")
+    (busy,) = {e[1] for e in read_log(hook_log) if e[0] == "sleep-start"}
+    idle = first if busy == second else second
+    os.kill(idle, signal.SIGKILL)
+    # Each failed boot is logged loudly and retried later, while the healthy worker serves on.
+    server.wait_for(lambda: server.log().count("WORKER BOOT FAILED") >= 2, 20, "two failed boots")
+    thread.join(20)
+    assert result and result[0][0] == 200 and int(result[0][2]) == busy, result
+    assert alive(server.pid) and int(get(server.port, "/pid")[2]) == busy
+    assert "trying again in 1 s" in server.log() and "trying again in 2 s" in server.log()
+    flag.unlink()
+    workers = server.wait_workers(2, timeout=20)
+    assert busy in workers
+    server.wait_for(lambda: "the app loads again" in server.log(), 10, "the recovery")
+
+
+def test_bad_deploy_with_a_single_worker_stops_when_it_exits(start_server, tmp_path):
+    # No worker left serving: stopping is the only honest answer.
+    flag = tmp_path / "broken"
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=flaky_ini("workers = 1", flag), env={HOOK_LOG_ENV: str(hook_log)})
+    (worker,) = server.wait_workers(1)
+    wait_booted(server, hook_log, 1)
+    flag.write_text("")
+    os.kill(worker, signal.SIGKILL)
+    assert server.wait_exit(20) == 3
+    assert "no worker is left serving" in server.log()
+
+
+def test_hup_turning_on_preload_with_a_broken_app_is_cancelled(start_server, tmp_path):
+    flag = tmp_path / "broken"
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=flaky_ini("workers = 1", flag), env={HOOK_LOG_ENV: str(hook_log)})
+    (worker,) = server.wait_workers(1)
+    wait_booted(server, hook_log, 1)
+    flag.write_text("")
+    ini_path = tmp_path / "app0.ini"
+    ini_path.write_text(flaky_ini("workers = 1\npreload_app = true", flag))
+    server.signal(signal.SIGHUP)
+    server.wait_for(lambda: "Reload cancelled" in server.log(), 20, "the reload to be cancelled")
+    assert alive(server.pid) and server.children() == [worker]
+    assert int(get(server.port, "/pid")[2]) == worker
+
+
+def wait_booted(server, hook_log, count: int) -> None:
+    server.wait_for(lambda: len([e for e in read_log(hook_log) if e[0] == "post_worker_init"]) >= count, 20,
+                    f"{count} workers to load the app")
+
+
+def slow_get(port: int, path: str, result: list):
+    import threading
+
+    from tests.server import Client
+
+    def run():
+        try:
+            with Client(port, timeout=30) as client:
+                result.append(client.get(path))
+        except Exception as exc:
+            result.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
