@@ -35,6 +35,8 @@ BOOT_BACKOFF_FIRST = 1.0
 BOOT_BACKOFF_MAX = 60.0
 HEARTBEAT_SLOTS = 4096
 MASTER_PID_ENV = "PASTESERVE_MASTER_PID"
+# The directory the first master was started in, kept across upgrades (see Arbiter.reexec).
+START_DIR_ENV = "PASTESERVE_START_DIR"
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 _HANDLED = {getattr(signal, "SIG" + name) for name in SIGNALS}
 
@@ -92,6 +94,7 @@ class Arbiter:
         self.retry_pid = 0
         # Set when we are the new master of a USR2 upgrade: our parent is the old master.
         self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
+        self.start_dir = os.environ.pop(START_DIR_ENV, "") or os.getcwd()
         self.heartbeat = Heartbeat(HEARTBEAT_SLOTS)
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
@@ -170,6 +173,11 @@ class Arbiter:
                                                  existing=existing)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
+        if existing or self.old_master_pid:
+            # Reused listeners (HUP) and inherited ones (USR2) were listening with the old backlog:
+            # listen() again takes the new one, and queued connections stay queued.
+            for sock in listeners:
+                sock.listen(settings.backlog)
         self.chown_unix_sockets(listeners, settings)
         return listeners
 
@@ -297,6 +305,9 @@ class Arbiter:
                       old.worker_class, new.worker_class)
             return
         rebind = new.bind != old.bind or new.backlog != old.backlog
+        if new.reuse_port != old.reuse_port:
+            log.warning("reuse_port changed to %s: the listeners keep their setting until the server is "
+                        "restarted (USR2 hands the same sockets over)", new.reuse_port)
         app = self.app
         if (new.preload_app or new.reload) and app is None:
             # Turning preload_app (or reload) on loads the app here, before the point of no return:
@@ -329,6 +340,9 @@ class Arbiter:
         if not (new.preload_app or new.reload):
             self.source.forget_app()
             app = None
+            if self.source.app_code_in_master:
+                log.warning("Reload under pserve: new workers rebuild the app from the INI, but run the code pserve "
+                            "imported at start; to load new code, upgrade with USR2 (or restart)")
         self.app = app
         self.hooks.call("on_reload", self)
         self.generation += 1
@@ -562,6 +576,7 @@ class Arbiter:
         env = dict(os.environ)
         env.update(sockets.fds_env(self.listeners))
         env[MASTER_PID_ENV] = str(self.pid)
+        env[START_DIR_ENV] = self.start_dir
         argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
         argv[0] = sys.executable
         pid = os.fork()
@@ -573,6 +588,13 @@ class Arbiter:
         try:
             self.hooks.call("pre_exec", self)
             signal.set_wakeup_fd(-1)
+            # The command line may name files relative to where the server was started (`chdir`
+            # moved us away since): run it from there.
+            try:
+                os.chdir(self.start_dir)
+            except OSError as exc:
+                log.warning("Upgrade: cannot change back to %s (%s); starting from %s", self.start_dir,
+                            exc.strerror, os.getcwd())
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(1)
@@ -615,7 +637,9 @@ def daemonize() -> None:
 def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     """Serve until stopped; the exit status for the command."""
     logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
-    if settings.daemon:
+    # The new master of a USR2 upgrade is already detached (its parent, the old master, was):
+    # forking away again would make the old master believe the upgrade died at once.
+    if settings.daemon and MASTER_PID_ENV not in os.environ:
         if settings.errorlog == "-" and not logging_by_ini:
             log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
         daemonize()
@@ -623,6 +647,7 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     # files the app creates: the process keeps the umask it was started with.
     if settings.chdir:
         # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
+        os.environ.setdefault(START_DIR_ENV, os.getcwd())
         os.chdir(settings.chdir)
     try:
         arbiter = Arbiter(source, settings, logging_by_ini)

@@ -246,3 +246,164 @@ def slow_get(port: int, path: str, result: list):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+# --- 1. USR2 in daemon mode ---------------------------------------------------------------------------
+
+def read_pid(path) -> int:
+    try:
+        return int(open(path).read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def unix_pid(path) -> int:
+    import socket as socket_mod
+
+    from tests.server import read_response
+    with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        with sock.makefile("rb") as f:
+            status, _, body = read_response(f)
+    assert status == 200, body
+    return int(body)
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "eventlet"])
+def test_usr2_upgrade_recipe_in_daemon_mode_with_a_unix_socket(start_server, tmp_path, worker_class):
+    sock, pidfile, errorlog = tmp_path / "app.sock", tmp_path / "app.pid", tmp_path / "error.log"
+    masters: list[int] = []
+    try:
+        launcher = start_server("pasteserve_paster", expect_listening=False, ini=ini(
+            f"bind = unix:{sock}\nworkers = 2\ndaemon = true\npidfile = {pidfile}\nerrorlog = {errorlog}",
+            worker_class))
+        assert launcher.wait_exit(20) == 0
+        old = wait_until(lambda: read_pid(pidfile), 20, "the pidfile")
+        masters.append(old)
+        wait_until(lambda: len(children_of(old)) == 2 and sock.exists(), 20, "the old master's workers")
+        assert unix_pid(sock) in children_of(old)
+
+        # docs/signals.md: kill -USR2 $(cat app.pid); then kill -TERM $(cat app.pid)
+        os.kill(read_pid(pidfile), signal.SIGUSR2)
+        new = wait_until(lambda: read_pid(f"{pidfile}.2"), 20, "PIDFILE.2")
+        masters.append(new)
+        assert new != old and new in children_of(old)   # not detached again: the old master tracks it
+        wait_until(lambda: len([p for p in children_of(new) if p]) == 2, 20, "the new master's workers")
+        assert read_pid(pidfile) == old
+        time.sleep(1.5)   # the old master would long have "noticed" a new master that detached again
+        assert read_pid(pidfile) == old and alive(new)
+        assert "from USR2 exited" not in open(errorlog).read()
+
+        os.kill(read_pid(pidfile), signal.SIGTERM)
+        wait_gone(old)
+        wait_until(lambda: read_pid(pidfile) == new and not os.path.exists(f"{pidfile}.2"), 20,
+                   "the new master to take the pidfile")
+        # The socket file the new master serves survived the old master's exit.
+        assert sock.exists()
+        new_workers = children_of(new)
+        assert {unix_pid(sock) for _ in range(4)} <= set(new_workers)
+
+        os.kill(read_pid(pidfile), signal.SIGTERM)
+        wait_gone(new)
+        assert not sock.exists() and not pidfile.exists()
+    finally:
+        for pid in masters:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# --- 6. HUP with a changed backlog or reuse_port; USR2 with chdir -----------------------------------
+
+def listen_backlog(port: int) -> int:
+    import subprocess
+
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    # For a listening socket, Send-Q is its backlog.
+    return int(out.split()[2])
+
+
+def test_hup_applies_a_changed_backlog_and_says_reuse_port_needs_a_restart(start_server, tmp_path):
+    server = start_server("pasteserve_paster", ini=ini("workers = 1\nbacklog = 64"))
+    (worker,) = server.wait_workers(1)
+    assert listen_backlog(server.port) == 64
+    ini_path = tmp_path / "app0.ini"
+    ini_path.write_text(ini_path.read_text().replace("backlog = 64", "backlog = 100\nreuse_port = true"))
+    server.signal(signal.SIGHUP)
+    wait_new_workers(server, [worker], 1)
+    assert listen_backlog(server.port) == 100
+    assert "reuse_port changed to True" in server.log() and "restarted" in server.log()
+    assert get(server.port, "/hello")[0] == 200
+
+
+def test_usr2_with_chdir_and_a_relative_ini_path(tmp_path):
+    from tests.server import Server
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pidfile = tmp_path / "app.pid"
+    (tmp_path / "app.ini").write_text(ini(f"workers = 1\nchdir = {elsewhere}\npidfile = {pidfile}"))
+    server = Server([str(BIN / "pasteserve_paster"), "app.ini"], tmp_path)
+    new = 0
+    try:
+        server.start()
+        (old_worker,) = server.wait_workers(1)
+        server.signal(signal.SIGUSR2)
+        new = server.wait_for(lambda: read_pid(f"{pidfile}.2"), 20, "PIDFILE.2")
+        server.wait_workers(1, pid=new)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(30) == 0
+        wait_until(lambda: read_pid(pidfile) == new, 20, "the new master to take over")
+        assert int(get(server.port, "/pid")[2]) in children_of(new)
+        assert "from USR2 exited" not in server.log()
+    finally:
+        if new and alive(new):
+            os.kill(new, signal.SIGTERM)
+            wait_gone(new, 30)
+        server.stop()
+
+
+# --- 7. what HUP reloads, per entry point ----------------------------------------------------------
+
+VERSIONED_APP = '''
+MESSAGE = b"%s"
+
+
+def app_factory(global_conf, greeting="hello"):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [MESSAGE + b" " + greeting.encode()]
+    return app
+'''
+
+
+@pytest.mark.parametrize("command", ["pasteserve_paster", "pserve"])
+def test_hup_reloads_code_under_pasteserve_paster_and_only_the_ini_under_pserve(start_server, tmp_path, command):
+    module = tmp_path / "versioned_app.py"
+    module.write_text(VERSIONED_APP % "v1")
+    app_section = "use = call:versioned_app:app_factory\ngreeting = hello"
+    server = start_server(command, ini=ini_text("bind = 127.0.0.1:0\nworkers = 1", app_section))
+    (worker,) = server.wait_workers(1)
+    assert get(server.port, "/")[2] == b"v1 hello"
+    # Another length too: a .pyc checked against an mtime in the same second must not be reused.
+    module.write_text(VERSIONED_APP % "v2-new")
+    ini_path = tmp_path / "app0.ini"
+    ini_path.write_text(ini_path.read_text().replace("greeting = hello", "greeting = again"))
+    server.signal(signal.SIGHUP)
+    wait_new_workers(server, [worker], 1)
+    body = get(server.port, "/")[2]
+    if command == "pserve":
+        # pserve imported the code in the master: the INI's app settings change, the code does not.
+        assert body == b"v1 again"
+        assert "Reload under pserve" in server.log() and "USR2" in server.log()
+    else:
+        assert body == b"v2-new again"
+        assert "Reload under pserve" not in server.log()
