@@ -50,7 +50,7 @@ BIN = Path(sys.executable).parent
 TAG_ENV = "PASTESERVE_SOAK_TAG"
 REQUEST_TIMEOUT = 30.0
 # Chaos actions and their weights once each has run once.
-ACTIONS = {"kill": 4, "hup": 2, "ttin": 2, "ttou": 2, "usr2": 1}
+ACTIONS = {"kill": 4, "hup": 2, "ttin": 2, "ttou": 2, "usr2": 2}
 
 
 # --- the server ---------------------------------------------------------------------------------

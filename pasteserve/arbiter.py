@@ -305,9 +305,6 @@ class Arbiter:
                       old.worker_class, new.worker_class)
             return
         rebind = new.bind != old.bind or new.backlog != old.backlog
-        if new.reuse_port != old.reuse_port:
-            log.warning("reuse_port changed to %s: the listeners keep their setting until the server is "
-                        "restarted (USR2 hands the same sockets over)", new.reuse_port)
         app = self.app
         if (new.preload_app or new.reload) and app is None:
             # Turning preload_app (or reload) on loads the app here, before the point of no return:
@@ -328,6 +325,9 @@ class Arbiter:
             log.error("Reload cancelled: %s", exc.reason)
             return
         # Nothing can cancel the reload from here on.
+        if new.reuse_port != old.reuse_port:
+            log.warning("reuse_port changed to %s: the listeners keep their setting until the server is "
+                        "restarted (USR2 hands the same sockets over)", new.reuse_port)
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         self.ssl = new_ssl
