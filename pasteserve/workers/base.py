@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import random
 import signal
 import socket
@@ -24,7 +25,7 @@ import sys
 import traceback
 from typing import Any
 
-from .. import logs
+from .. import logs, users
 from ..connection import Connection, ServerContext
 from ..http.parser import Limits
 from ..loader import AppLoadError
@@ -106,21 +107,17 @@ class Worker:
         """Become `user`/`group`; failing that, a boot error (the master stops instead of forking on)."""
         s = self.settings
         try:
-            if s.group:
-                import grp
-
-                os.setgid(int(s.group) if s.group.isdigit() else grp.getgrnam(s.group).gr_gid)
-            if s.user:
-                import pwd
-
+            uid, gid = users.ids(s.user, s.group)
+            if gid >= 0:
+                os.setgid(gid)
+            if uid >= 0:
                 try:
-                    entry = pwd.getpwuid(int(s.user)) if s.user.isdigit() else pwd.getpwnam(s.user)
+                    name = pwd.getpwuid(uid).pw_name
                 except KeyError:   # a bare uid without a passwd entry: no supplementary groups
                     os.setgroups([os.getgid()])
-                    os.setuid(int(s.user))
                 else:
-                    os.initgroups(entry.pw_name, os.getgid())
-                    os.setuid(entry.pw_uid)
+                    os.initgroups(name, os.getgid())
+                os.setuid(uid)
         except (OSError, KeyError) as exc:
             raise AppLoadError(f"cannot switch to user {s.user!r} / group {s.group!r}: {exc}") from None
 
