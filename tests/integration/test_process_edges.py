@@ -153,10 +153,13 @@ def test_unknown_user_or_group_is_a_config_error(start_server, option, words):
 
 
 def test_worker_that_cannot_switch_user_stops_the_server_instead_of_forking_on(start_server):
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to take the capability away")
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and setpriv (util-linux), to take the capability away")
     # Root without CAP_SETUID/CAP_SETGID: the names resolve, but no worker can switch.
-    server = start_server("/usr/bin/setpriv", args=["--bounding-set", "-setuid,-setgid",
+    server = start_server(setpriv, args=["--bounding-set", "-setuid,-setgid",
                                                     str(BIN / "pasteserve"), "-b", "127.0.0.1:0", "-w", "2",
                                                     "-u", "nobody", "tests.integration.hookmod:app"])
     assert server.wait_exit(20) == 3
