@@ -77,8 +77,9 @@ class Worker:
     # --- boot ---------------------------------------------------------------------------------
 
     def init_process(self) -> None:
-        set_title(f"worker [{self.title}]")
+        # Switch first: a process titled "worker" already runs as `user`.
         self.switch_user()
+        set_title(f"worker [{self.title}]")
         self.init_signals()
         try:
             if self.app is None:
