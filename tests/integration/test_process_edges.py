@@ -410,3 +410,17 @@ def test_hup_reloads_code_under_pasteserve_paster_and_only_the_ini_under_pserve(
     else:
         assert body == b"v2-new again"
         assert "Reload under pserve" not in server.log()
+
+
+def test_ttin_after_a_bad_deploy_keeps_serving_and_retries(start_server, tmp_path):
+    flag = tmp_path / "broken"
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=flaky_ini("workers = 1", flag), env={HOOK_LOG_ENV: str(hook_log)})
+    (worker,) = server.wait_workers(1)
+    wait_booted(server, hook_log, 1)
+    flag.write_text("")
+    server.signal(signal.SIGTTIN)
+    server.wait_for(lambda: "WORKER BOOT FAILED" in server.log(), 20, "a failed boot")
+    assert alive(server.pid) and int(get(server.port, "/pid")[2]) == worker
+    flag.unlink()
+    assert worker in server.wait_workers(2, timeout=20)
