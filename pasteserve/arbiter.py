@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import __version__, logs, sockets, workers
+from . import __version__, logs, pidfile, sockets, users, workers
 from . import hooks as hooks_mod
 from .heartbeat import Heartbeat, SlotAllocator
 from .loader import AppLoadError, prepare_import
@@ -30,8 +30,13 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # A worker that cannot load the app exits with this, so the master stops instead of forking forever.
 WORKER_BOOT_ERROR = 3
+# Seconds before booting again after a worker failed to boot while others serve; doubles up to the max.
+BOOT_BACKOFF_FIRST = 1.0
+BOOT_BACKOFF_MAX = 60.0
 HEARTBEAT_SLOTS = 4096
 MASTER_PID_ENV = "PASTESERVE_MASTER_PID"
+# The directory the first master was started in, kept across upgrades (see Arbiter.reexec).
+START_DIR_ENV = "PASTESERVE_START_DIR"
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 _HANDLED = {getattr(signal, "SIG" + name) for name in SIGNALS}
 
@@ -87,8 +92,14 @@ class Arbiter:
         self.signals: list[int] = []
         self.stopping = False
         self.reexec_pid = 0
+        # After a worker failed to boot while others still serve: one trial worker at a time
+        # (`retry_pid`), none before `next_boot`; the pause doubles with each failure in a row.
+        self.boot_failures = 0
+        self.next_boot = 0.0
+        self.retry_pid = 0
         # Set when we are the new master of a USR2 upgrade: our parent is the old master.
         self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
+        self.start_dir = os.environ.pop(START_DIR_ENV, "") or os.getcwd()
         self.heartbeat = Heartbeat(HEARTBEAT_SLOTS)
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
@@ -177,11 +188,32 @@ class Arbiter:
         """Listeners for settings.bind: reuse the ones we (or an upgraded parent) already hold."""
         specs = [sockets.parse_bind(b) for b in settings.bind]
         try:
-            return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
-                                            umask=settings.umask, inherited=sockets.inherited_fds(),
-                                            existing=existing, unix_mode=settings.unix_socket_perms)
+            listeners = sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
+                                                 umask=settings.umask, inherited=sockets.inherited_fds(),
+                                                 existing=existing, unix_mode=settings.unix_socket_perms)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
+        if existing or self.old_master_pid:
+            # Reused listeners (HUP) and inherited ones (USR2) were listening with the old backlog:
+            # listen() again takes the new one, and queued connections stay queued.
+            for sock in listeners:
+                sock.listen(settings.backlog)
+        self.chown_unix_sockets(listeners, settings)
+        return listeners
+
+    def chown_unix_sockets(self, listeners: list[socket.socket], settings: Settings) -> None:
+        """Give unix socket files to `user`/`group`, so workers (and their peers) own what they serve."""
+        if not (settings.user or settings.group):
+            return
+        uid, gid = users.ids(settings.user, settings.group)
+        for sock in listeners:
+            path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+            if isinstance(path, str) and path and not path.startswith("\0"):
+                try:
+                    os.chown(path, uid, gid)
+                except OSError as exc:
+                    raise HaltServer(f"Cannot give unix:{path} to user {settings.user!r} / group "
+                                     f"{settings.group!r}: {exc.strerror}", 1) from None
 
     def load_app_or_halt(self) -> Any:
         try:
@@ -198,21 +230,15 @@ class Arbiter:
         # The new master of an upgrade writes PIDFILE.2 and takes PIDFILE once the old one is gone.
         if self.old_master_pid:
             path += ".2"
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, path)
+        try:
+            pidfile.write(path, self.pid)
+        except OSError as exc:
+            raise HaltServer(f"Cannot write the pidfile {path}: {exc.strerror}", 1) from None
         self.pidfile = path
 
     def remove_pidfile(self) -> None:
-        if not self.pidfile:
-            return
-        try:
-            with open(self.pidfile) as f:
-                if int(f.read().strip() or 0) == self.pid:
-                    os.unlink(self.pidfile)
-        except (OSError, ValueError):
-            pass
+        if self.pidfile:
+            pidfile.remove_if_ours(self.pidfile, self.pid)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker: TERM and wait graceful_timeout, or QUIT; then KILL what is left."""
@@ -246,7 +272,9 @@ class Arbiter:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
-        if len(self.signals) < 10:
+        # Repeats of a kind already waiting merge into it (as the kernel merges pending signals),
+        # so the queue stays bounded by the number of kinds and a burst never drops a new kind.
+        if signum not in self.signals:
             self.signals.append(signum)
 
     def loop(self) -> None:
@@ -297,6 +325,15 @@ class Arbiter:
                       old.worker_class, new.worker_class)
             return
         rebind = new.bind != old.bind or new.backlog != old.backlog
+        app = self.app
+        if (new.preload_app or new.reload) and app is None:
+            # Turning preload_app (or reload) on loads the app here, before the point of no return:
+            # an app that does not load cancels the reload instead of stopping the server.
+            try:
+                app = self.source.load_app()
+            except Exception:
+                log.error("Reload cancelled: the app cannot be loaded (preload_app):\n%s", traceback.format_exc())
+                return
         try:
             new_ssl = self.make_ssl(new)
             if rebind:
@@ -308,6 +345,9 @@ class Arbiter:
             log.error("Reload cancelled: %s", exc.reason)
             return
         # Nothing can cancel the reload from here on.
+        if new.reuse_port != old.reuse_port:
+            log.warning("reuse_port changed to %s: the listeners keep their setting until the server is "
+                        "restarted (USR2 hands the same sockets over)", new.reuse_port)
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         self.ssl = new_ssl
@@ -319,9 +359,11 @@ class Arbiter:
         self.hooks = new_hooks
         if not (new.preload_app or new.reload):
             self.source.forget_app()
-            self.app = None
-        elif self.app is None:
-            self.app = self.load_app_or_halt()
+            app = None
+            if self.source.app_code_in_master:
+                log.warning("Reload under pserve: new workers rebuild the app from the INI, but run the code pserve "
+                            "imported at start; to load new code, upgrade with USR2 (or restart)")
+        self.app = app
         self.hooks.call("on_reload", self)
         self.generation += 1
         set_title(f"master [{self.title_name}]")
@@ -373,8 +415,17 @@ class Arbiter:
         if self.stopping:
             return
         current = self.current_workers()
-        for _ in range(self.num_workers - len(current)):
-            self.spawn_worker()
+        retry = self.workers.get(self.retry_pid)
+        if retry is not None and self.is_ready(retry):
+            log.info("Worker (pid %s) booted: the app loads again after %d failed boot(s)", retry.pid,
+                     self.boot_failures)
+            self.boot_failures, self.next_boot, self.retry_pid = 0, 0.0, 0
+        missing = self.num_workers - len(current)
+        if missing > 0 and not self.boot_failures:
+            for _ in range(missing):
+                self.spawn_worker()
+        elif missing > 0 and retry is None and time.monotonic() >= self.next_boot:
+            self.retry_pid = self.spawn_worker()
         if len(current) > self.num_workers:
             for info in sorted(current, key=lambda w: w.spawned)[: len(current) - self.num_workers]:
                 self.retire_worker(info)
@@ -388,7 +439,7 @@ class Arbiter:
     def current_workers(self) -> list[WorkerInfo]:
         return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
 
-    def spawn_worker(self) -> None:
+    def spawn_worker(self) -> int:
         slot = self.slots.acquire()
         self.heartbeat.reset(slot)
         info = WorkerInfo(0, slot, self.generation, self.heartbeat.last(slot))
@@ -411,7 +462,7 @@ class Arbiter:
             info.pid = worker.pid = pid
             self.workers[pid] = info
             log.info("Booting worker with pid %s", pid)
-            return
+            return pid
         # In the child: never return into the master's loop.
         status = 0
         try:
@@ -491,6 +542,9 @@ class Arbiter:
                 log.warning("Worker (pid %s) %s; replacing it", pid, _describe_status(status))
 
     def boot_failed(self, info: WorkerInfo) -> None:
+        if self.stopping:
+            log.info("Worker (pid %s) failed to boot while the server stops", info.pid)
+            return
         serving = [w for w in self.workers.values() if w.generation < info.generation and not w.retiring]
         if serving:
             # A reload whose app cannot load: keep the workers that still serve the old code.
@@ -500,8 +554,17 @@ class Arbiter:
                     self.kill_worker(w.pid, signal.SIGKILL)
             self.generation = max(w.generation for w in serving)
             return
-        raise HaltServer(f"Worker (pid {info.pid}) failed to boot: the app cannot be loaded "
-                         "(traceback above); stopping", WORKER_BOOT_ERROR)
+        serving = [w for w in self.workers.values() if not w.retiring and self.is_ready(w)]
+        if not serving:
+            raise HaltServer(f"Worker (pid {info.pid}) failed to boot and no worker is left serving: the app "
+                             "cannot be loaded (traceback above); stopping", WORKER_BOOT_ERROR)
+        # A bad deploy met a worker that died or retired: the healthy workers keep serving.
+        self.boot_failures += 1
+        delay = min(BOOT_BACKOFF_MAX, BOOT_BACKOFF_FIRST * 2 ** (self.boot_failures - 1))
+        self.next_boot = time.monotonic() + delay
+        log.critical("WORKER BOOT FAILED (pid %s, %d in a row): the app cannot be loaded (traceback above); "
+                     "%d worker(s) still serve; trying again in %.0f s", info.pid, self.boot_failures,
+                     len(serving), delay)
 
     def murder_workers(self) -> None:
         """Abort workers silent for longer than `timeout`; kill those that overstay a retirement."""
@@ -533,6 +596,7 @@ class Arbiter:
         env = dict(os.environ)
         env.update(sockets.fds_env(self.listeners))
         env[MASTER_PID_ENV] = str(self.pid)
+        env[START_DIR_ENV] = self.start_dir
         argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
         argv[0] = sys.executable
         pid = os.fork()
@@ -544,6 +608,13 @@ class Arbiter:
         try:
             self.hooks.call("pre_exec", self)
             signal.set_wakeup_fd(-1)
+            # The command line may name files relative to where the server was started (`chdir`
+            # moved us away since): run it from there.
+            try:
+                os.chdir(self.start_dir)
+            except OSError as exc:
+                log.warning("Upgrade: cannot change back to %s (%s); starting from %s", self.start_dir,
+                            exc.strerror, os.getcwd())
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(1)
@@ -594,15 +665,19 @@ def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
         print(f"pasteserve: cannot configure logging from logconfig/logconfig_dict: {exc}", file=sys.stderr)
         return 2
     logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
-    if settings.daemon:
+    # The new master of a USR2 upgrade is already detached (its parent, the old master, was):
+    # forking away again would make the old master believe the upgrade died at once.
+    if settings.daemon and MASTER_PID_ENV not in os.environ:
         if settings.errorlog == "-" and not logging_by_ini:
             log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
         daemonize()
         if settings.capture_output:
             logs.capture_output(settings.errorlog)   # daemonize pointed stdio at /dev/null
-    os.umask(settings.umask)
+    # `umask` applies only while unix sockets are bound (sockets.create_listeners), never to the
+    # files the app creates: the process keeps the umask it was started with.
     if settings.chdir:
         # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
+        os.environ.setdefault(START_DIR_ENV, os.getcwd())
         os.chdir(settings.chdir)
     prepare_import(settings)
     try:

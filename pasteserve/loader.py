@@ -109,6 +109,9 @@ class PasteSource:
         self.server_name = server_name
         self.global_conf = dict(global_conf or {})
         self.preloaded_app = preloaded_app
+        # pserve imported the app's modules in this process: a reload rebuilds the app from the
+        # INI, but forked workers inherit those modules, so it runs the same code (docs/signals.md).
+        self.app_code_in_master = preloaded_app is not None
         self.name = os.path.basename(self.path)
 
     @property
@@ -182,6 +185,7 @@ class ImportSource:
         self.target = target
         self._settings = cli_settings
         self.name = target
+        self.app_code_in_master = False   # imported in each worker, unless preload_app
 
     def settings(self) -> Settings:
         return self._settings()

@@ -388,4 +388,6 @@ class AccessLog:
             atom: getter(environ, status, resp_headers, body_len, request_time)
             for atom, getter in self._getters
         }
-        self.logger.info(self._fmt % atoms)
+        # The format and the atoms, not the finished line: formatters that always apply
+        # `msg % args` (colour formatters do) would choke on a "%" from the URL (Gunicorn's way).
+        self.logger.info(self._fmt, atoms)

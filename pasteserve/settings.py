@@ -113,6 +113,31 @@ def check_octal(value: Any) -> int:
     return number
 
 
+def check_user(value: Any) -> str | None:
+    # Resolved here, not in each worker: a typo would otherwise kill every worker at boot.
+    import pwd
+
+    text = check_str(value)
+    if text is not None and not text.isdigit():
+        try:
+            pwd.getpwnam(text)
+        except KeyError:
+            raise CheckError(f"no user named {text!r} on this system; expected a user name or a uid") from None
+    return text
+
+
+def check_group(value: Any) -> str | None:
+    import grp
+
+    text = check_str(value)
+    if text is not None and not text.isdigit():
+        try:
+            grp.getgrnam(text)
+        except KeyError:
+            raise CheckError(f"no group named {text!r} on this system; expected a group name or a gid") from None
+    return text
+
+
 def _words(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if str(v).strip()]
@@ -281,6 +306,8 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "str": check_str,
     "choice": check_choice,
     "octal": check_octal,
+    "user": check_user,
+    "group": check_group,
     "bind": check_bind,
     "ips": check_ips,
     "scheme_headers": check_scheme_headers,
@@ -396,9 +423,10 @@ SETTINGS: tuple[Setting, ...] = (
     _S("chdir", "str", None, "Change to this directory before loading the app.", "Server mechanics", ("--chdir",), meta="DIR"),
     _S("daemon", "bool", False, "Detach from the terminal and run in the background.", "Server mechanics", ("-D", "--daemon")),
     _S("pidfile", "str", None, "Write the master's PID to this file.", "Server mechanics", ("-p", "--pid"), meta="FILE"),
-    _S("user", "str", None, "Switch workers to this user (name or uid).", "Server mechanics", ("-u", "--user"), meta="USER"),
-    _S("group", "str", None, "Switch workers to this group (name or gid).", "Server mechanics", ("-g", "--group"), meta="GROUP"),
-    _S("umask", "octal", 0, "File mode mask for the process and its unix sockets (0, as Gunicorn, lets a proxy running as another user connect).", "Server mechanics",
+    _S("user", "user", None, "Switch workers to this user (name or uid); unix socket files are given to it too.", "Server mechanics", ("-u", "--user"), meta="USER"),
+    _S("group", "group", None, "Switch workers to this group (name or gid); unix socket files are given to it too.", "Server mechanics", ("-g", "--group"), meta="GROUP"),
+    _S("umask", "octal", 0, "File mode mask applied while binding unix sockets (0, as Gunicorn, lets a proxy running as another "
+       "user connect); the process and the files the app creates keep the umask the server was started with.", "Server mechanics",
        ("-m", "--umask"), meta="MODE"),
     _S("unix_socket_perms", "octal", None, "Mode of unix socket files, set after bind (waitress's name; "
        "e.g. 660 for a proxy in the socket's group). Unset: the mode the umask gives.", "Server mechanics",

@@ -302,6 +302,10 @@ def _list_members(values: list[str]) -> list[str]:
 
 def _transfer_codings(values: list[str]) -> None:
     """Validate Transfer-Encoding: ``chunked`` exactly once and last."""
+    # An empty element (", chunked", "chunked,") is legal list syntax, but peers refuse it and a
+    # proxy that ignores such a field would frame the body differently: refuse it too.
+    if any(not member.strip(" \t") for value in values for member in value.split(",")):
+        raise BadRequest("empty element in Transfer-Encoding")
     codings = _list_members(values)
     names = [coding.split(";", 1)[0].rstrip(" \t") for coding in codings]
     if not names or names[-1] != "chunked":
@@ -544,6 +548,10 @@ class RequestParser:
 
         content_length = None
         chunked = False
+        if method == "CONNECT" and (codings or lengths):
+            # RFC 9110 section 9.3.6: CONNECT has no content; peers take the bytes after its
+            # head as tunnel data, so reading them as a body would desynchronise us from them.
+            raise BadRequest("CONNECT request with Content-Length or Transfer-Encoding")
         if codings:
             if lengths:
                 raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -629,7 +637,9 @@ class RequestParser:
         digits, extensions = match.group(1, 2)
         del buf[: end + 2]
         limits = self._limits
-        if len(digits) > limits.max_chunk_size_digits:
+        # Leading zeros add nothing to the size: only significant digits count toward the limit
+        # (the line length bounds the zeros).
+        if len(digits.lstrip(b"0")) > limits.max_chunk_size_digits:
             raise BadRequest(f"chunk size has more than {limits.max_chunk_size_digits} digits")
         if len(extensions) > limits.max_chunk_ext_length:
             raise BadRequest(f"chunk extensions longer than {limits.max_chunk_ext_length} bytes")

@@ -7,12 +7,17 @@ Signals a worker answers (the master sends the first two; see docs/signals.md):
   INT, QUIT   fast stop (worker_int hook)
   ABRT        the master found us silent past `timeout` (worker_abort hook), exit at once
   USR1        reopen log files
+
+Handlers only take note (and, to leave at once, raise SystemExit in whatever code they
+interrupted): the hooks and the log reopening run outside them, once that code has unwound
+or when the worker's loop comes round, never in the middle of a log write or an allocation.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pwd
 import random
 import signal
 import socket
@@ -21,7 +26,7 @@ import time
 import traceback
 from typing import Any
 
-from .. import logs
+from .. import logs, users
 from ..allowlist import AllowList
 from ..connection import Connection, ServerContext
 from ..hooks import HookRequest
@@ -70,6 +75,9 @@ class Worker:
         self.alive = True
         self.retiring = False
         self.drain_until = 0.0   # set when told to stop (see DRAIN_WINDOW)
+        # Set by signal handlers, acted on by the worker's loop (reopen) or init_process (hook).
+        self.reopen_logs = False
+        self.exit_hook: str | None = None
         self.ctx: ServerContext | None = None
         jitter = random.randint(0, settings.max_requests_jitter) if settings.max_requests_jitter else 0
         self.max_requests = settings.max_requests + jitter if settings.max_requests else sys.maxsize
@@ -80,15 +88,23 @@ class Worker:
     # --- boot ---------------------------------------------------------------------------------
 
     def init_process(self) -> None:
-        set_title(f"worker [{self.title}]")
+        # Switch first: a process titled "worker" already runs as `user`.
         self.switch_user()
+        set_title(f"worker [{self.title}]")
         self.init_signals()
-        if self.app is None:
-            self.app = self.load_app()
-        self.ctx = self.make_context()
-        self.hooks.call("post_worker_init", self)
-        self.notify()   # the first beat tells the master we booted
-        self.run()
+        try:
+            if self.app is None:
+                self.app = self.load_app()
+            self.ctx = self.make_context()
+            self.hooks.call("post_worker_init", self)
+            self.notify()   # the first beat tells the master we booted
+            self.run()
+        except SystemExit:
+            if self.exit_hook:
+                # INT, QUIT or ABRT unwound whatever ran; now the hook runs in a sane state.
+                hook, self.exit_hook = self.exit_hook, None
+                self.hooks.call(hook, self)
+            raise
 
     def load_app(self) -> Any:
         try:
@@ -100,17 +116,22 @@ class Worker:
             raise AppLoadError(f"{type(exc).__name__}: {exc}") from exc
 
     def switch_user(self) -> None:
+        """Become `user`/`group`; failing that, a boot error (the master stops instead of forking on)."""
         s = self.settings
-        if s.group:
-            import grp
-
-            os.setgid(int(s.group) if s.group.isdigit() else grp.getgrnam(s.group).gr_gid)
-        if s.user:
-            import pwd
-
-            entry = pwd.getpwuid(int(s.user)) if s.user.isdigit() else pwd.getpwnam(s.user)
-            os.initgroups(entry.pw_name, os.getgid())
-            os.setuid(entry.pw_uid)
+        try:
+            uid, gid = users.ids(s.user, s.group)
+            if gid >= 0:
+                os.setgid(gid)
+            if uid >= 0:
+                try:
+                    name = pwd.getpwuid(uid).pw_name
+                except KeyError:   # a bare uid without a passwd entry: no supplementary groups
+                    os.setgroups([os.getgid()])
+                else:
+                    os.initgroups(name, os.getgid())
+                os.setuid(uid)
+        except (OSError, KeyError) as exc:
+            raise AppLoadError(f"cannot switch to user {s.user!r} / group {s.group!r}: {exc}") from None
 
     def make_context(self) -> ServerContext:
         s = self.settings
@@ -172,15 +193,21 @@ class Worker:
         self.stop_serving(retire=True)
 
     def handle_quit(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_int", self)
+        self.exit_hook = "worker_int"
         sys.exit(0)
 
     def handle_abort(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_abort", self)
+        self.exit_hook = "worker_abort"
         sys.exit(1)
 
     def handle_usr1(self, signum: int, frame: Any) -> None:
-        logs.reopen_files()
+        self.reopen_logs = True
+
+    def run_pending(self) -> None:
+        """Do what signal handlers only noted; called from the worker's loop."""
+        if self.reopen_logs:
+            self.reopen_logs = False
+            logs.reopen_files()
 
     def release_listeners(self) -> None:
         """Close this worker's copies of the listening sockets once it stops accepting.

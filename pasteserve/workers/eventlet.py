@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -59,29 +58,32 @@ class EventletWorker(Worker):
         # Everything that brings in new connections: stopped together the moment the worker stops.
         self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
         self.acceptors.append(eventlet.spawn(self.handoff_loop))
-        helpers = self.acceptors + [eventlet.spawn(self.watch_signals)]
+        watcher = eventlet.spawn(self.watch_signals)
         # Beating is cheap (no syscall); a short interval also notices a stop signal promptly.
         interval = min(0.2, self.settings.timeout / 4) if self.settings.timeout else 0.2
         while self.alive:
             self.notify()
             self.check_parent()
             eventlet.sleep(interval)
-        for helper in helpers:
-            helper.kill()
+        self.stop_accepting()
         self.finish()
+        watcher.kill()
 
     def watch_signals(self) -> None:
-        """Stop accepting the moment a stop signal arrives.
+        """Act on signals: stop accepting the moment a stop signal arrives, reopen logs on USR1.
 
         A signal handler runs inside whatever green thread it interrupts and cannot switch
-        safely; the wakeup fd lets this green thread act on the signal instead.
+        safely; the wakeup fd lets this green thread act on the signal instead. It keeps
+        watching while the worker finishes, so USR1 is still honoured then.
         """
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        while self.alive:
+        while True:
             hubs.trampoline(wake_r, read=True)
             os.read(wake_r, 4096)
-        self.stop_accepting()
+            self.run_pending()
+            if not self.alive:
+                self.stop_accepting()
 
     def stop_accepting(self) -> None:
         for acceptor in self.acceptors:
@@ -192,17 +194,3 @@ class EventletWorker(Worker):
         with eventlet.Timeout(self.settings.graceful_timeout, False):
             self.pool.waitall()
 
-    # A signal handler runs inside whichever green thread was interrupted; leave at once.
-    def handle_quit(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_int", self)
-        _exit_now(0)
-
-    def handle_abort(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_abort", self)
-        _exit_now(1)
-
-
-def _exit_now(status: int) -> None:
-    logging.shutdown()
-    sys.stdout.flush()
-    os._exit(status)

@@ -129,6 +129,7 @@ class SyncWorker(Worker):
                             self.watch(conn)
                     elif tag is WAKE:
                         _drain(wake_r)
+                        self.run_pending()
                     elif tag in self.conns:   # not lent away or closed earlier in this batch
                         self.serve(tag)
                     elif tag in self.handshakes:
