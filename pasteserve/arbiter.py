@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import __version__, logs, sockets, workers
+from . import __version__, logs, metrics, sockets, systemd, workers
 from . import hooks as hooks_mod
-from .heartbeat import Heartbeat, SlotAllocator
+from .heartbeat import Heartbeat, SlotAllocator, status_map_path
 from .loader import AppLoadError
 from .proctitle import set_title
 from .settings import ConfigError, Settings
@@ -84,7 +84,10 @@ class Arbiter:
         self.reexec_pid = 0
         # Set when we are the new master of a USR2 upgrade: our parent is the old master.
         self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
-        self.heartbeat = Heartbeat(HEARTBEAT_SLOTS)
+        self.heartbeat = self.make_heartbeat()
+        self.metrics: metrics.Metrics | None = None
+        self.reported_workers = -1
+        self.ready_sent = False   # systemd's READY=1 for the current generation
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
         self.pidfile: str | None = None
@@ -119,7 +122,10 @@ class Arbiter:
         log.info("Starting pasteserve %s (pid %s)", __version__, self.pid)
         self.log_sources(self.settings)
         self.write_pidfile()
+        self.heartbeat.describe_master(self.pid, self.title_name)
         self.install_signals()
+        self.metrics = self.make_metrics(self.settings)
+        metrics.install(self.metrics)
         self.ssl = self.make_ssl(self.settings)
         self.listeners = self.bind(self.settings)
         self.log_listeners()
@@ -149,6 +155,20 @@ class Arbiter:
         except (ValueError, OSError) as exc:
             raise HaltServer(f"Cannot use the TLS certificate: {exc}", 1) from None
 
+    def make_heartbeat(self) -> Heartbeat:
+        # File-backed (in /dev/shm) so `pasteserve status` can read it; anonymous if that fails.
+        try:
+            return Heartbeat(HEARTBEAT_SLOTS, path=status_map_path(self.pid))
+        except OSError as exc:
+            log.warning("No status map (pasteserve status will not work): %s", exc)
+            return Heartbeat(HEARTBEAT_SLOTS)
+
+    def make_metrics(self, settings: Settings) -> metrics.Metrics | None:
+        try:
+            return metrics.create(settings)
+        except (ValueError, OSError) as exc:
+            raise HaltServer(f"Cannot send metrics: {exc}", 1) from None
+
     @property
     def title_name(self) -> str:
         return self.settings.proc_name or self.source.name
@@ -157,8 +177,12 @@ class Arbiter:
         """Listeners for settings.bind: reuse the ones we (or an upgraded parent) already hold."""
         specs = [sockets.parse_bind(b) for b in settings.bind]
         try:
+            inherited = sockets.inherited_fds()
+            if inherited and settings.sources.get("bind") == "default":
+                # systemd socket activation (or the parent of a USR2 upgrade) chose the sockets.
+                specs = [sockets.BindSpec("fd", fd=fd) for fd in inherited]
             return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
-                                            umask=settings.umask, inherited=sockets.inherited_fds(),
+                                            umask=settings.umask, inherited=inherited,
                                             existing=existing)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
@@ -197,6 +221,8 @@ class Arbiter:
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker: TERM and wait graceful_timeout, or QUIT; then KILL what is left."""
         self.stopping = True
+        if not self.reexec_pid:   # after USR2 the service goes on in the new master
+            systemd.notify("STOPPING=1")
         # A new master from USR2 still uses the unix socket files: leave them.
         sockets.close_listeners(self.listeners, unlink=not self.reexec_pid)
         self.listeners = []
@@ -216,6 +242,7 @@ class Arbiter:
     def finish(self) -> None:
         self.hooks.call("on_exit", self)
         self.remove_pidfile()
+        self.heartbeat.close()
         log.info("Shutting down: master (pid %s)", self.pid)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -241,8 +268,23 @@ class Arbiter:
             self.reap_workers()
             self.murder_workers()
             self.manage_workers()
+            self.report()
             self.watch_upgrade()
             self.sleep()
+
+    def report(self) -> None:
+        """Once per turn: the master's row of the status map, the workers gauge, systemd's READY."""
+        self.heartbeat.master_beat(self.generation, self.num_workers)
+        if self.metrics is not None and len(self.workers) != self.reported_workers:
+            self.metrics.gauge("workers", len(self.workers))
+        self.reported_workers = len(self.workers)
+        if not self.ready_sent and not self.stopping:
+            current = self.current_workers()
+            older = [w for w in self.workers.values() if w.generation < self.generation and not w.retiring]
+            if current and not older and all(self.is_ready(w) for w in current):
+                self.ready_sent = True
+                systemd.notify("READY=1", f"MAINPID={self.pid}",
+                               f"STATUS=Serving with {len(current)} workers, generation {self.generation}")
 
     def sleep(self) -> None:
         # Poll faster while new workers boot, so old ones retire as soon as the new ones serve.
@@ -262,6 +304,8 @@ class Arbiter:
 
     def handle_hup(self) -> None:
         """Re-read the configuration, start new workers, retire the old ones once the new serve."""
+        systemd.notify("RELOADING=1", systemd.monotonic_usec())
+        self.ready_sent = False   # report() sends READY=1 once the (new or kept) workers serve
         try:
             new = self.source.settings()
             new_hooks = hooks_mod.Hooks(new.hooks(), log)
@@ -277,8 +321,10 @@ class Arbiter:
                       old.worker_class, new.worker_class)
             return
         rebind = new.bind != old.bind or new.backlog != old.backlog
+        new_metrics = None
         try:
             new_ssl = self.make_ssl(new)
+            new_metrics = self.make_metrics(new)
             if rebind:
                 listeners = self.bind(new, existing=self.listeners)
                 kept = {id(s) for s in listeners}
@@ -286,11 +332,17 @@ class Arbiter:
                 self.listeners = listeners
         except HaltServer as exc:
             log.error("Reload cancelled: %s", exc.reason)
+            if new_metrics is not None:
+                new_metrics.close()
             return
         # Nothing can cancel the reload from here on.
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         self.ssl = new_ssl
+        old_metrics, self.metrics = self.metrics, new_metrics
+        metrics.install(new_metrics)
+        if old_metrics is not None:
+            old_metrics.close()
         if rebind:
             self.log_listeners()
         self.settings = new
@@ -390,6 +442,7 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             info.pid = worker.pid = pid
             self.workers[pid] = info
+            self.heartbeat.assign(slot, pid, self.generation)
             log.info("Booting worker with pid %s", pid)
             return
         # In the child: never return into the master's loop.
@@ -440,6 +493,7 @@ class Arbiter:
     def forget_worker(self, pid: int) -> WorkerInfo | None:
         info = self.workers.pop(pid, None)
         if info is not None:
+            self.heartbeat.free(info.slot)
             self.slots.release(info.slot)
         return info
 

@@ -20,6 +20,7 @@ from validate import ValidateError, Validator
 
 from .hooks import HOOK_ARGS, HOOK_NAMES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
+from .metrics import parse_address as parse_statsd_address
 from .sockets import parse_bind
 
 
@@ -129,6 +130,16 @@ def check_bind(value: Any) -> list[str]:
     return binds
 
 
+def check_statsd(value: Any) -> str | None:
+    text = check_str(value)
+    if text is not None:
+        try:
+            parse_statsd_address(text)
+        except ValueError as exc:
+            raise CheckError(f"{exc}; expected HOST:PORT, [IPV6]:PORT or unix:PATH") from None
+    return text
+
+
 def check_ips(value: Any) -> list[str]:
     ips = _words(value)
     for ip in ips:
@@ -208,6 +219,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "octal": check_octal,
     "bind": check_bind,
     "ips": check_ips,
+    "statsd": check_statsd,
     "scheme_headers": check_scheme_headers,
     "callable": check_callable,
     "access_format": check_access_format,
@@ -278,6 +290,15 @@ SETTINGS: tuple[Setting, ...] = (
        "Logging", ("--error-logfile", "--log-file"), meta="FILE"),
     _S("loglevel", "loglevel", "info", "Error log level: debug, info, warning, error, critical.", "Logging",
        ("--log-level",), meta="LEVEL"),
+    _S("statsd_host", "statsd", None, "Send StatsD metrics (Gunicorn's names) to HOST:PORT (UDP, port 8125 if "
+       "left out) or unix:PATH (a datagram socket). Off by default.", "Metrics", ("--statsd-host",), meta="ADDRESS"),
+    _S("statsd_prefix", "str", None, "Prefix for every metric name; a trailing dot is added.", "Metrics",
+       ("--statsd-prefix",), meta="PREFIX"),
+    _S("statsd_namespace", "str", "gunicorn", "The name segment after the prefix: `gunicorn` keeps Gunicorn "
+       "dashboards working (`PREFIX.gunicorn.requests`); empty leaves the segment out.", "Metrics",
+       ("--statsd-namespace",), meta="NAME"),
+    _S("dogstatsd_tags", "str", None, "DogStatsD tags appended to every metric as `|#TAGS`, e.g. "
+       "`env:prod,app:shop`.", "Metrics", ("--dogstatsd-tags",), meta="TAGS"),
 ) + tuple(
     _S(name, "callable", None, f"Server hook `{name}({', '.join(args)})`: a dotted name (module:function), "
        "or a function in the config file.", "Server hooks", meta="CALLABLE")

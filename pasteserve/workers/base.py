@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any
 
-from .. import logs
+from .. import logs, metrics
 from ..connection import Connection, ServerContext
 from ..http.parser import Limits
 from ..loader import AppLoadError
@@ -116,6 +116,7 @@ class Worker:
             secure_scheme_headers=dict(s.secure_scheme_headers),
             access_log=logs.AccessLog(s.access_log_format) if _access_logging() else None,
             worker=self,
+            observer=RequestObserver(self.heartbeat, self.slot, metrics.installed()),
         )
         if self.hooks.has("pre_request"):
             ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, req)
@@ -140,6 +141,7 @@ class Worker:
 
     def stop_serving(self, retire: bool) -> None:
         self.alive = False
+        self.heartbeat.set_stopping(self.slot)
         self.retiring = self.retiring or retire
         if self.ctx is not None:
             self.ctx.alive = False
@@ -165,6 +167,9 @@ class Worker:
 
     def notify(self) -> None:
         self.heartbeat.beat(self.slot)
+
+    def held_connections(self, count: int) -> None:
+        self.heartbeat.set_connections(self.slot, count)
 
     def check_parent(self) -> None:
         if os.getppid() != self.ppid:
@@ -219,3 +224,36 @@ class Worker:
             taken.append(self.new_connection(sock, peer))
         return taken
 
+
+
+class RequestObserver:
+    """Shows what a worker serves in its status slot (the oldest request, when several run at
+    once under eventlet) and sends each request's metrics. A few stores per request."""
+
+    def __init__(self, heartbeat: Any, slot: int, client: metrics.Metrics | None) -> None:
+        self.heartbeat = heartbeat
+        self.slot = slot
+        self.metrics = client
+        self.active: dict[int, tuple[float, str, str]] = {}
+        self.shown: tuple[float, str, str] | None = None
+
+    def begin(self, req: Any, started: float) -> tuple[float, str, str]:
+        # The path only: a query string may carry secrets, and the status map is readable by operators.
+        entry = (started, req.method, req.target.partition("?")[0])
+        self.active[id(entry)] = entry
+        if self.shown is None:
+            self.shown = entry
+            self.heartbeat.show_request(self.slot, *entry)
+        return entry
+
+    def end(self, entry: tuple[float, str, str], status: str, seconds: float) -> None:
+        self.active.pop(id(entry), None)
+        if entry is self.shown:
+            self.shown = min(self.active.values(), default=None)
+            if self.shown is None:
+                self.heartbeat.show_idle(self.slot)
+            else:
+                self.heartbeat.show_request(self.slot, *self.shown)
+        self.heartbeat.count_request(self.slot)
+        if self.metrics is not None:
+            self.metrics.request(int(status[:3]), seconds)

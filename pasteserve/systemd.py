@@ -1,0 +1,50 @@
+"""Telling systemd how the service is doing: the sd_notify protocol.
+
+When systemd starts a ``Type=notify`` service it sets ``NOTIFY_SOCKET`` to a unix datagram
+socket (a path, or ``@name`` in the abstract namespace) and waits for ``READY=1``. The master
+sends ``READY=1`` with ``MAINPID=`` and ``STATUS=`` once its workers serve, ``RELOADING=1`` on
+HUP (``READY=1`` again once the new workers serve) and ``STOPPING=1`` on TERM, INT and QUIT. A
+new master started by USR2 keeps the variable and announces itself with ``MAINPID=`` and
+``READY=1``; the unit needs ``NotifyAccess=all`` for systemd to accept that from it (see
+docs/deploy.md). Socket activation (``LISTEN_FDS``) is read in sockets.py with our own fds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .green import original
+from .logs import ERROR_LOGGER
+
+socket = original("socket")
+log = logging.getLogger(ERROR_LOGGER)
+
+NOTIFY_ENV = "NOTIFY_SOCKET"
+
+
+def notify(*fields: str) -> bool:
+    """Send ``fields`` (``"READY=1"``, ...) to systemd; False when not under systemd or it failed."""
+    address = os.environ.get(NOTIFY_ENV, "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    elif not address.startswith("/"):
+        log.warning("%s=%r: expected a socket path or @name; not notifying systemd", NOTIFY_ENV, address)
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # systemd reads at once; a short bound keeps a stuck receiver from holding the master.
+            sock.settimeout(1.0)
+            sock.sendto("\n".join(fields).encode(), address)
+    except OSError as exc:
+        log.warning("Cannot notify systemd at %s: %s", os.environ.get(NOTIFY_ENV), exc)
+        return False
+    return True
+
+
+def monotonic_usec() -> str:
+    """The MONOTONIC_USEC= field systemd wants along with RELOADING=1."""
+    return f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
