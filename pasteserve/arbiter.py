@@ -88,6 +88,7 @@ class Arbiter:
         self.metrics: metrics.Metrics | None = None
         self.reported_workers = -1
         self.ready_sent = False   # systemd's READY=1 for the current generation
+        self.activated = False    # listeners from systemd's socket activation
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
         self.pidfile: str | None = None
@@ -127,6 +128,7 @@ class Arbiter:
         self.metrics = self.make_metrics(self.settings)
         metrics.install(self.metrics)
         self.ssl = self.make_ssl(self.settings)
+        self.activated = systemd.socket_activated()
         self.listeners = self.bind(self.settings)
         self.log_listeners()
         log.info("Using worker: %s", self.settings.worker_class)
@@ -223,8 +225,8 @@ class Arbiter:
         self.stopping = True
         if not self.reexec_pid:   # after USR2 the service goes on in the new master
             systemd.notify("STOPPING=1")
-        # A new master from USR2 still uses the unix socket files: leave them.
-        sockets.close_listeners(self.listeners, unlink=not self.reexec_pid)
+        # A new master from USR2 still uses the unix socket files, systemd keeps its own: leave them.
+        sockets.close_listeners(self.listeners, unlink=not (self.reexec_pid or self.activated))
         self.listeners = []
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for pid in list(self.workers):

@@ -48,3 +48,17 @@ def notify(*fields: str) -> bool:
 def monotonic_usec() -> str:
     """The MONOTONIC_USEC= field systemd wants along with RELOADING=1."""
     return f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+
+
+ACTIVATED_ENV = "PASTESERVE_SOCKET_ACTIVATED"
+
+
+def socket_activated() -> bool:
+    """Whether systemd handed over our listeners, to us or to the master we upgraded from (USR2).
+
+    systemd keeps those sockets for the next start: their unix socket files must stay when we
+    stop. Call before sockets.inherited_fds(), which removes LISTEN_PID.
+    """
+    if os.environ.get("LISTEN_PID", "").strip() == str(os.getpid()) and os.environ.get("LISTEN_FDS", "0") != "0":
+        os.environ[ACTIVATED_ENV] = "1"   # a USR2 re-exec inherits the environment, and with it the fact
+    return os.environ.get(ACTIVATED_ENV) == "1"
