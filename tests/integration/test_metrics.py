@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 
@@ -73,8 +75,6 @@ def test_gunicorn_names_and_types_with_prefix_and_tags(start_server, udp_receive
 
 
 def test_worker_gauge_follows_ttin_and_log_counters_count_warnings(start_server, udp_receiver):
-    import signal
-
     port = udp_receiver.sock.getsockname()[1]
     server = start_server("pasteserve_paster", ini=ini_text(
         f"bind = 127.0.0.1:0\nworkers = 1\nstatsd_host = 127.0.0.1:{port}\nstatsd_namespace =", APP))
@@ -83,8 +83,6 @@ def test_worker_gauge_follows_ttin_and_log_counters_count_warnings(start_server,
     server.signal(signal.SIGTTIN)
     udp_receiver.wait_for(has("workers:2|g"))
     # A killed worker is a warning in the master's log: counted, without the namespace segment.
-    import os
-
     os.kill(victim, signal.SIGKILL)
     udp_receiver.wait_for(has("log.warning:1|c"))
 
