@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,14 +108,16 @@ def test_ready_reloading_stopping_and_the_new_master_of_an_upgrade(start_server,
     assert notifications.received.index(notifications.wait("RELOADING")) < \
         notifications.received.index(notifications.wait("READY", 2))
 
-    server.signal(signal.SIGUSR2)
+    # The recipe of docs/deploy.md: signals to the pid in the pidfile.
+    os.kill(read_pid(pidfile), signal.SIGUSR2)
     new_master = server.wait_for(lambda: read_pid(Path(f"{pidfile}.2")), 20, "PIDFILE.2")
     try:
         sender, ready = notifications.wait("READY", 3)
         assert (sender, ready["MAINPID"]) == (new_master, str(new_master))
         server.wait_workers(2, pid=new_master, timeout=1)
         # The old master goes; the service does not stop: no STOPPING from it.
-        server.signal(signal.SIGTERM)
+        assert read_pid(pidfile) == server.pid
+        os.kill(read_pid(pidfile), signal.SIGTERM)
         assert server.wait_exit(30) == 0
         for _ in range(5):
             notifications.poll()
@@ -241,3 +244,72 @@ def test_an_activated_unix_socket_file_outlives_the_server(activated, tmp_path):
             client.connect(path)
     finally:
         listener.close()
+
+
+# --- the units of docs/deploy.md, run as far as a machine without systemd allows -------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "docs" / "examples"
+
+
+def unit_file(name: str) -> dict[str, dict[str, str]]:
+    """A systemd unit file's [Section] key=value lines (comments skipped)."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in (EXAMPLES / name).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+        else:
+            key, _, value = line.partition("=")
+            current[key] = value
+    return sections
+
+
+def test_the_documented_units(tmp_path, notifications):
+    socket_unit, service = unit_file("pasteserve.socket"), unit_file("pasteserve.service")["Service"]
+    assert (service["Type"], service["NotifyAccess"], service["KillMode"]) == ("notify", "all", "mixed")
+    run = tmp_path / "run"   # /run/pasteserve
+    run.mkdir()
+    path = socket_unit["Socket"]["ListenStream"].replace("/run/pasteserve", str(run))
+    ini = (EXAMPLES / "production.ini").read_text().replace("/run/pasteserve", str(run))
+    ini = ini.replace("statsd_host = 127.0.0.1:8125", "statsd_host = 127.0.0.1:9")   # nobody listens: fine
+    (tmp_path / "production.ini").write_text(ini)
+    # What systemd does: bind ListenStream, exec ExecStart with it as fd 3, NOTIFY_SOCKET set.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    exec_start = service["ExecStart"].split()
+    assert exec_start == ["/srv/app/.venv/bin/pasteserve_paster", "/srv/app/production.ini"]
+    argv = [sys.executable, "-c", ACTIVATE, str(listener.fileno()), str(BIN / "pasteserve_paster"),
+            str(tmp_path / "production.ini")]
+    server = Server(argv, tmp_path, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+                    pass_fds=(listener.fileno(),))
+    try:
+        server.start()
+        assert server.addresses == [f"unix:{path}"]
+        _, ready = notifications.wait("READY")
+        main_pid = int(ready["MAINPID"])
+        assert main_pid == server.pid and "4 workers" in ready["STATUS"]
+        reload = service["ExecReload"].replace("$MAINPID", str(main_pid)).split()
+        assert subprocess.run(reload, timeout=10).returncode == 0
+        notifications.wait("RELOADING")
+        notifications.wait("READY", 2)
+        done = subprocess.run([str(BIN / "pasteserve"), "status", str(run / "app.pid")], capture_output=True,
+                              text=True, timeout=10)
+        assert done.returncode == 0 and done.stdout.count(" worker ") == 4, done.stdout + done.stderr
+        # systemctl stop with KillMode=mixed: TERM to the main process.
+        os.kill(main_pid, signal.SIGTERM)
+        assert server.wait_exit(45) == 0
+        notifications.wait("STOPPING")
+        assert os.path.exists(path)
+    finally:
+        server.stop()
+        listener.close()
+
+
+def test_deploy_md_shows_the_example_files():
+    guide = (EXAMPLES.parent / "deploy.md").read_text()
+    for name in ("pasteserve.socket", "pasteserve.service", "production.ini"):
+        assert (EXAMPLES / name).read_text() in guide, f"docs/deploy.md does not show docs/examples/{name}"
