@@ -6,14 +6,14 @@ on a slow disk. CLOCK_MONOTONIC is system-wide on Linux, so the master (and `pas
 another process) compare a worker's beat with their own clock directly.
 
 Besides the beat, a slot holds what an operator asks about: pid, birth, generation, requests
-served, connections held and the request being served (method, path, since when). A header before
-the slots describes the master. With a ``path`` the region is a file in /dev/shm (tmpfs: memory,
+served, connections held and the request being served ("METHOD PATH", since when). A header
+before the slots describes the master. With a ``path`` the region is a file in /dev/shm (tmpfs: memory,
 no disk writeback), named after the master's pid (:func:`status_map_path`), so `pasteserve status`
 reads it without asking any process anything -- it answers while every worker is stuck.
 
 Layout (little endian, offsets in bytes): a 256-byte header, then ``slots`` slots of 256 bytes.
-A writer bumps a slot's ``seq`` to odd before changing the request fields and back to even after,
-so a reader retries instead of showing half a path.
+A request's start and its end are one store each (one ``pack_into``); a reader reads a slot twice
+and retries until both reads agree, so it never shows half a path.
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ _HEADER = struct.Struct("<8sqddqqqq64s")
 _H_BEAT = 24
 _H_GENERATION = 32
 _H_WANTED = 40
-# Slot fields, each stored on its own: the beat must stay one 8-byte store.
-_BEAT, _PID, _BORN, _GENERATION, _REQUESTS, _CONNECTIONS, _SINCE, _STOPPING, _SEQ = range(0, 72, 8)
-_METHOD, _METHOD_LEN = 72, 16
-_PATH, _PATH_LEN = 88, SLOT_SIZE - 88
-_SLOT = struct.Struct(f"<dqdqqqdqq{_METHOD_LEN}s{_PATH_LEN}s")
+# Slot fields. The request fields are adjacent so that a request's start (since, text) and end
+# (requests, since = 0, or the next request shown) are each one store.
+_BEAT, _PID, _BORN, _GENERATION, _CONNECTIONS, _STOPPING, _REQUESTS, _SINCE, _TEXT = range(0, 72, 8)
+_TEXT_LEN = SLOT_SIZE - _TEXT
+_SLOT = struct.Struct(f"<dqdqqqqd{_TEXT_LEN}s")
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
+_START = struct.Struct(f"<d{_TEXT_LEN}s")           # at _SINCE
+_END = struct.Struct("<qd")                          # at _REQUESTS
+_END_NEXT = struct.Struct(f"<qd{_TEXT_LEN}s")        # at _REQUESTS
 
 
 def status_map_path(master_pid: int) -> str:
@@ -84,24 +87,16 @@ class Heartbeat:
         """Master: the ``time.monotonic()`` of the slot's last beat (0.0 if it never beat)."""
         return _D.unpack_from(self._map, self._offset(slot) + _BEAT)[0]
 
-    def show_request(self, slot: int, since: float, method: str, path: str) -> None:
-        """Worker: the request it is serving (the oldest, if several), started at monotonic ``since``."""
-        base = self._offset(slot)
-        m = self._map
-        seq = _Q.unpack_from(m, base + _SEQ)[0]
-        _Q.pack_into(m, base + _SEQ, seq + 1)
-        m[base + _METHOD:base + _METHOD + _METHOD_LEN] = _fixed(method, _METHOD_LEN)
-        m[base + _PATH:base + _PATH + _PATH_LEN] = _fixed(path, _PATH_LEN)
-        _D.pack_into(m, base + _SINCE, since)
-        _Q.pack_into(m, base + _SEQ, seq + 2)
+    def show_request(self, slot: int, since: float, text: bytes) -> None:
+        """Worker: the request it serves (``b"GET /path"``), started at monotonic ``since``."""
+        _START.pack_into(self._map, self._offset(slot) + _SINCE, since, text)
 
-    def show_idle(self, slot: int) -> None:
-        """Worker: no request in progress."""
-        _D.pack_into(self._map, self._offset(slot) + _SINCE, 0.0)
-
-    def count_request(self, slot: int) -> None:
-        off = self._offset(slot) + _REQUESTS
-        _Q.pack_into(self._map, off, _Q.unpack_from(self._map, off)[0] + 1)
+    def request_done(self, slot: int, requests: int, since: float = 0.0, text: bytes = b"") -> None:
+        """Worker: ``requests`` served so far; then idle, or the request still running since ``since``."""
+        if since:
+            _END_NEXT.pack_into(self._map, self._offset(slot) + _REQUESTS, requests, since, text)
+        else:
+            _END.pack_into(self._map, self._offset(slot) + _REQUESTS, requests, 0.0)
 
     def set_connections(self, slot: int, count: int) -> None:
         _Q.pack_into(self._map, self._offset(slot) + _CONNECTIONS, count)
@@ -209,19 +204,17 @@ def read_status(path: str, attempts: int = 20) -> dict[str, Any]:
 
 
 def _read_slot(data: mmap.mmap, offset: int, attempts: int) -> tuple | None:
+    row = _SLOT.unpack_from(data, offset)
     for _ in range(attempts):
-        seq = _Q.unpack_from(data, offset + _SEQ)[0]
-        if seq % 2:
-            time.sleep(0.001)
-            continue
-        beat, pid, born, gen, requests, conns, since, stopping, seq2, method, path = _SLOT.unpack_from(data, offset)
-        if seq2 == seq:
-            if not pid:
-                return None
-            return beat, pid, born, gen, requests, conns, since, stopping, _text(method), _text(path)
-    # A worker stopped half-way through a write (killed, or stuck in one): show what is there.
-    beat, pid, born, gen, requests, conns, since, stopping, _, method, path = _SLOT.unpack_from(data, offset)
-    return (beat, pid, born, gen, requests, conns, since, stopping, _text(method), _text(path)) if pid else None
+        again = _SLOT.unpack_from(data, offset)
+        if again == row:
+            break
+        row = again   # a worker wrote meanwhile: read until it holds still
+    beat, pid, born, gen, conns, stopping, requests, since, text = row
+    if not pid:
+        return None
+    method, _, path = _text(text).partition(" ")
+    return beat, pid, born, gen, requests, conns, since, stopping, method, path
 
 
 class SlotAllocator:

@@ -228,32 +228,39 @@ class Worker:
 
 class RequestObserver:
     """Shows what a worker serves in its status slot (the oldest request, when several run at
-    once under eventlet) and sends each request's metrics. A few stores per request."""
+    once under eventlet) and sends each request's metrics: one store when a request starts, one
+    when it ends."""
 
     def __init__(self, heartbeat: Any, slot: int, client: metrics.Metrics | None) -> None:
         self.heartbeat = heartbeat
         self.slot = slot
         self.metrics = client
-        self.active: dict[int, tuple[float, str, str]] = {}
-        self.shown: tuple[float, str, str] | None = None
+        self.requests = 0
+        self.shown: tuple[float, bytes] | None = None
+        self.others: dict[int, tuple[float, bytes]] = {}   # running, not shown (eventlet)
 
-    def begin(self, req: Any, started: float) -> tuple[float, str, str]:
+    def begin(self, req: Any, started: float) -> tuple[float, bytes]:
         # The path only: a query string may carry secrets, and the status map is readable by operators.
-        entry = (started, req.method, req.target.partition("?")[0])
-        self.active[id(entry)] = entry
+        entry = (started, f"{req.method} {req.target.partition('?')[0]}".encode("utf-8", "replace"))
         if self.shown is None:
             self.shown = entry
             self.heartbeat.show_request(self.slot, *entry)
+        else:
+            self.others[id(entry)] = entry
         return entry
 
-    def end(self, entry: tuple[float, str, str], status: str, seconds: float) -> None:
-        self.active.pop(id(entry), None)
+    def end(self, entry: tuple[float, bytes], status: str, seconds: float) -> None:
+        self.requests += 1
         if entry is self.shown:
-            self.shown = min(self.active.values(), default=None)
-            if self.shown is None:
-                self.heartbeat.show_idle(self.slot)
+            if self.others:
+                self.shown = min(self.others.values())
+                del self.others[id(self.shown)]
+                self.heartbeat.request_done(self.slot, self.requests, *self.shown)
             else:
-                self.heartbeat.show_request(self.slot, *self.shown)
-        self.heartbeat.count_request(self.slot)
+                self.shown = None
+                self.heartbeat.request_done(self.slot, self.requests)
+        else:
+            self.others.pop(id(entry), None)
+            self.heartbeat.request_done(self.slot, self.requests, *self.shown)
         if self.metrics is not None:
             self.metrics.request(int(status[:3]), seconds)

@@ -81,7 +81,8 @@ def test_table_while_every_sync_worker_is_stuck(start_server, tmp_path):
     by_pid = {w["pid"]: w for w in report["workers"]}
     assert sum(w["requests"] for w in by_pid.values()) == 3
     for w in by_pid.values():
-        assert w["generation"] == 0 and w["connections"] == 1 and not w["stopping"]
+        # Its own, and maybe one of the earlier requests, closing, whose end it has not read yet.
+        assert w["generation"] == 0 and w["connections"] in (1, 2) and not w["stopping"]
         assert w["request"]["method"] == "GET" and w["request"]["path"] == "/sleep"
         assert w["request"]["seconds"] >= 1.0 and w["heartbeat_age"] >= 1.0
     for thread in threads:

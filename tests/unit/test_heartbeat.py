@@ -100,10 +100,9 @@ def test_status_map_round_trip(tmp_path):
         hb.master_beat(2, 3)
         hb.reset(1)
         hb.assign(1, 4321, 2)
-        hb.count_request(1)
-        hb.count_request(1)
+        hb.request_done(1, 2)
         hb.set_connections(1, 5)
-        hb.show_request(1, time.monotonic() - 3.0, "POST", "/upload/" + "é" * 200)
+        hb.show_request(1, time.monotonic() - 3.0, ("POST /upload/" + "é" * 200).encode())
         hb.reset(2)
         hb.assign(2, 4322, 1)
         hb.set_stopping(2)
@@ -117,10 +116,13 @@ def test_status_map_round_trip(tmp_path):
         assert first["request"]["method"] == "POST" and first["request"]["path"].startswith("/upload/éé")
         assert 3.0 <= first["request"]["seconds"] < 10
         assert second["stopping"] and second["request"] is None
-        hb.show_idle(1)
+        hb.request_done(1, 3, time.monotonic() - 1.0, b"GET /next")
+        (first, _) = read_status(path)["workers"]
+        assert first["requests"] == 3 and first["request"]["path"] == "/next"
+        hb.request_done(1, 4)
         hb.free(2)
         (only,) = read_status(path)["workers"]
-        assert only["pid"] == 4321 and only["request"] is None
+        assert only["pid"] == 4321 and only["request"] is None and only["requests"] == 4
     finally:
         hb.close()
     assert not os.path.exists(path)
