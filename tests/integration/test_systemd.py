@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ini_text
-from tests.integration.test_metrics import worker_class  # noqa: F401 (the fixture)
 from tests.server import BIN, Server, alive, get, wait_gone, wait_until
 
 APP = "use = call:tests.integration.hookmod:app_factory"
@@ -28,6 +27,11 @@ APP = "use = call:tests.integration.hookmod:app_factory"
 # What systemd's exec does for socket activation: the socket becomes fd 3, LISTEN_PID our own pid.
 ACTIVATE = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
             "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
+
+
+@pytest.fixture(params=["sync", "eventlet"])
+def worker_class(request) -> str:
+    return request.param
 
 
 class Notifications:
