@@ -276,7 +276,7 @@ class Arbiter:
 
     def report(self) -> None:
         """Once per turn: the master's row of the status map, the workers gauge, systemd's READY."""
-        self.heartbeat.master_beat(self.generation, self.num_workers)
+        self.heartbeat.master_beat(self.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
         if self.metrics is not None and len(self.workers) != self.reported_workers:
             self.metrics.gauge("workers", len(self.workers))
         self.reported_workers = len(self.workers)

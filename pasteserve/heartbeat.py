@@ -31,16 +31,17 @@ HEADER_SIZE = 256
 SLOT_SIZE = 256
 
 # Header: magic, master pid, started (wall), master beat (monotonic), generation, workers wanted,
-# slot count, slot size, name.
-_HEADER = struct.Struct("<8sqddqqqq64s")
+# slot count, slot size, name, metrics dropped.
+_HEADER = struct.Struct("<8sqddqqqq64sq")
 _H_BEAT = 24
 _H_GENERATION = 32
 _H_WANTED = 40
+_H_DROPPED = 128
 # Slot fields. The request fields are adjacent so that a request's start (since, text) and end
 # (requests, since = 0, or the next request shown) are each one store.
-_BEAT, _PID, _BORN, _GENERATION, _CONNECTIONS, _STOPPING, _REQUESTS, _SINCE, _TEXT = range(0, 72, 8)
+_BEAT, _PID, _BORN, _GENERATION, _CONNECTIONS, _STOPPING, _DROPPED, _REQUESTS, _SINCE, _TEXT = range(0, 80, 8)
 _TEXT_LEN = SLOT_SIZE - _TEXT
-_SLOT = struct.Struct(f"<dqdqqqqd{_TEXT_LEN}s")
+_SLOT = struct.Struct(f"<dqdqqqqqd{_TEXT_LEN}s")
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
 _START = struct.Struct(f"<d{_TEXT_LEN}s")           # at _SINCE
@@ -69,7 +70,7 @@ class Heartbeat:
             self._map = mmap.mmap(-1, size)
         else:
             self._map = _create_mapped_file(path, size)
-        _HEADER.pack_into(self._map, 0, MAGIC, 0, 0.0, 0.0, 0, 0, slots, SLOT_SIZE, b"")
+        _HEADER.pack_into(self._map, 0, MAGIC, 0, 0.0, 0.0, 0, 0, slots, SLOT_SIZE, b"", 0)
 
     def _offset(self, slot: int) -> int:
         # struct would take a negative offset from the end: refuse it explicitly.
@@ -101,6 +102,10 @@ class Heartbeat:
     def set_connections(self, slot: int, count: int) -> None:
         _Q.pack_into(self._map, self._offset(slot) + _CONNECTIONS, count)
 
+    def set_dropped(self, slot: int, count: int) -> None:
+        """Worker: metrics it could not send so far."""
+        _Q.pack_into(self._map, self._offset(slot) + _DROPPED, count)
+
     def set_stopping(self, slot: int) -> None:
         _Q.pack_into(self._map, self._offset(slot) + _STOPPING, 1)
 
@@ -125,13 +130,14 @@ class Heartbeat:
 
     def describe_master(self, pid: int, name: str) -> None:
         _HEADER.pack_into(self._map, 0, MAGIC, pid, time.time(), time.monotonic(), 0, 0, self.slots,
-                          SLOT_SIZE, _fixed(name, 64))
+                          SLOT_SIZE, name.encode("utf-8", "replace")[:64], 0)
 
-    def master_beat(self, generation: int, wanted: int) -> None:
-        """Master: once per loop turn."""
+    def master_beat(self, generation: int, wanted: int, dropped: int) -> None:
+        """Master: once per loop turn; ``dropped``: metrics it could not send."""
         _D.pack_into(self._map, _H_BEAT, time.monotonic())
         _Q.pack_into(self._map, _H_GENERATION, generation)
         _Q.pack_into(self._map, _H_WANTED, wanted)
+        _Q.pack_into(self._map, _H_DROPPED, dropped)
 
     def close(self) -> None:
         """Unmap; the process that created a file-backed map also removes its file."""
@@ -161,11 +167,6 @@ def _create_mapped_file(path: str, size: int) -> mmap.mmap:
         os.close(fd)
 
 
-def _fixed(text: str, size: int) -> bytes:
-    data = text.encode("utf-8", "replace")[:size]
-    return data + bytes(size - len(data))
-
-
 def _text(data: bytes) -> str:
     # A cut may split a UTF-8 sequence: replace the broken tail rather than fail.
     return data.rstrip(b"\0").decode("utf-8", "replace")
@@ -182,20 +183,21 @@ def read_status(path: str, attempts: int = 20) -> dict[str, Any]:
     try:
         if len(data) < HEADER_SIZE or data[:len(MAGIC)] != MAGIC:
             raise ValueError(f"{path} is not a pasteserve status map")
-        _, pid, started, beat, generation, wanted, slots, size, name = _HEADER.unpack_from(data, 0)
+        _, pid, started, beat, generation, wanted, slots, size, name, dropped = _HEADER.unpack_from(data, 0)
         now, wall = time.monotonic(), time.time()
         master = {"pid": pid, "name": _text(name), "age": max(0.0, wall - started), "generation": generation,
-                  "workers_wanted": wanted, "heartbeat_age": (now - beat) if beat else None}
+                  "workers_wanted": wanted, "heartbeat_age": (now - beat) if beat else None,
+                  "metrics_dropped": dropped}
         workers = []
         for slot in range(min(slots, (len(data) - HEADER_SIZE) // size)):
             row = _read_slot(data, HEADER_SIZE + slot * size, attempts)
             if row is None:
                 continue
-            beat, wpid, born, wgen, requests, connections, since, stopping, method, wpath = row
+            beat, wpid, born, wgen, requests, connections, since, stopping, wdropped, method, wpath = row
             workers.append({
                 "pid": wpid, "slot": slot, "age": max(0.0, wall - born), "generation": wgen,
                 "requests": requests, "connections": connections, "stopping": bool(stopping),
-                "heartbeat_age": max(0.0, now - beat),
+                "heartbeat_age": max(0.0, now - beat), "metrics_dropped": wdropped,
                 "request": {"method": method, "path": wpath, "seconds": max(0.0, now - since)} if since else None,
             })
         return {"master": master, "workers": workers}
@@ -210,11 +212,11 @@ def _read_slot(data: mmap.mmap, offset: int, attempts: int) -> tuple | None:
         if again == row:
             break
         row = again   # a worker wrote meanwhile: read until it holds still
-    beat, pid, born, gen, conns, stopping, requests, since, text = row
+    beat, pid, born, gen, conns, stopping, dropped, requests, since, text = row
     if not pid:
         return None
     method, _, path = _text(text).partition(" ")
-    return beat, pid, born, gen, requests, conns, since, stopping, method, path
+    return beat, pid, born, gen, requests, conns, since, stopping, dropped, method, path
 
 
 class SlotAllocator:

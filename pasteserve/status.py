@@ -66,9 +66,12 @@ def render(status: dict[str, Any]) -> str:
     """The table: one line for the master, one per worker, oldest worker first."""
     master = status["master"]
     rows = [("PID", "ROLE", "AGE", "GEN", "REQUESTS", "CONNS", "HEARTBEAT", "NOW")]
+    summary = f"{master['name']}: {len(status['workers'])} workers ({master['workers_wanted']} wanted)"
+    dropped = master["metrics_dropped"] + sum(w["metrics_dropped"] for w in status["workers"])
+    if dropped:
+        summary += f", {dropped} metrics not sent"
     rows.append((str(master["pid"]), "master", _duration(master["age"]), str(master["generation"]), "-", "-",
-                 _ago(master["heartbeat_age"]),
-                 f"{master['name']}: {len(status['workers'])} workers ({master['workers_wanted']} wanted)"))
+                 _ago(master["heartbeat_age"]), summary))
     for w in sorted(status["workers"], key=lambda w: -w["age"]):
         rows.append((str(w["pid"]), "worker", _duration(w["age"]), str(w["generation"]), str(w["requests"]),
                      str(w["connections"]), _ago(w["heartbeat_age"]), _doing(w)))

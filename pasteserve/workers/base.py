@@ -263,4 +263,7 @@ class RequestObserver:
             self.others.pop(id(entry), None)
             self.heartbeat.request_done(self.slot, self.requests, *self.shown)
         if self.metrics is not None:
+            dropped = self.metrics.dropped
             self.metrics.request(int(status[:3]), seconds)
+            if self.metrics.dropped != dropped:
+                self.heartbeat.set_dropped(self.slot, self.metrics.dropped)

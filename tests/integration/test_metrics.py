@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
 from tests.conftest import ini_text
-from tests.server import get
+from tests.server import BIN, get
 
 APP = "use = call:tests.integration.hookmod:app_factory"
 
@@ -114,6 +116,32 @@ def test_no_listener_never_fails_or_slows_a_request(start_server, tmp_path, work
             assert get(server.port, "/hello")[0] == 200
         server.stop()
         assert "Traceback" not in server.log()
+
+
+def test_a_receiver_that_never_reads_costs_metrics_not_requests(start_server, tmp_path, worker_class):
+    # A unix datagram queue holds a handful of datagrams (net.unix.max_dgram_qlen): a blocking
+    # send would hang the worker after that. Ours drops the metric and counts it.
+    path = str(tmp_path / "stuck-statsd.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    pidfile = tmp_path / "app.pid"
+    try:
+        server = start_server("pasteserve_paster", ini=ini_text(
+            f"bind = 127.0.0.1:0\nworker_class = {worker_class}\nstatsd_host = unix:{path}\npidfile = {pidfile}",
+            APP))
+        server.wait_workers(1)
+        for _ in range(40):
+            assert get(server.port, "/hello")[0] == 200
+
+        def worker_status():
+            done = subprocess.run([str(BIN / "pasteserve"), "status", str(pidfile), "--json"],
+                                  capture_output=True, text=True, timeout=10)
+            return json.loads(done.stdout)["workers"][0]
+        # The worker records a request just after its answer left.
+        worker = server.wait_for(lambda: (w := worker_status())["requests"] == 40 and w, 10, "40 requests counted")
+        assert worker["metrics_dropped"] > 0
+    finally:
+        sock.close()
 
 
 def test_bad_statsd_host_is_a_config_error(start_server):

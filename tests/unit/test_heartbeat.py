@@ -97,22 +97,23 @@ def test_status_map_round_trip(tmp_path):
     hb = Heartbeat(slots=4, path=path)
     try:
         hb.describe_master(1234, "app.ini")
-        hb.master_beat(2, 3)
+        hb.master_beat(2, 3, 7)
         hb.reset(1)
         hb.assign(1, 4321, 2)
         hb.request_done(1, 2)
         hb.set_connections(1, 5)
+        hb.set_dropped(1, 9)
         hb.show_request(1, time.monotonic() - 3.0, ("POST /upload/" + "é" * 200).encode())
         hb.reset(2)
         hb.assign(2, 4322, 1)
         hb.set_stopping(2)
         report = read_status(path)
         master = report["master"]
-        assert (master["pid"], master["name"], master["generation"], master["workers_wanted"]) == \
-            (1234, "app.ini", 2, 3)
+        assert (master["pid"], master["name"], master["generation"], master["workers_wanted"],
+                master["metrics_dropped"]) == (1234, "app.ini", 2, 3, 7)
         first, second = report["workers"]
-        assert (first["pid"], first["slot"], first["generation"], first["requests"], first["connections"]) == \
-            (4321, 1, 2, 2, 5)
+        assert (first["pid"], first["slot"], first["generation"], first["requests"], first["connections"],
+                first["metrics_dropped"]) == (4321, 1, 2, 2, 5, 9)
         assert first["request"]["method"] == "POST" and first["request"]["path"].startswith("/upload/éé")
         assert 3.0 <= first["request"]["seconds"] < 10
         assert second["stopping"] and second["request"] is None
