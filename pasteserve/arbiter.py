@@ -177,14 +177,12 @@ class Arbiter:
 
     def bind(self, settings: Settings, existing: list[socket.socket] = ()) -> list[socket.socket]:
         """Listeners for settings.bind: reuse the ones we (or an upgraded parent) already hold."""
-        specs = [sockets.parse_bind(b) for b in settings.bind]
+        # Without a bind setting, systemd's socket activation (or a USR2 parent) chose the sockets.
+        inherited = sockets.inherited_specs() if settings.sources.get("bind") == "default" else []
+        specs = inherited or [sockets.parse_bind(b) for b in settings.bind]
         try:
-            inherited = sockets.inherited_fds()
-            if inherited and settings.sources.get("bind") == "default":
-                # systemd socket activation (or the parent of a USR2 upgrade) chose the sockets.
-                specs = [sockets.BindSpec("fd", fd=fd) for fd in inherited]
             return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
-                                            umask=settings.umask, inherited=inherited,
+                                            umask=settings.umask, inherited=sockets.inherited_fds(),
                                             existing=existing)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None

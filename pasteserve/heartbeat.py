@@ -41,7 +41,7 @@ _H_DROPPED = 128
 # (requests, since = 0, or the next request shown) are each one store.
 _BEAT, _PID, _BORN, _GENERATION, _CONNECTIONS, _STOPPING, _DROPPED, _REQUESTS, _SINCE, _TEXT = range(0, 80, 8)
 _TEXT_LEN = SLOT_SIZE - _TEXT
-_SLOT = struct.Struct(f"<dqdqqqqqd{_TEXT_LEN}s")
+_SLOT = struct.Struct(f"<dqdqqdqqd{_TEXT_LEN}s")
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
 _START = struct.Struct(f"<d{_TEXT_LEN}s")           # at _SINCE
@@ -80,9 +80,9 @@ class Heartbeat:
 
     # --- worker: liveness and what it does ----------------------------------------------------
 
-    def beat(self, slot: int) -> None:
-        """Worker: record that it is alive now."""
-        _D.pack_into(self._map, self._offset(slot) + _BEAT, time.monotonic())
+    def beat(self, slot: int, when: float | None = None) -> None:
+        """Worker: record that it was last alive at `when` (a ``time.monotonic()``; default now)."""
+        _D.pack_into(self._map, self._offset(slot) + _BEAT, time.monotonic() if when is None else when)
 
     def last(self, slot: int) -> float:
         """Master: the ``time.monotonic()`` of the slot's last beat (0.0 if it never beat)."""
@@ -107,7 +107,14 @@ class Heartbeat:
         _Q.pack_into(self._map, self._offset(slot) + _DROPPED, count)
 
     def set_stopping(self, slot: int) -> None:
-        _Q.pack_into(self._map, self._offset(slot) + _STOPPING, 1)
+        """Worker: it stops (told to, or on its own); the first call's time is kept."""
+        off = self._offset(slot) + _STOPPING
+        if not _D.unpack_from(self._map, off)[0]:
+            _D.pack_into(self._map, off, time.monotonic())
+
+    def stopping(self, slot: int) -> float:
+        """Master: since when the worker in ``slot`` stops (``time.monotonic()``; 0.0: it serves)."""
+        return _D.unpack_from(self._map, self._offset(slot) + _STOPPING)[0]
 
     # --- master ---------------------------------------------------------------------------------
 
@@ -196,7 +203,8 @@ def read_status(path: str, attempts: int = 20) -> dict[str, Any]:
             beat, wpid, born, wgen, requests, connections, since, stopping, wdropped, method, wpath = row
             workers.append({
                 "pid": wpid, "slot": slot, "age": max(0.0, wall - born), "generation": wgen,
-                "requests": requests, "connections": connections, "stopping": bool(stopping),
+                "requests": requests, "connections": connections,
+                "stopping": max(0.0, now - stopping) if stopping else None,
                 "heartbeat_age": max(0.0, now - beat), "metrics_dropped": wdropped,
                 "request": {"method": method, "path": wpath, "seconds": max(0.0, now - since)} if since else None,
             })

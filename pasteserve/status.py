@@ -84,7 +84,8 @@ def _doing(worker: dict[str, Any]) -> str:
     request = worker["request"]
     now = "idle" if request is None else \
         f"serving {request['method']} {request['path']} for {request['seconds']:.1f} s"
-    return f"{now} (stopping)" if worker["stopping"] else now
+    stopping = worker["stopping"]
+    return now if stopping is None else f"{now} (stopping for {stopping:.1f} s)"
 
 
 def _ago(seconds: float | None) -> str:

@@ -116,7 +116,8 @@ def test_status_map_round_trip(tmp_path):
                 first["metrics_dropped"]) == (4321, 1, 2, 2, 5, 9)
         assert first["request"]["method"] == "POST" and first["request"]["path"].startswith("/upload/éé")
         assert 3.0 <= first["request"]["seconds"] < 10
-        assert second["stopping"] and second["request"] is None
+        assert 0 <= second["stopping"] < 10 and second["request"] is None and first["stopping"] is None
+        assert hb.stopping(2) > 0 and hb.stopping(1) == 0.0
         hb.request_done(1, 3, time.monotonic() - 1.0, b"GET /next")
         (first, _) = read_status(path)["workers"]
         assert first["requests"] == 3 and first["request"]["path"] == "/next"
