@@ -7,9 +7,9 @@ another process) compare a worker's beat with their own clock directly.
 
 Besides the beat, a slot holds what an operator asks about: pid, birth, generation, requests
 served, connections held and the request being served ("METHOD PATH", since when). A header
-before the slots describes the master. With a ``path`` the region is a file in /dev/shm (tmpfs: memory,
-no disk writeback), named after the master's pid (:func:`status_map_path`), so `pasteserve status`
-reads it without asking any process anything -- it answers while every worker is stuck.
+before the slots describes the master. With a ``path`` the region is a file in /dev/shm (tmpfs:
+memory, no disk writeback) named after the master's pid (:func:`status_map_path`), so `pasteserve
+status` reads it without asking any process anything: it answers while every worker is stuck.
 
 Layout (little endian, offsets in bytes): a 256-byte header, then ``slots`` slots of 256 bytes.
 A request's start and its end are one store each (one ``pack_into``); a reader reads a slot twice
@@ -111,10 +111,6 @@ class Heartbeat:
         off = self._offset(slot) + _STOPPING
         if not _D.unpack_from(self._map, off)[0]:
             _D.pack_into(self._map, off, time.monotonic())
-
-    def stopping(self, slot: int) -> float:
-        """Master: since when the worker in ``slot`` stops (``time.monotonic()``; 0.0: it serves)."""
-        return _D.unpack_from(self._map, self._offset(slot) + _STOPPING)[0]
 
     # --- master ---------------------------------------------------------------------------------
 
