@@ -89,6 +89,7 @@ class Arbiter:
         self.reported_workers = -1
         self.ready_sent = False   # systemd's READY=1 for the current generation
         self.activated = False    # listeners from systemd's socket activation
+        self.watchdog = systemd.Watchdog(upgraded_from=self.old_master_pid)
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
         self.pidfile: str | None = None
@@ -273,7 +274,8 @@ class Arbiter:
             self.sleep()
 
     def report(self) -> None:
-        """Once per turn: the master's row of the status map, the workers gauge, systemd's READY."""
+        """Once per turn: systemd's watchdog and READY, the master's row of the status map, the workers gauge."""
+        self.watchdog.ping()
         self.heartbeat.master_beat(self.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
         if self.metrics is not None and len(self.workers) != self.reported_workers:
             self.metrics.gauge("workers", len(self.workers))

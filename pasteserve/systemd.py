@@ -6,7 +6,9 @@ sends ``READY=1`` with ``MAINPID=`` and ``STATUS=`` once its workers serve, ``RE
 HUP (``READY=1`` again once the new workers serve) and ``STOPPING=1`` on TERM, INT and QUIT. A
 new master started by USR2 keeps the variable and announces itself with ``MAINPID=`` and
 ``READY=1``; the unit needs ``NotifyAccess=all`` for systemd to accept that from it (see
-docs/deploy.md). Socket activation (``LISTEN_FDS``) is read in sockets.py with our own fds.
+docs/deploy.md). With ``WatchdogSec=`` the master also sends ``WATCHDOG=1`` from its loop, so a
+wedged master gets restarted. Socket activation (``LISTEN_FDS``) is read in sockets.py with our
+own fds.
 """
 
 from __future__ import annotations
@@ -62,3 +64,24 @@ def socket_activated() -> bool:
     if os.environ.get("LISTEN_PID", "").strip() == str(os.getpid()) and os.environ.get("LISTEN_FDS", "0") != "0":
         os.environ[ACTIVATED_ENV] = "1"   # a USR2 re-exec inherits the environment, and with it the fact
     return os.environ.get(ACTIVATED_ENV) == "1"
+
+
+class Watchdog:
+    """systemd's watchdog (``WatchdogSec=``): ``WATCHDOG=1`` at least every half interval.
+
+    ``WATCHDOG_PID`` names the process systemd started; the new master of a USR2 upgrade, whose
+    parent that is, takes over the pings (``upgraded_from``).
+    """
+
+    def __init__(self, upgraded_from: int = 0) -> None:
+        usec = os.environ.get("WATCHDOG_USEC", "").strip()
+        pid = os.environ.get("WATCHDOG_PID", "").strip()
+        mine = not pid or pid in (str(os.getpid()), str(upgraded_from))
+        self.interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 and mine else 0.0
+        self.next = 0.0
+
+    def ping(self) -> None:
+        """Called every master loop turn; sends only when due."""
+        if self.interval and time.monotonic() >= self.next:
+            self.next = time.monotonic() + self.interval
+            notify("WATCHDOG=1")

@@ -165,6 +165,23 @@ def test_a_hup_whose_config_is_bad_still_ends_with_ready(start_server, notificat
     assert "Reload cancelled" in server.log()
 
 
+def test_watchdog_pings_from_the_master_only_when_it_is_the_watched_pid(start_server, notifications, tmp_path):
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"}
+    server = start_server("pasteserve_paster", ini=ini("workers = 1"), env=env)
+    notifications.wait("READY")
+    pings = [notifications.wait("WATCHDOG", n, timeout=10) for n in (1, 2, 3)]
+    assert {sender for sender, _ in pings} == {server.pid}
+    server.stop()
+    # systemd watches another process (WATCHDOG_PID): not ours to ping.
+    notifications.received.clear()
+    server = start_server("pasteserve_paster", ini=ini("workers = 1"), env={**env, "WATCHDOG_PID": "1"})
+    notifications.wait("READY")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        notifications.poll()
+    assert not [m for m in notifications.received if "WATCHDOG" in m[1]]
+
+
 # --- socket activation ----------------------------------------------------------------------------
 
 def activated_server(tmp_path: Path, listener: socket.socket, ini_text_: str) -> Server:
@@ -288,14 +305,16 @@ def test_the_documented_units(tmp_path, notifications):
     assert exec_start == ["/srv/app/.venv/bin/pasteserve_paster", "/srv/app/production.ini"]
     argv = [sys.executable, "-c", ACTIVATE, str(listener.fileno()), str(BIN / "pasteserve_paster"),
             str(tmp_path / "production.ini")]
-    server = Server(argv, tmp_path, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
-                    pass_fds=(listener.fileno(),))
+    watchdog_usec = str(int(service["WatchdogSec"]) * 1_000_000)
+    server = Server(argv, tmp_path, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                                         "WATCHDOG_USEC": watchdog_usec}, pass_fds=(listener.fileno(),))
     try:
         server.start()
         assert server.addresses == [f"unix:{path}"]
         _, ready = notifications.wait("READY")
         main_pid = int(ready["MAINPID"])
         assert main_pid == server.pid and "4 workers" in ready["STATUS"]
+        assert notifications.wait("WATCHDOG")[0] == main_pid
         reload = service["ExecReload"].replace("$MAINPID", str(main_pid)).split()
         assert subprocess.run(reload, timeout=10).returncode == 0
         notifications.wait("RELOADING")
