@@ -225,7 +225,6 @@ class Worker:
         return taken
 
 
-
 class RequestObserver:
     """Shows what a worker serves in its status slot (the oldest request, when several run at
     once under eventlet) and sends each request's metrics: one store when a request starts, one
@@ -252,16 +251,13 @@ class RequestObserver:
     def end(self, entry: tuple[float, bytes], status: str, seconds: float) -> None:
         self.requests += 1
         if entry is self.shown:
-            if self.others:
-                self.shown = min(self.others.values())
+            # The next oldest takes its place.
+            self.shown = min(self.others.values()) if self.others else None
+            if self.shown is not None:
                 del self.others[id(self.shown)]
-                self.heartbeat.request_done(self.slot, self.requests, *self.shown)
-            else:
-                self.shown = None
-                self.heartbeat.request_done(self.slot, self.requests)
         else:
             self.others.pop(id(entry), None)
-            self.heartbeat.request_done(self.slot, self.requests, *self.shown)
+        self.heartbeat.request_done(self.slot, self.requests, *(self.shown or ()))
         if self.metrics is not None:
             dropped = self.metrics.dropped
             self.metrics.request(int(status[:3]), seconds)
