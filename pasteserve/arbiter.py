@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import __version__, logs, pidfile, sockets, users, workers
+from . import __version__, logs, metrics, pidfile, sockets, systemd, users, workers
 from . import hooks as hooks_mod
-from .heartbeat import Heartbeat, SlotAllocator
+from .heartbeat import Heartbeat, SlotAllocator, status_map_path
 from .loader import AppLoadError, prepare_import
 from .proctitle import set_title
 from .settings import ConfigError, Settings
@@ -100,7 +100,12 @@ class Arbiter:
         # Set when we are the new master of a USR2 upgrade: our parent is the old master.
         self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
         self.start_dir = os.environ.pop(START_DIR_ENV, "") or os.getcwd()
-        self.heartbeat = Heartbeat(HEARTBEAT_SLOTS)
+        self.heartbeat = self.make_heartbeat()
+        self.metrics: metrics.Metrics | None = None
+        self.reported_workers = -1
+        self.ready_sent = False   # systemd's READY=1 for the current generation
+        self.activated = False    # listeners from systemd's socket activation
+        self.watchdog = systemd.Watchdog(upgraded_from=self.old_master_pid)
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
         self.pidfile: str | None = None
@@ -148,8 +153,12 @@ class Arbiter:
         for notice in self.settings.notices:   # once per start, not again on each reload
             log.info(notice)
         self.write_pidfile()
+        self.heartbeat.describe_master(self.pid, self.title_name)
         self.install_signals()
+        self.metrics = self.make_metrics(self.settings)
+        metrics.install(self.metrics)
         self.ssl = self.make_ssl(self.settings)
+        self.activated = systemd.socket_activated()
         self.listeners = self.bind(self.settings)
         self.log_listeners()
         log.info("Using worker: %s", self.settings.worker_class)
@@ -180,13 +189,29 @@ class Arbiter:
         except (ValueError, OSError) as exc:
             raise HaltServer(f"Cannot set up TLS: {exc}", 1) from None
 
+    def make_heartbeat(self) -> Heartbeat:
+        # File-backed (in /dev/shm) so `pasteserve status` can read it; anonymous if that fails.
+        try:
+            return Heartbeat(HEARTBEAT_SLOTS, path=status_map_path(self.pid))
+        except OSError as exc:
+            log.warning("No status map (pasteserve status will not work): %s", exc)
+            return Heartbeat(HEARTBEAT_SLOTS)
+
+    def make_metrics(self, settings: Settings) -> metrics.Metrics | None:
+        try:
+            return metrics.create(settings)
+        except (ValueError, OSError) as exc:
+            raise HaltServer(f"Cannot send metrics: {exc}", 1) from None
+
     @property
     def title_name(self) -> str:
         return self.settings.proc_name or self.source.name
 
     def bind(self, settings: Settings, existing: list[socket.socket] = ()) -> list[socket.socket]:
         """Listeners for settings.bind: reuse the ones we (or an upgraded parent) already hold."""
-        specs = [sockets.parse_bind(b) for b in settings.bind]
+        # Without a bind setting, systemd's socket activation (or a USR2 parent) chose the sockets.
+        inherited = sockets.inherited_specs() if settings.sources.get("bind") == "default" else []
+        specs = inherited or [sockets.parse_bind(b) for b in settings.bind]
         try:
             listeners = sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
                                                  umask=settings.umask, inherited=sockets.inherited_fds(),
@@ -243,8 +268,10 @@ class Arbiter:
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker: TERM and wait graceful_timeout, or QUIT; then KILL what is left."""
         self.stopping = True
-        # A new master from USR2 still uses the unix socket files: leave them.
-        sockets.close_listeners(self.listeners, unlink=not self.reexec_pid)
+        if not self.reexec_pid:   # after USR2 the service goes on in the new master
+            systemd.notify("STOPPING=1")
+        # A new master from USR2 still uses the unix socket files, systemd keeps its own: leave them.
+        sockets.close_listeners(self.listeners, unlink=not (self.reexec_pid or self.activated))
         self.listeners = []
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for pid in list(self.workers):
@@ -262,6 +289,7 @@ class Arbiter:
     def finish(self) -> None:
         self.hooks.call("on_exit", self)
         self.remove_pidfile()
+        self.heartbeat.close()
         log.info("Shutting down: master (pid %s)", self.pid)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -289,8 +317,24 @@ class Arbiter:
             self.reap_workers()
             self.murder_workers()
             self.manage_workers()
+            self.report()
             self.watch_upgrade()
             self.sleep()
+
+    def report(self) -> None:
+        """Once per turn: systemd's watchdog and READY, the master's row of the status map, the workers gauge."""
+        self.watchdog.ping()
+        self.heartbeat.master_beat(self.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
+        if self.metrics is not None and len(self.workers) != self.reported_workers:
+            self.metrics.gauge("workers", len(self.workers))
+        self.reported_workers = len(self.workers)
+        if not self.ready_sent and not self.stopping:
+            current = self.current_workers()
+            older = [w for w in self.workers.values() if w.generation < self.generation and not w.retiring]
+            if current and not older and all(self.is_ready(w) for w in current):
+                self.ready_sent = True
+                systemd.notify("READY=1", f"MAINPID={self.pid}",
+                               f"STATUS=Serving with {len(current)} workers, generation {self.generation}")
 
     def sleep(self) -> None:
         # Poll faster while new workers boot, so old ones retire as soon as the new ones serve.
@@ -310,6 +354,8 @@ class Arbiter:
 
     def handle_hup(self) -> None:
         """Re-read the configuration, start new workers, retire the old ones once the new serve."""
+        systemd.notify("RELOADING=1", systemd.monotonic_usec())
+        self.ready_sent = False   # report() sends READY=1 once the (new or kept) workers serve
         try:
             new = self.source.settings()
             new_hooks = hooks_mod.Hooks(new.hooks(), log)
@@ -325,6 +371,7 @@ class Arbiter:
                       old.worker_class, new.worker_class)
             return
         rebind = new.bind != old.bind or new.backlog != old.backlog
+        new_metrics = None
         app = self.app
         if (new.preload_app or new.reload) and app is None:
             # Turning preload_app (or reload) on loads the app here, before the point of no return:
@@ -336,6 +383,7 @@ class Arbiter:
                 return
         try:
             new_ssl = self.make_ssl(new)
+            new_metrics = self.make_metrics(new)
             if rebind:
                 listeners = self.bind(new, existing=self.listeners)
                 kept = {id(s) for s in listeners}
@@ -343,6 +391,8 @@ class Arbiter:
                 self.listeners = listeners
         except HaltServer as exc:
             log.error("Reload cancelled: %s", exc.reason)
+            if new_metrics is not None:
+                new_metrics.close()
             return
         # Nothing can cancel the reload from here on.
         if new.reuse_port != old.reuse_port:
@@ -351,6 +401,10 @@ class Arbiter:
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         self.ssl = new_ssl
+        old_metrics, self.metrics = self.metrics, new_metrics
+        metrics.install(new_metrics)
+        if old_metrics is not None:
+            old_metrics.close()
         if rebind:
             self.log_listeners()
         self.settings = new
@@ -461,6 +515,7 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             info.pid = worker.pid = pid
             self.workers[pid] = info
+            self.heartbeat.assign(slot, pid, self.generation)
             log.info("Booting worker with pid %s", pid)
             return pid
         # In the child: never return into the master's loop.
@@ -511,6 +566,7 @@ class Arbiter:
     def forget_worker(self, pid: int) -> WorkerInfo | None:
         info = self.workers.pop(pid, None)
         if info is not None:
+            self.heartbeat.free(info.slot)
             self.slots.release(info.slot)
         return info
 

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pasteserve",
         description="Serve a WSGI app with pre-forked workers. Options follow Gunicorn's names; "
                     "Gunicorn's other flags are accepted or refused with what to use instead.",
-        epilog="Example: pasteserve -w 4 -b 127.0.0.1:8000 myapp:app")
+        epilog="Example: pasteserve -w 4 -b 127.0.0.1:8000 myapp:app. "
+               "`pasteserve status PIDFILE` shows the workers of a running server.")
     parser.add_argument("app", nargs="?", metavar="MODULE:CALLABLE",
                         help="the WSGI app, e.g. myapp:app or mysite.wsgi:application")
     parser.add_argument("--paste", "--paster", metavar="INI",
@@ -45,8 +46,14 @@ def _flags(namespace: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The subcommand wins over an app module named `status`, which `status:application` still serves.
+    if argv[:1] == ["status"]:
+        from . import status
+
+        return status.main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     flags = _flags(args)
     env_flags = []
     for var, words in compat.cli_extra_args(os.environ):

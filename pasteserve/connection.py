@@ -77,6 +77,9 @@ class ServerContext:
     # PROXY protocol: the versions expected ("off", "v1", "v2", "auto") from the peers allowed.
     proxy_protocol: str = "off"
     proxy_allow: AllowList | None = None
+    # Told of every request: ``begin(req, started) -> token`` once its environ is built,
+    # ``end(token, status, seconds)`` once answered (the worker's status slot and metrics).
+    observer: Any = None
 
 
 class Connection:
@@ -247,7 +250,7 @@ class Connection:
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
         ctx = self._ctx
-        started = time.monotonic() if ctx.access_log is not None else 0.0
+        started = time.monotonic()
         inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
         resp = Response(self._sock, req, inp, ctx, self._server,
                         req.keep_alive and ctx.keepalive > 0 and ctx.alive)
@@ -258,6 +261,8 @@ class Connection:
         except ProtocolError as exc:
             self._reject(exc)
             return False
+        observer = ctx.observer
+        token = observer.begin(req, started) if observer is not None else None
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
         self._run_app(environ, resp, inp)
@@ -270,6 +275,8 @@ class Connection:
             self._hook(ctx.post_request, req, environ, resp)
         if ctx.access_log is not None:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
+        if observer is not None:
+            self._hook(observer.end, token, status, time.monotonic() - started)
         ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the

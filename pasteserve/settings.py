@@ -21,6 +21,7 @@ from validate import ValidateError, Validator
 from .hooks import HOOK_ARGS, HOOK_NAMES
 from .http.proxy_protocol import MODES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
+from .metrics import parse_address as parse_statsd_address
 from .proxy import check_trusted_headers
 from .sockets import CERT_REQS, TLS_VERSIONS, parse_bind
 
@@ -154,6 +155,16 @@ def check_bind(value: Any) -> list[str]:
         except ValueError as exc:
             raise CheckError(f"{exc}; expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N") from None
     return binds
+
+
+def check_statsd(value: Any) -> str | None:
+    text = check_str(value)
+    if text is not None:
+        try:
+            parse_statsd_address(text)
+        except ValueError as exc:
+            raise CheckError(f"{exc}; expected HOST:PORT, [IPV6]:PORT or unix:PATH") from None
+    return text
 
 
 def check_ips(value: Any) -> list[str]:
@@ -310,6 +321,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "group": check_group,
     "bind": check_bind,
     "ips": check_ips,
+    "statsd": check_statsd,
     "scheme_headers": check_scheme_headers,
     "proxy_headers": check_proxy_headers,
 
@@ -459,6 +471,15 @@ SETTINGS: tuple[Setting, ...] = (
        "logging; wins over logconfig.", "Logging", meta="DICT"),
     _S("capture_output", "bool", False, "Send the stdout and stderr of the master and workers (print, "
        "tracebacks) to the errorlog file.", "Logging", ("--capture-output",)),
+    _S("statsd_host", "statsd", None, "Send StatsD metrics (Gunicorn's names) to HOST:PORT (UDP, port 8125 if "
+       "left out) or unix:PATH (a datagram socket). Off by default.", "Metrics", ("--statsd-host",), meta="ADDRESS"),
+    _S("statsd_prefix", "str", None, "Prefix for every metric name; a trailing dot is added.", "Metrics",
+       ("--statsd-prefix",), meta="PREFIX"),
+    _S("statsd_namespace", "str", "gunicorn", "The name segment after the prefix: `gunicorn` keeps Gunicorn "
+       "dashboards working (`PREFIX.gunicorn.requests`); empty leaves the segment out.", "Metrics",
+       ("--statsd-namespace",), meta="NAME"),
+    _S("dogstatsd_tags", "str", None, "DogStatsD tags appended to every metric as `|#TAGS`, e.g. "
+       "`env:prod,app:shop`.", "Metrics", ("--dogstatsd-tags",), meta="TAGS"),
 ) + tuple(
     _S(name, "callable", None, f"Server hook `{name}({', '.join(args)})`: a dotted name (module:function), "
        "or a function in the config file.", "Server hooks", meta="CALLABLE")

@@ -303,12 +303,28 @@ def _remove_stale_unix_socket(spec: BindSpec) -> None:
     raise BindError(errno.EADDRINUSE, f"{spec}: Address already in use (a server listens there)")
 
 
+def inherited_specs(environ: Mapping[str, str] = os.environ) -> list[BindSpec]:
+    """``fd://N`` specs for the fds :func:`inherited_fds` will return, leaving the environment as it is.
+
+    What to serve when no ``bind`` is configured: systemd's sockets, or a USR2 parent's.
+    """
+    return [BindSpec("fd", fd=fd) for fd in _inherited(environ)]
+
+
 def inherited_fds(environ: Mapping[str, str] = os.environ) -> list[int]:
     """Listening fds handed to this process: ours (USR2) and systemd's socket activation.
 
     systemd's count only when LISTEN_PID is this process. When ``environ`` is
     ``os.environ`` the variables are removed, so our own children do not see them.
     """
+    fds = _inherited(environ)
+    if environ is os.environ:
+        for key in (FDS_ENV, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(key, None)
+    return fds
+
+
+def _inherited(environ: Mapping[str, str]) -> list[int]:
     fds: list[int] = []
     ours = environ.get(FDS_ENV, "").strip()
     if ours:
@@ -325,9 +341,6 @@ def inherited_fds(environ: Mapping[str, str] = os.environ) -> list[int]:
             for fd in range(_SYSTEMD_FIRST_FD, _SYSTEMD_FIRST_FD + int(count))
             if fd not in fds
         ]
-    if environ is os.environ:
-        for key in (FDS_ENV, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            os.environ.pop(key, None)
     return fds
 
 

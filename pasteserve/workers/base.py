@@ -26,7 +26,7 @@ import time
 import traceback
 from typing import Any
 
-from .. import logs, users
+from .. import logs, metrics, users
 from ..allowlist import AllowList
 from ..connection import Connection, ServerContext
 from ..hooks import HookRequest
@@ -155,6 +155,7 @@ class Worker:
             worker=self,
             proxy_protocol=s.proxy_protocol,
             proxy_allow=AllowList(s.proxy_allow_ips),
+            observer=RequestObserver(self.heartbeat, self.slot, metrics.installed()),
         )
         if self.hooks.has("pre_request"):
             ctx.pre_request = lambda req, environ: self.hooks.call("pre_request", self, HookRequest(req, environ))
@@ -182,6 +183,7 @@ class Worker:
         if self.alive:
             self.drain_until = time.monotonic() + min(DRAIN_WINDOW, self.settings.graceful_timeout)
         self.alive = False
+        self.heartbeat.set_stopping(self.slot)
         self.retiring = self.retiring or retire
         if self.ctx is not None:
             self.ctx.alive = False
@@ -224,6 +226,9 @@ class Worker:
 
     def notify(self) -> None:
         self.heartbeat.beat(self.slot)
+
+    def held_connections(self, count: int) -> None:
+        self.heartbeat.set_connections(self.slot, count)
 
     def check_parent(self) -> None:
         if os.getppid() != self.ppid:
@@ -279,3 +284,42 @@ class Worker:
             taken.append(self.new_connection(sock, peer))
         return taken
 
+
+class RequestObserver:
+    """Shows what a worker serves in its status slot (the oldest request, when several run at
+    once under eventlet) and sends each request's metrics: one store when a request starts, one
+    when it ends."""
+
+    def __init__(self, heartbeat: Any, slot: int, client: metrics.Metrics | None) -> None:
+        self.heartbeat = heartbeat
+        self.slot = slot
+        self.metrics = client
+        self.requests = 0
+        self.shown: tuple[float, bytes] | None = None
+        self.others: dict[int, tuple[float, bytes]] = {}   # running, not shown (eventlet)
+
+    def begin(self, req: Any, started: float) -> tuple[float, bytes]:
+        # The path only: a query string may carry secrets, and the status map is readable by operators.
+        entry = (started, f"{req.method} {req.target.partition('?')[0]}".encode("utf-8", "replace"))
+        if self.shown is None:
+            self.shown = entry
+            self.heartbeat.show_request(self.slot, *entry)
+        else:
+            self.others[id(entry)] = entry
+        return entry
+
+    def end(self, entry: tuple[float, bytes], status: str, seconds: float) -> None:
+        self.requests += 1
+        if entry is self.shown:
+            # The next oldest takes its place.
+            self.shown = min(self.others.values()) if self.others else None
+            if self.shown is not None:
+                del self.others[id(self.shown)]
+        else:
+            self.others.pop(id(entry), None)
+        self.heartbeat.request_done(self.slot, self.requests, *(self.shown or ()))
+        if self.metrics is not None:
+            dropped = self.metrics.dropped
+            self.metrics.request(int(status[:3]), seconds)
+            if self.metrics.dropped != dropped:
+                self.heartbeat.set_dropped(self.slot, self.metrics.dropped)

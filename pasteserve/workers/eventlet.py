@@ -51,6 +51,7 @@ class EventletWorker(Worker):
 
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
+        self.held = 0   # connections being served, for the status map
         self.pool = GreenPool(self.settings.worker_connections + 1)
         # Green threads waiting for the next request on an idle connection, woken at shutdown.
         self.waiting: dict[Connection, Any] = {}
@@ -133,6 +134,8 @@ class EventletWorker(Worker):
     def keep_serving(self, conn: Connection) -> None:
         """Serve one connection until it closes, expires, or the worker stops."""
         served = False
+        self.held += 1
+        self.held_connections(self.held)
         try:
             while True:
                 wait = conn.deadline - time.monotonic()
@@ -172,6 +175,8 @@ class EventletWorker(Worker):
             conn.close()
         finally:
             self.capacity.release()
+            self.held -= 1
+            self.held_connections(self.held)
 
     def count_request(self) -> None:
         super().count_request()

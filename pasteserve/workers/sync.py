@@ -209,11 +209,13 @@ class SyncWorker(Worker):
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.sel.register(conn, selectors.EVENT_READ, conn)
+        self.held_connections(len(self.conns))
         if len(self.conns) >= self.settings.worker_connections:
             self.stop_accepting()
 
     def forget(self, conn: Connection) -> None:
         self.conns.discard(conn)
+        self.held_connections(len(self.conns))
         try:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
