@@ -18,7 +18,9 @@ from a green thread. A connection is in one of four states:
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -74,7 +76,7 @@ class Connection:
     """A client socket and the requests on it (see the module docstring)."""
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
-                 "_peer", "_state", "_since", "_wait", "_body_deadline")
+                 "_peer", "_state", "_since", "_wait", "_body_deadline", "_rest_timeout")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -104,6 +106,10 @@ class Connection:
         self._since = time.monotonic()
         self._wait = ctx.header_timeout  # a new connection owes us a request
         self._body_deadline = 0.0        # set by the first body read that waits on the socket
+        # A worker whose selector does the waiting hands us a non-blocking socket: reads between
+        # requests never wait (a TLS record cut short goes back to the selector), and only while
+        # a request runs do body reads and writes wait, up to io_timeout each.
+        self._rest_timeout = sock.gettimeout()
 
     # -- what the worker calls ------------------------------------------------------
 
@@ -137,8 +143,8 @@ class Connection:
             if pending is not None and data:
                 while pending():
                     data += sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return True  # nothing after all; keep waiting until the deadline
+        except (BlockingIOError, InterruptedError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True  # nothing (or part of a TLS record) after all; keep waiting until the deadline
         except OSError:
             self.close()
             return False
@@ -200,6 +206,17 @@ class Connection:
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
+        rest, sock = self._rest_timeout, self._sock
+        if rest == self._ctx.io_timeout:
+            return self._handle_request(req)
+        sock.settimeout(self._ctx.io_timeout)
+        try:
+            return self._handle_request(req)
+        finally:
+            if self._state != _CLOSED:
+                sock.settimeout(rest)
+
+    def _handle_request(self, req: Request) -> bool:
         ctx = self._ctx
         started = time.monotonic() if ctx.access_log is not None else 0.0
         inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
@@ -215,9 +232,7 @@ class Connection:
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
         self._run_app(environ, resp, inp)
-        if self._body_deadline:
-            self._body_deadline = 0.0
-            self._sock.settimeout(ctx.io_timeout)   # _pull shortened it to the body deadline
+        self._body_deadline = 0.0
         self._errors.flush()
         status = resp.status or "500 Internal Server Error"
         if ctx.post_request is not None:
@@ -284,7 +299,7 @@ class Connection:
             if event is NEED_DATA:
                 ctx = self._ctx
                 if ctx.body_timeout is not None:
-                    self._bound_body_read(ctx.body_timeout)
+                    self._wait_for_body(ctx.body_timeout)
                 try:
                     data = self._sock.recv(RECV_SIZE)
                 except TimeoutError:
@@ -304,15 +319,21 @@ class Connection:
                 return b""
             raise IncompleteMessage("the connection closed in the middle of the request body")
 
-    def _bound_body_read(self, body_timeout: float) -> None:
-        """The next read may wait only until the body's deadline."""
+    def _wait_for_body(self, body_timeout: float) -> None:
+        """Wait for body bytes only until the body's deadline (the socket's own timeout stays
+        io_timeout, so nothing shortened here can cut the response short later)."""
         now = time.monotonic()
         if not self._body_deadline:
             self._body_deadline = now + body_timeout
         left = self._body_deadline - now
         if left <= 0:
             raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
-        self._sock.settimeout(min(left, self._ctx.io_timeout))
+        if self._pending is not None and self._pending():
+            return   # decrypted bytes already wait inside the TLS object
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        if not poller.poll(min(left, self._ctx.io_timeout) * 1000):
+            raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
 
     # -- closing --------------------------------------------------------------------
 

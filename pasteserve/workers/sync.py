@@ -205,6 +205,12 @@ class SyncWorker(Worker):
         self.sel.unregister(shake.sock)
         shake.sock.close()
 
+    def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+        # The selector waits, the socket never blocks: a client sending part of a TLS record
+        # (or of anything) goes back to the selector instead of holding the worker.
+        sock.settimeout(0.0)
+        return Connection(sock, peer, self.ctx)
+
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.sel.register(conn, selectors.EVENT_READ, conn)

@@ -1,0 +1,224 @@
+"""Workers under hostile or unlucky clients (issue 8, items 8-13 and 15).
+
+Real servers, real sockets: partial TLS records, bodies cut short after the response started,
+thousands of partial heads, running out of descriptors, connections handed between workers.
+Each test fails against the code before its fix.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server import BIN, Client, Server, read_response
+
+WORKER_CLASSES = ["sync", "eventlet"]
+TIMEOUT = 10.0
+
+
+def _argv(worker_class: str, *extra: str, app: str = "tests.apps:router") -> list[str]:
+    return [str(BIN / "pasteserve"), "-k", worker_class, "-b", "127.0.0.1:0", *extra, app]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(worker_class, *flags, workers=1, preexec=None) -> a running Server, always stopped."""
+    started: list[Server] = []
+
+    def start(worker_class: str, *extra: str, workers: int = 1, env: dict | None = None,
+              app: str = "tests.apps:router") -> Server:
+        server = Server(_argv(worker_class, "-w", str(workers), *extra, app=app), tmp_path, env)
+        started.append(server)
+        server.start()
+        server.wait_workers(workers)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _hello(port: int, timeout: float = TIMEOUT) -> int:
+    with Client(port, timeout) as client:
+        client.send(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        return client.response()[0]
+
+
+# --- item 8: partial TLS records never hold a sync worker ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def _tls_flags(tls_files: tuple[Path, Path]) -> tuple[str, ...]:
+    return ("--certfile", str(tls_files[0]), "--keyfile", str(tls_files[1]))
+
+
+class MemoryTLSClient:
+    """A TLS client over a memory BIO, so a test decides which encrypted bytes leave and when."""
+
+    def __init__(self, port: int, cafile: Path) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        context = ssl.create_default_context(cafile=str(cafile))
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the server closed during the handshake")
+                self.incoming.write(data)
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def records(self, plaintext: bytes) -> bytes:
+        """The encrypted record(s) for plaintext, not sent."""
+        self.tls.write(plaintext)
+        return self.outgoing.read()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _tls_get(port: int, cafile: Path, timeout: float) -> int:
+    context = ssl.create_default_context(cafile=str(cafile))
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout),
+                             server_hostname="127.0.0.1") as sock, sock.makefile("rb") as rfile:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        return read_response(rfile)[0]
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_partial_tls_records_do_not_hold_the_worker(serve, tls_files, worker_class):
+    # timeout = 20 s: a worker that waits for the rest of a record waits that long per client.
+    server = serve(worker_class, *_tls_flags(tls_files), "-t", "20", "--header-timeout", "15")
+    stallers = []
+    try:
+        for _ in range(3):
+            client = MemoryTLSClient(server.port, tls_files[0])
+            client.handshake()
+            record = client.records(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            client.sock.sendall(record[:len(record) // 2])   # half a record, then silence
+            stallers.append(client)
+        # Half a handshake too: a ClientHello cut short.
+        half_hello = MemoryTLSClient(server.port, tls_files[0])
+        try:
+            half_hello.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = half_hello.outgoing.read()
+        half_hello.sock.sendall(hello[:len(hello) // 2])
+        stallers.append(half_hello)
+        started = time.monotonic()
+        for _ in range(3):
+            assert _tls_get(server.port, tls_files[0], timeout=5) == 200
+        assert time.monotonic() - started < 5
+    finally:
+        for client in stallers:
+            client.close()
+
+
+class RecordCutter(threading.Thread):
+    """A TCP relay in front of the server that forwards a TLS client's records whole, except
+    that it sends only half of the client's `cut`-th application-data record and then holds."""
+
+    def __init__(self, port: int, cut: int) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target, self.cut = port, cut
+        self.cut_done = threading.Event()
+        self.socks: list[socket.socket] = [self.listener]
+
+    def run(self) -> None:
+        self.listener.settimeout(TIMEOUT)
+        client, _ = self.listener.accept()
+        server = socket.create_connection(("127.0.0.1", self.target), timeout=TIMEOUT)
+        self.socks += [client, server]
+        threading.Thread(target=self.pump_back, args=(server, client), daemon=True).start()
+        buf, seen = b"", 0
+        deadline = time.monotonic() + 2 * TIMEOUT
+        client.settimeout(0.2)
+        while time.monotonic() < deadline and not self.cut_done.is_set():
+            try:
+                data = client.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[3:5], "big"):
+                size = 5 + int.from_bytes(buf[3:5], "big")
+                record, buf = buf[:size], buf[size:]
+                if record[0] == 0x17:
+                    seen += 1
+                    if seen == self.cut:
+                        server.sendall(record[:size // 2])
+                        self.cut_done.set()
+                        return
+                server.sendall(record)
+
+    @staticmethod
+    def pump_back(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_openssl_s_client_stalled_mid_record_does_not_hold_the_worker(serve, tls_files, worker_class):
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    server = serve(worker_class, *_tls_flags(tls_files), "-t", "20", "--header-timeout", "15")
+    # TLS 1.3: the client's first application-data record is its Finished, the second the request.
+    relay = RecordCutter(server.port, cut=2)
+    relay.start()
+    client = subprocess.Popen(["openssl", "s_client", "-quiet", "-tls1_3", "-connect", f"127.0.0.1:{relay.port}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        client.stdin.write(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+        client.stdin.flush()
+        assert relay.cut_done.wait(TIMEOUT), "s_client never sent its request"
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert _tls_get(server.port, tls_files[0], timeout=5) == 200
+        assert time.monotonic() - started < 5
+    finally:
+        client.kill()
+        client.wait(5)
+        relay.close()
