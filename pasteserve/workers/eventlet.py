@@ -114,15 +114,22 @@ class EventletWorker(Worker):
     def serve(self, sock: socket.socket, peer: Any) -> None:
         try:
             if self.ssl is not None:
-                sock.settimeout(self.settings.header_timeout)
-                sock = self.ssl.wrap_socket(sock, server_side=True)
+                sock = self.tls_handshake(sock)
             conn = self.new_connection(sock, peer)
-        except OSError as exc:
+        except (OSError, _Expired) as exc:
             log.debug("connection from %s failed before its first request: %s", peer, exc)
             sock.close()
             self.capacity.release()
             return
         self.keep_serving(conn)
+
+    def tls_handshake(self, sock: socket.socket) -> socket.socket:
+        """The handshake, bounded by header_timeout in all (a per-read timeout alone lets a
+        client trickling its hello in hold the connection for ever)."""
+        timeout = self.settings.header_timeout
+        sock.settimeout(timeout)
+        with eventlet.Timeout(timeout, _Expired("the TLS handshake did not finish in time")):
+            return self.ssl.wrap_socket(sock, server_side=True)
 
     def keep_serving(self, conn: Connection) -> None:
         """Serve one connection until it closes, expires, or the worker stops."""

@@ -222,3 +222,35 @@ def test_openssl_s_client_stalled_mid_record_does_not_hold_the_worker(serve, tls
         client.kill()
         client.wait(5)
         relay.close()
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_tls_handshake_trickling_in_is_bounded_by_header_timeout(serve, tls_files, worker_class):
+    server = serve(worker_class, *_tls_flags(tls_files), "--header-timeout", "1")
+    client = MemoryTLSClient(server.port, tls_files[0])
+    try:
+        try:
+            client.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = client.outgoing.read()
+        client.sock.settimeout(0)
+        started = time.monotonic()
+        closed = False
+        for byte in hello[:-1]:   # a byte every 0.2 s: each wait is short, the whole is not
+            if time.monotonic() - started > 6:
+                break
+            try:
+                client.sock.send(bytes([byte]))
+                closed = client.sock.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+            if closed:
+                break
+            time.sleep(0.2)
+        assert closed, "a handshake trickling in was kept past header_timeout"
+        assert time.monotonic() - started < 4
+    finally:
+        client.close()
