@@ -246,6 +246,9 @@ class Connection:
         keep = resp.keep_alive and not resp.broken
         if keep and not inp.done:
             keep = inp.drain(ctx.max_drain)
+        # A body that failed (even if the app swallowed the error) leaves the parser inside it:
+        # what the client sends next cannot be framed, so the connection is never reused.
+        keep = keep and inp.error is None
         if keep:
             self._state = _IDLE
             self._since = time.monotonic()
@@ -332,8 +335,14 @@ class Connection:
             return   # decrypted bytes already wait inside the TLS object
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
-        if not poller.poll(min(left, self._ctx.io_timeout) * 1000):
-            raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
+        ctx = self._ctx
+        end = now + min(left, ctx.io_timeout)
+        # In slices, beating the heartbeat: waiting for a client is not being stuck.
+        while not poller.poll(max(0.0, min(end - time.monotonic(), 1.0)) * 1000):
+            if time.monotonic() >= end:
+                raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
+            if ctx.on_progress is not None:
+                ctx.on_progress()
 
     # -- closing --------------------------------------------------------------------
 

@@ -231,6 +231,11 @@ class SyncWorker(Worker):
             self.lender.busy(conn)
         try:
             keep = conn.process()
+        except Exception:
+            # A bug met by one connection must not end the others this worker holds.
+            log.exception("Error serving a connection; closing it")
+            conn.close()
+            keep = False
         finally:
             if self.lender:
                 self.forget_handed(self.lender.idle())

@@ -254,3 +254,30 @@ def test_tls_handshake_trickling_in_is_bounded_by_header_timeout(serve, tls_file
         assert time.monotonic() - started < 4
     finally:
         client.close()
+
+
+# --- item 9: a body not read cleanly to its end ends the connection; one connection's error
+# --- never kills the worker ------------------------------------------------------------------
+
+HARDENING_APP = "tests.integration.hardening_apps:app"
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_body_error_after_the_head_was_sent_closes_the_connection(serve, worker_class):
+    server = serve(worker_class, "-t", "2", app=HARDENING_APP)
+    (worker,) = server.children()
+    with Client(server.port) as bystander:   # an idle keep-alive connection held by the same worker
+        assert bystander.get("/pid")[2] == str(worker).encode()
+        with Client(server.port) as client:
+            client.send(b"POST /swallow HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+            status, headers, body = client.response()   # once the body read timed out
+            assert (status, body) == (200, b"head sent\nswallowed RequestTimeout\n")
+            try:
+                # The rest of the body arrives late, with a request behind it.
+                client.send(b"defghij" + b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
+            except OSError:
+                pass
+            assert client.closed_by_peer(), "a connection whose body failed was kept alive"
+        assert bystander.get("/pid")[2] == str(worker).encode()
+    assert server.children() == [worker]
+    assert "Traceback" not in server.log()
