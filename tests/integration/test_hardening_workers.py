@@ -281,3 +281,31 @@ def test_body_error_after_the_head_was_sent_closes_the_connection(serve, worker_
         assert bystander.get("/pid")[2] == str(worker).encode()
     assert server.children() == [worker]
     assert "Traceback" not in server.log()
+
+
+# --- item 10: a slow body read does not shorten the time the response may take -----------------
+
+
+def test_slow_body_does_not_shorten_the_send_timeout_of_the_response(serve):
+    # Only the sync worker bounds a body read by a deadline (the eventlet worker never did).
+    server = serve("sync", "-t", "3", app=HARDENING_APP)
+    size = 8 << 20
+    client = socket.socket()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the answer waits for us
+        client.settimeout(TIMEOUT)
+        client.connect(("127.0.0.1", server.port))
+        client.sendall(b"POST /slow-echo?size=%d HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n" % size)
+        for byte in b"abcd":   # the last byte comes when most of the body's 3 s deadline is gone
+            time.sleep(0.6)
+            client.sendall(bytes([byte]))
+        time.sleep(1.5)   # the app writes meanwhile; the client reads late, but within 3 s
+        received = 0
+        while received < size + 100:
+            data = client.recv(1 << 20)
+            if not data:
+                break
+            received += len(data)
+    finally:
+        client.close()
+    assert received > size, f"the response was cut after {received} bytes"
