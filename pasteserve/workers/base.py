@@ -11,6 +11,7 @@ Signals a worker answers (the master sends the first two; see docs/signals.md):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -30,6 +31,10 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # Most descriptors passed in one hand-off message (the kernel allows 253).
 HANDOFF_BATCH = 64
+# accept() errors that mean this process (or the system) ran out of something, not a client failing.
+STARVED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Seconds accepting pauses once descriptors ran out (a connection closing resumes it sooner).
+ACCEPT_PAUSE = 0.5
 
 
 def _access_logging() -> bool:
@@ -60,6 +65,7 @@ class Worker:
         self.alive = True
         self.retiring = False
         self.ctx: ServerContext | None = None
+        self.starved = False   # accept() ran out of descriptors; reported once per episode
         jitter = random.randint(0, settings.max_requests_jitter) if settings.max_requests_jitter else 0
         self.max_requests = settings.max_requests + jitter if settings.max_requests else sys.maxsize
 
@@ -176,6 +182,23 @@ class Worker:
         if self.ctx is not None and self.ctx.requests >= self.max_requests and self.alive:
             log.info("Worker (pid %s) reached max_requests (%s); retiring", self.pid, self.max_requests)
             self.stop_serving(retire=True)
+
+    def accept_failed(self, exc: OSError) -> bool:
+        """Report a failed accept(); True when out of descriptors (the caller pauses accepting)."""
+        if exc.errno not in STARVED_ERRNOS:
+            log.error("accept() failed: %s", exc)
+            return False
+        if not self.starved:
+            self.starved = True
+            log.warning("Worker (pid %s) is out of file descriptors (%s): accepting pauses until "
+                        "connections close (raise the open files limit, ulimit -n)", self.pid, exc.strerror)
+        return True
+
+    def accepted(self) -> None:
+        """An accept() succeeded: the end of an out-of-descriptors episode, if one was under way."""
+        if self.starved:
+            self.starved = False
+            log.warning("Worker (pid %s) accepts connections again: file descriptors are available", self.pid)
 
     def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
         sock.settimeout(self.ctx.io_timeout)

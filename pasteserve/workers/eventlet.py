@@ -26,7 +26,7 @@ from eventlet.semaphore import Semaphore
 
 from .. import logs
 from ..connection import Connection
-from .base import Worker
+from .base import ACCEPT_PAUSE, Worker
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -97,9 +97,10 @@ class EventletWorker(Worker):
             except OSError as exc:
                 self.capacity.release()
                 if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
-                    log.error("accept() failed: %s", exc)
-                    eventlet.sleep(0.1)
+                    # Out of descriptors, the listener stays readable: retrying at once would spin.
+                    eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
+            self.accepted()
             self.pool.spawn_n(self.serve, sock, peer)
 
     def handoff_loop(self) -> None:

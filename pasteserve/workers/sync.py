@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import logs
 from ..connection import Connection
-from .base import Worker
+from .base import ACCEPT_PAUSE, Worker
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -110,6 +110,7 @@ class SyncWorker(Worker):
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         self.sel.register(wake_r, selectors.EVENT_READ, WAKE)
         self.accepting = False
+        self.accept_resume = 0.0
         self.start_accepting()
         self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
         self.lender = Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
@@ -135,6 +136,7 @@ class SyncWorker(Worker):
                         self.handshake(tag)
                 if time.monotonic() >= next_sweep:
                     self.sweep()
+                    self.resume_accepting()
                     self.check_parent()
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
             self.finish()
@@ -157,13 +159,31 @@ class SyncWorker(Worker):
             self.accepting = False
 
     def accept(self, listener: socket.socket) -> None:
-        try:
-            sock, peer = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return   # a sibling took it
-        except OSError as exc:
-            log.error("accept() failed: %s", exc)
-            return
+        """Take what the backlog holds, up to worker_connections, not one per loop turn."""
+        room = self.settings.worker_connections - len(self.conns) - len(self.handshakes)
+        for _ in range(max(room, 1)):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return   # the backlog is empty, or a sibling took it
+            except OSError as exc:
+                if self.accept_failed(exc):
+                    # Out of descriptors: the listener stays readable, so watching it would spin.
+                    self.stop_accepting()
+                    self.accept_resume = time.monotonic() + ACCEPT_PAUSE
+                return
+            self.accepted()
+            self.add(sock, peer)
+            if not self.accepting:
+                return   # worker_connections reached
+
+    def resume_accepting(self) -> None:
+        """After an out-of-descriptors pause, try again (a connection closing tries sooner)."""
+        if (self.starved and not self.accepting and self.alive and time.monotonic() >= self.accept_resume
+                and len(self.conns) < self.settings.worker_connections):
+            self.start_accepting()
+
+    def add(self, sock: socket.socket, peer: Any) -> None:
         if self.ssl is None:
             self.watch(self.new_connection(sock, peer))
             return

@@ -7,7 +7,7 @@ Each test fails against the code before its fix.
 
 from __future__ import annotations
 
-import resource
+import os
 import shutil
 import socket
 import ssl
@@ -34,8 +34,8 @@ def serve(tmp_path):
     started: list[Server] = []
 
     def start(worker_class: str, *extra: str, workers: int = 1, env: dict | None = None,
-              app: str = "tests.apps:router") -> Server:
-        server = Server(_argv(worker_class, "-w", str(workers), *extra, app=app), tmp_path, env)
+              app: str = "tests.apps:router", prefix: tuple[str, ...] = ()) -> Server:
+        server = Server([*prefix, *_argv(worker_class, "-w", str(workers), *extra, app=app)], tmp_path, env)
         started.append(server)
         server.start()
         server.wait_workers(workers)
@@ -309,3 +309,42 @@ def test_slow_body_does_not_shorten_the_send_timeout_of_the_response(serve):
     finally:
         client.close()
     assert received > size, f"the response was cut after {received} bytes"
+
+
+# --- item 12: out of descriptors ------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_out_of_descriptors_pauses_accepting_without_spinning(serve, worker_class):
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit is not installed")
+    server = serve(worker_class, "--header-timeout", "60", "--keep-alive", "60",
+                   prefix=("prlimit", "--nofile=128", "--"))
+    (worker,) = server.children()
+    clients = []
+    try:
+        for _ in range(300):   # far more than 128 descriptors: the rest wait in the backlog
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT))
+        server.wait_for(lambda: len(os.listdir(f"/proc/{worker}/fd")) >= 120, TIMEOUT,
+                        "the worker to run out of descriptors")
+        time.sleep(0.5)
+        before, started = _cpu_seconds(worker), time.monotonic()
+        time.sleep(2)
+        used = _cpu_seconds(worker) - before
+        assert used < 0.25 * (time.monotonic() - started), f"the worker spun: {used:.2f} s of CPU in 2 s"
+    finally:
+        for client in clients:
+            client.close()
+    # Once clients leave, it accepts again: this one waited in the backlog behind the 300.
+    assert _hello(server.port) == 200
+    assert server.children() == [worker]
+    warnings = [line for line in server.log().splitlines() if "descriptors" in line or "open files" in line]
+    assert warnings, "running out of descriptors went unreported"
+    # Two lines per episode (it starts, it ends), not one per failed accept(): closing the 300
+    # lets the backlog's 170 in, which may start another short episode or two.
+    assert len(warnings) <= 8, "\n".join(warnings[:20])
