@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pasteserve import __version__
-from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
+from pasteserve.http.errors import HeaderFieldsTooLarge, IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.response import error_response, server_line
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
@@ -124,6 +124,19 @@ class Connection:
         socket, so the worker may close it on shutdown or pass its descriptor to a sibling
         (not for TLS, whose session state lives in this process)."""
         return self._state == _IDLE and not self._parser.buffered
+
+    @property
+    def head_size(self) -> int:
+        """Bytes buffered for a request head still arriving (0 in any other state)."""
+        return self._parser.buffered_size if self._state == _HEAD else 0
+
+    def refuse_head(self) -> bool:
+        """The worker holds too much of unfinished heads: answer this one 431 and close.
+
+        Returns True while the connection lingers (as after any protocol error)."""
+        if self._state != _HEAD:
+            return self._state != _CLOSED
+        return self._reject(HeaderFieldsTooLarge("the server holds too many unfinished request heads"))
 
     @property
     def sock(self) -> socket.socket:
@@ -360,6 +373,8 @@ class Connection:
         return self._state != _CLOSED
 
     def _linger(self) -> None:
+        # Nothing more of this client is parsed: free what it had sent (a head can be large).
+        self._parser = RequestParser(self._ctx.limits)
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:

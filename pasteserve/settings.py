@@ -248,6 +248,9 @@ SETTINGS: tuple[Setting, ...] = (
        "Security", ("--limit-request-fields",), (1, 32768), "INT"),
     _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431.",
        "Security", ("--limit-request-field_size", "--limit-request-field-size"), (1, 65535), "INT"),
+    _S("limit_head_buffer", "int", 16 << 20, "Most bytes one worker buffers for request heads still arriving, "
+       "over all its connections (0: unlimited); over it, the largest unfinished heads get 431 and close.",
+       "Security", ("--limit-head-buffer",), (0, None), "BYTES"),
     _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose secure_scheme_headers are trusted "
        "(addresses or networks, `*` for all).", "Security", ("--forwarded-allow-ips",), meta="IPS"),
     _S("secure_scheme_headers", "scheme_headers", {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",

@@ -27,6 +27,7 @@ from eventlet.semaphore import Semaphore
 from .. import logs
 from ..connection import Connection
 from .base import ACCEPT_PAUSE, Worker
+from .budget import HeadBudget
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -48,6 +49,7 @@ class EventletWorker(Worker):
 
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
+        self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
         # Green threads waiting for the next request on an idle connection, woken at shutdown.
         self.waiting: dict[Connection, Any] = {}
@@ -139,7 +141,9 @@ class EventletWorker(Worker):
             while True:
                 wait = conn.deadline - time.monotonic()
                 if wait <= 0:
-                    if conn.expire():
+                    lingering = conn.expire()
+                    self.heads.update(conn)
+                    if lingering:
                         continue   # lingering after a 408: keep reading until the client is done
                     return
                 # A connection accepted before the stop was noticed still gets its first request
@@ -153,9 +157,15 @@ class EventletWorker(Worker):
                     hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
                 except _Expired:
                     continue   # the deadline check above expires it
+                except hubs.IOClosed:
+                    pass   # refused by another green thread (head budget): process() sees it closed
                 finally:
                     self.waiting.pop(conn, None)
                 keep = conn.process()
+                self.heads.update(conn)
+                for victim in self.heads.over():
+                    victim.refuse_head()   # its own green thread wakes to linger or to find it closed
+                    self.heads.update(victim)
                 self.count_request()   # also for a request whose connection then closed
                 if not keep:
                     return
@@ -166,6 +176,7 @@ class EventletWorker(Worker):
             log.exception("Error serving a connection")
             conn.close()
         finally:
+            self.heads.forget(conn)
             self.capacity.release()
 
     def count_request(self) -> None:

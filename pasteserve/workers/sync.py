@@ -25,6 +25,7 @@ from typing import Any
 from .. import logs
 from ..connection import Connection
 from .base import ACCEPT_PAUSE, Worker
+from .budget import HeadBudget
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -105,6 +106,7 @@ class SyncWorker(Worker):
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
         self.handshakes: set[Handshake] = set()
+        self.heads = HeadBudget(self.settings.limit_head_buffer)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # A signal wakes the selector at once (PEP 475 would otherwise resume the wait).
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -239,6 +241,7 @@ class SyncWorker(Worker):
 
     def forget(self, conn: Connection) -> None:
         self.conns.discard(conn)
+        self.heads.forget(conn)
         try:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
@@ -261,8 +264,19 @@ class SyncWorker(Worker):
                 self.forget_handed(self.lender.idle())
         if not keep:
             self.forget(conn)
+        elif conn in self.conns:
+            self.heads.update(conn)
+            for victim in self.heads.over():
+                self.refuse_head(victim)
         self.notify()
         self.count_request()
+
+    def refuse_head(self, conn: Connection) -> None:
+        """Over the worker's head budget: this unfinished head gets 431 and closes."""
+        keep = conn.refuse_head()
+        self.heads.update(conn)
+        if not keep:
+            self.forget(conn)
 
     def forget_handed(self, handed: list[Connection]) -> None:
         """Forget connections a sibling took over; close our descriptors without a shutdown."""
@@ -273,7 +287,9 @@ class SyncWorker(Worker):
     def sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if c.deadline <= now]:
-            if not conn.expire():
+            keep = conn.expire()
+            self.heads.update(conn)
+            if not keep:
                 self.forget(conn)
         for shake in [h for h in self.handshakes if h.deadline <= now]:
             self.drop_handshake(shake)

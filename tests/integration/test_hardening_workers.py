@@ -348,3 +348,59 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(serve, worker_clas
     # Two lines per episode (it starts, it ends), not one per failed accept(): closing the 300
     # lets the backlog's 170 in, which may start another short episode or two.
     assert len(warnings) <= 8, "\n".join(warnings[:20])
+
+
+# --- item 11: a worker-wide budget for unfinished heads -------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _unread(port: int) -> int:
+    """Bytes received by the kernel on connections to `port` that the server has not read yet."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+            total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_many_partial_heads_do_not_grow_the_worker_without_bound(serve, worker_class):
+    server = serve(worker_class, "--header-timeout", "60", "--worker-connections", "2000")
+    (worker,) = server.children()
+    assert _hello(server.port) == 200
+    before = _rss_kib(worker)
+    # 400 KB of header fields each, within the per-field (8190) and field-count (100) limits.
+    head = b"GET /hello HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-F%02d: %s\r\n" % (i, b"v" * 7990) for i in range(50))
+    clients, refused = [], 0
+    try:
+        for _ in range(300):
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+            clients.append(client)
+            try:
+                client.sendall(head)   # never finished
+            except OSError:
+                refused += 1   # answered and closed already
+        # Let the worker read what is in flight: until the kernel holds nothing unread for it.
+        server.wait_for(lambda: _unread(server.port) == 0, 30, "the worker to read every head")
+        grown = (_rss_kib(worker) - before) / 1024
+        statuses = []
+        for client in clients[:20]:   # the oldest: the ones the budget had to refuse
+            client.settimeout(0.5)
+            try:
+                statuses.append(client.recv(12))
+            except OSError:
+                statuses.append(b"")
+    finally:
+        for client in clients:
+            client.close()
+    assert grown < 48, f"the worker grew by {grown:.0f} MiB holding 300 partial heads"
+    assert any(s.startswith(b"HTTP/1.1 431") for s in statuses), statuses
+    assert _hello(server.port) == 200
+    assert server.children() == [worker]
