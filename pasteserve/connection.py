@@ -245,6 +245,11 @@ class Connection:
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
         self._run_app(environ, resp, inp)
+        if inp.error is not None:
+            # The error's traceback holds the frames that read the body (and its bytes), one of
+            # which holds the Input that holds the error: a cycle that only the cyclic GC frees,
+            # late, so memory grew with every aborted upload. The app is done with it.
+            inp.error.__traceback__ = None
         self._body_deadline = 0.0
         self._errors.flush()
         status = resp.status or "500 Internal Server Error"
