@@ -10,6 +10,7 @@ future on import, and patching changes the whole process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -107,12 +108,22 @@ class EventletWorker(Worker):
 
     def handoff_loop(self) -> None:
         while self.alive:
-            hubs.trampoline(self.handoff_recv.fileno(), read=True)
-            for conn in self.take_handoff():
-                if self.capacity.acquire(blocking=False):
-                    self.pool.spawn_n(self.keep_serving, conn)
-                else:
-                    conn.close()
+            # Room first: a connection taken is served, never closed for lack of room (its client
+            # may have sent a request already); while we are full, a sibling takes it instead.
+            self.capacity.acquire()
+            try:
+                hubs.trampoline(self.handoff_recv.fileno(), read=True)
+                taken = self.take_handoff(1)
+            except BaseException:   # killed when the worker stops
+                self.capacity.release()
+                raise
+            if taken:
+                self.pool.spawn_n(self.keep_serving, taken[0])
+            else:
+                self.capacity.release()
+                if self.spare_fd < 0:   # out of descriptors: wait for some to be freed
+                    self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
+                    eventlet.sleep(ACCEPT_PAUSE)
 
     def serve(self, sock: socket.socket, peer: Any) -> None:
         try:
@@ -134,8 +145,9 @@ class EventletWorker(Worker):
         with eventlet.Timeout(timeout, _Expired("the TLS handshake did not finish in time")):
             return self.ssl.wrap_socket(sock, server_side=True)
 
-    def keep_serving(self, conn: Connection) -> None:
-        """Serve one connection until it closes, expires, or the worker stops."""
+    def keep_serving(self, conn: Connection, counted: bool = True) -> None:
+        """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
+        holds a unit of capacity, released at its end."""
         served = False
         try:
             while True:
@@ -177,7 +189,8 @@ class EventletWorker(Worker):
             conn.close()
         finally:
             self.heads.forget(conn)
-            self.capacity.release()
+            if counted:
+                self.capacity.release()
 
     def count_request(self) -> None:
         super().count_request()
@@ -195,6 +208,10 @@ class EventletWorker(Worker):
         """Let in-flight requests finish (bounded by graceful_timeout); idle connections go at once."""
         for greenlet in list(self.waiting.values()):
             eventlet.kill(greenlet)
+        if not self.retiring:
+            for conn in self.drain_handoff():
+                # Their clients may have sent a request already: answer it (capacity no longer matters).
+                self.pool.spawn_n(self.keep_serving, conn, False)
         with eventlet.Timeout(self.settings.graceful_timeout, False):
             self.pool.waitall()
 

@@ -10,6 +10,7 @@ Gunicorn's sync worker give up keep-alive).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -64,8 +65,9 @@ class Lender(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.delay):
             with self.lock:
-                if self.busy_with is None or time.monotonic() - self.busy_since < self.delay:
-                    continue
+                if (self.busy_with is None or not self.worker.alive
+                        or time.monotonic() - self.busy_since < self.delay):
+                    continue   # stopping: siblings stop too, nobody would take it
                 waiting = self.waiting_connections()
                 if waiting:
                     self.lent.extend(self.worker.hand_off(waiting))
@@ -114,8 +116,9 @@ class SyncWorker(Worker):
         self.accepting = False
         self.accept_resume = 0.0
         self.start_accepting()
-        self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
-        self.lender = Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
+        # With no sibling, lending would only queue a connection for this same worker.
+        lend = self.settings.keepalive > 0 and self.ssl is None and self.settings.workers > 1
+        self.lender = Lender(self) if lend else None
         if self.lender:
             self.lender.start()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
@@ -128,8 +131,7 @@ class SyncWorker(Worker):
                         if self.alive:   # a stop signal may wake us in the same turn
                             self.accept(key.fileobj)
                     elif tag is HANDOFF:
-                        for conn in self.take_handoff():
-                            self.watch(conn)
+                        self.take_lent()
                     elif tag is WAKE:
                         _drain(wake_r)
                     elif tag in self.conns:   # not lent away or closed earlier in this batch
@@ -149,16 +151,24 @@ class SyncWorker(Worker):
     # --- connections ----------------------------------------------------------------------------
 
     def start_accepting(self) -> None:
+        """Watch the listeners and the hand-off socket: both bring new connections."""
         if not self.accepting:
             for sock in self.listeners:
                 self.sel.register(sock, selectors.EVENT_READ, ACCEPT)
+            self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
             self.accepting = True
 
     def stop_accepting(self) -> None:
         if self.accepting:
             for sock in self.listeners:
                 self.sel.unregister(sock)
+            self.sel.unregister(self.handoff_recv)
             self.accepting = False
+
+    def pause_accepting(self) -> None:
+        """Out of descriptors: the listeners stay readable, so watching them would spin."""
+        self.stop_accepting()
+        self.accept_resume = time.monotonic() + ACCEPT_PAUSE
 
     def accept(self, listener: socket.socket) -> None:
         """Take what the backlog holds, up to worker_connections, not one per loop turn."""
@@ -170,14 +180,20 @@ class SyncWorker(Worker):
                 return   # the backlog is empty, or a sibling took it
             except OSError as exc:
                 if self.accept_failed(exc):
-                    # Out of descriptors: the listener stays readable, so watching it would spin.
-                    self.stop_accepting()
-                    self.accept_resume = time.monotonic() + ACCEPT_PAUSE
+                    self.pause_accepting()
                 return
             self.accepted()
             self.add(sock, peer)
             if not self.accepting:
                 return   # worker_connections reached
+
+    def take_lent(self) -> None:
+        """Connections siblings passed us, never more than worker_connections allows."""
+        for conn in self.take_handoff(self.settings.worker_connections - len(self.conns)):
+            self.watch(conn)
+        if self.spare_fd < 0:
+            self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
+            self.pause_accepting()
 
     def resume_accepting(self) -> None:
         """After an out-of-descriptors pause, try again (a connection closing tries sooner)."""
@@ -299,7 +315,9 @@ class SyncWorker(Worker):
     def finish(self) -> None:
         """Serve what has already arrived, then hand off (retiring) or close the idle connections."""
         self.stop_accepting()
-        self.sel.unregister(self.handoff_recv)
+        if not self.retiring:
+            for conn in self.drain_handoff():
+                self.watch(conn)
         for key, _ in self.sel.select(0):
             if key.data in self.conns:
                 self.serve(key.data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -434,3 +435,84 @@ def test_aborted_uploads_leave_memory_flat(serve, worker_class):
     assert grown < 24, f"the worker grew by {grown:.0f} MiB over 4,800 aborted uploads"
     assert _hello(server.port) == 200
     assert server.children() == [worker]
+
+
+# --- item 13: connection hand-off edges -----------------------------------------------------------
+
+
+def _spread(port: int, per_worker: int, workers: int = 2) -> dict[int, list[Client]]:
+    """Keep-alive connections until `per_worker` of them sit on each worker (bounded in time)."""
+    by_pid: dict[int, list[Client]] = {}
+    extra: list[Client] = []
+    deadline = time.monotonic() + 15
+    while not (len(by_pid) == workers and all(len(held) >= per_worker for held in by_pid.values())):
+        assert time.monotonic() < deadline, f"connections not spread over the workers: {by_pid}"
+        client = Client(port)
+        held = by_pid.setdefault(int(client.get("/pid")[2]), [])
+        (held if len(held) < per_worker else extra).append(client)
+        for spare in extra:
+            spare.close()
+        extra.clear()
+    return by_pid
+
+
+def test_a_sibling_at_worker_connections_does_not_take_lent_connections(serve):
+    server = serve("sync", "--keep-alive", "30", "--worker-connections", "2", workers=2, app=HARDENING_APP)
+    by_pid = _spread(server.port, 2)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        (busy, (slow, waiting)), (full, _) = by_pid.items()
+        slow.send(b"GET /pid?sleep=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)
+        # Lent while its worker is busy; the sibling already holds its worker_connections.
+        waiting.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, _, body = waiting.response()
+        assert status == 200
+        assert int(body) == busy, "a sibling took a connection past its worker_connections"
+        assert slow.response()[2] == str(busy).encode()
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_term_answers_connections_lent_while_every_worker_was_busy(serve):
+    server = serve("sync", "--keep-alive", "30", "--graceful-timeout", "10", workers=2, app=HARDENING_APP)
+    by_pid = _spread(server.port, 2)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        (first, (slow1, lent)), (second, (slow2, _)) = by_pid.items()
+        slow1.send(b"GET /pid?sleep=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        slow2.send(b"GET /pid?sleep=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)
+        lent.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")   # lent; both workers are busy
+        time.sleep(0.3)
+        server.signal(signal.SIGTERM)
+        for client in (slow1, slow2):
+            assert client.response()[0] == 200
+        status, headers, _ = lent.response()   # not left queued in the master's socket pair
+        assert status == 200 and headers.get("connection") == "close"
+        assert server.wait_exit(20) == 0
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_eventlet_sibling_at_capacity_keeps_handed_off_connections_for_later(serve):
+    server = serve("eventlet", "--keep-alive", "2", "--worker-connections", "2", workers=2, app=HARDENING_APP)
+    by_pid = _spread(server.port, 2)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        server.signal(signal.SIGTTOU)   # one worker retires and hands its idle connections on
+        server.wait_for(lambda: len(server.children()) == 1, TIMEOUT, "one worker to retire")
+        (survivor,) = server.children()
+        (handed,) = [held for pid, held in by_pid.items() if pid != survivor]
+        for client in handed:
+            client.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
+        # The survivor is full until its own idle connections expire (keepalive 2 s); then it takes
+        # the handed-off ones and answers the requests already sent on them.
+        for client in handed:
+            status, _, body = client.response()
+            assert (status, int(body)) == (200, survivor)
+    finally:
+        for client in clients:
+            client.close()
