@@ -108,13 +108,13 @@ class EventletWorker(Worker):
 
     def handoff_loop(self) -> None:
         while self.alive:
-            # Room first: a connection taken is served, never closed for lack of room (its client
-            # may have sent a request already); while we are full, a sibling takes it instead.
+            hubs.trampoline(self.handoff_recv.fileno(), read=True)
+            # Room before taking: a connection taken is served, never closed for lack of room (its
+            # client may have sent a request already); while we are full, a sibling may take it.
             self.capacity.acquire()
             try:
-                hubs.trampoline(self.handoff_recv.fileno(), read=True)
                 taken = self.take_handoff(1)
-            except BaseException:   # killed when the worker stops
+            except BaseException:
                 self.capacity.release()
                 raise
             if taken:

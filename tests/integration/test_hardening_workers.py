@@ -498,7 +498,8 @@ def test_term_answers_connections_lent_while_every_worker_was_busy(serve):
 
 
 def test_eventlet_sibling_at_capacity_keeps_handed_off_connections_for_later(serve):
-    server = serve("eventlet", "--keep-alive", "2", "--worker-connections", "2", workers=2, app=HARDENING_APP)
+    # Three: two client connections plus the one the accept loop holds in reserve.
+    server = serve("eventlet", "--keep-alive", "30", "--worker-connections", "3", workers=2, app=HARDENING_APP)
     by_pid = _spread(server.port, 2)
     clients = [c for held in by_pid.values() for c in held]
     try:
@@ -508,8 +509,11 @@ def test_eventlet_sibling_at_capacity_keeps_handed_off_connections_for_later(ser
         (handed,) = [held for pid, held in by_pid.items() if pid != survivor]
         for client in handed:
             client.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
-        # The survivor is full until its own idle connections expire (keepalive 2 s); then it takes
-        # the handed-off ones and answers the requests already sent on them.
+        time.sleep(0.5)
+        # The survivor is full until its own clients leave; then it takes the handed-off
+        # connections and answers the requests already sent on them.
+        for client in by_pid[survivor]:
+            client.close()
         for client in handed:
             status, _, body = client.response()
             assert (status, int(body)) == (200, survivor)
