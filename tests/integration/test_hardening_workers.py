@@ -520,3 +520,28 @@ def test_eventlet_sibling_at_capacity_keeps_handed_off_connections_for_later(ser
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_sibling_out_of_descriptors_does_not_lose_lent_connections(serve):
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit is not installed")
+    server = serve("sync", "--keep-alive", "30", "--header-timeout", "60", workers=2, app=HARDENING_APP,
+                   prefix=("prlimit", "--nofile=64", "--"))
+    by_pid = _spread(server.port, 2)
+    clients = [c for held in by_pid.values() for c in held]
+    fillers = []
+    try:
+        (busy, (slow, lent)), (starved, _) = by_pid.items()
+        for _ in range(150):   # both workers run out of descriptors; the rest wait in the backlog
+            fillers.append(socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT))
+        for pid in (busy, starved):
+            server.wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) >= 60, TIMEOUT, f"worker {pid} to fill up")
+        slow.send(b"GET /pid?sleep=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)
+        # Lent to a sibling with no descriptor to receive it in: the kernel would drop it.
+        lent.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert lent.response()[0] == 200
+        assert slow.response()[0] == 200
+    finally:
+        for client in clients + fillers:
+            client.close()
