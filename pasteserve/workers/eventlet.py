@@ -132,10 +132,13 @@ class EventletWorker(Worker):
             conn = self.new_connection(sock, peer)
         except (OSError, _Expired) as exc:
             log.debug("connection from %s failed before its first request: %s", peer, exc)
-            sock.close()
-            self.capacity.release()
+        except Exception:
+            log.exception("Error setting up a connection from %s; closing it", peer)
+        else:
+            self.keep_serving(conn)
             return
-        self.keep_serving(conn)
+        sock.close()
+        self.capacity.release()
 
     def tls_handshake(self, sock: socket.socket) -> socket.socket:
         """The handshake, bounded by header_timeout in all (a per-read timeout alone lets a
