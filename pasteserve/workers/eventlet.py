@@ -30,6 +30,8 @@ from ..connection import Connection
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
 
+_select = eventlet.patcher.original("select")
+
 log = logging.getLogger(logs.ERROR_LOGGER)
 
 
@@ -213,8 +215,11 @@ class EventletWorker(Worker):
             eventlet.kill(greenlet)
         if not self.retiring:
             for conn in self.drain_handoff():
-                # Their clients may have sent a request already: answer it (capacity no longer matters).
-                self.pool.spawn_n(self.keep_serving, conn, False)
+                if _readable_now(conn.fileno()):
+                    # Its client sent a request already: answer it (capacity no longer matters).
+                    self.pool.spawn_n(self.keep_serving, conn, False)
+                else:
+                    conn.close()   # idle: nothing is lost
         with eventlet.Timeout(self.settings.graceful_timeout, False):
             self.pool.waitall()
 
@@ -226,6 +231,12 @@ class EventletWorker(Worker):
     def handle_abort(self, signum: int, frame: Any) -> None:
         self.hooks.call("worker_abort", self)
         _exit_now(1)
+
+
+def _readable_now(fd: int) -> bool:
+    poller = _select.poll()   # the unpatched poll: a check that never waits
+    poller.register(fd, _select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _exit_now(status: int) -> None:
