@@ -231,6 +231,10 @@ class SyncWorker(Worker):
             log.debug("TLS handshake with %s failed: %s", shake.peer, exc)
             self.drop_handshake(shake)
             return
+        except Exception:
+            log.exception("Error in the TLS handshake with %s; closing the connection", shake.peer)
+            self.drop_handshake(shake)
+            return
         self.handshakes.discard(shake)
         self.sel.unregister(shake.sock)
         conn = self.new_connection(shake.sock, shake.peer)
@@ -303,7 +307,12 @@ class SyncWorker(Worker):
     def sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if c.deadline <= now]:
-            keep = conn.expire()
+            try:
+                keep = conn.expire()
+            except Exception:
+                log.exception("Error expiring a connection; closing it")
+                conn.close()
+                keep = False
             self.heads.update(conn)
             if not keep:
                 self.forget(conn)
