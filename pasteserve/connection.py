@@ -319,10 +319,8 @@ class Connection:
             event = parser.next_event()
             if event is NEED_DATA:
                 ctx = self._ctx
-                if ctx.body_timeout is not None:
-                    self._wait_for_body(ctx.body_timeout)
                 try:
-                    data = self._sock.recv(RECV_SIZE)
+                    data = self._recv_body() if ctx.body_timeout is not None else self._sock.recv(RECV_SIZE)
                 except TimeoutError:
                     raise RequestTimeout("timed out reading the request body") from None
                 except OSError as exc:
@@ -339,6 +337,23 @@ class Connection:
             if kind is EndOfMessage:
                 return b""
             raise IncompleteMessage("the connection closed in the middle of the request body")
+
+    def _recv_body(self) -> bytes:
+        """The next body bytes, waiting no longer than the body's deadline."""
+        self._wait_for_body(self._ctx.body_timeout)
+        if self._pending is None:
+            return self._sock.recv(RECV_SIZE)   # readable: a plain recv returns at once
+        # TLS: readable may be part of a record, which a timed recv would wait for past the deadline.
+        sock = self._sock
+        sock.settimeout(0.0)
+        try:
+            while True:
+                try:
+                    return sock.recv(RECV_SIZE)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    self._wait_for_body(self._ctx.body_timeout)
+        finally:
+            sock.settimeout(self._ctx.io_timeout)
 
     def _wait_for_body(self, body_timeout: float) -> None:
         """Wait for body bytes only until the body's deadline (the socket's own timeout stays

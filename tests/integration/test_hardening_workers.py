@@ -545,3 +545,35 @@ def test_a_sibling_out_of_descriptors_does_not_lose_lent_connections(serve):
     finally:
         for client in clients + fillers:
             client.close()
+
+
+def test_tls_body_record_cut_short_gets_408_without_the_worker_being_killed(serve, tls_files):
+    # The body's deadline is `timeout` (3 s) in all; a TLS read waiting for the rest of a record
+    # must honour it too, and keep beating the heartbeat, or the master aborts the worker as silent.
+    server = serve("sync", *_tls_flags(tls_files), "-t", "3", app=HARDENING_APP)
+    (worker,) = server.children()
+    client = MemoryTLSClient(server.port, tls_files[0])
+    try:
+        client.handshake()
+        client.sock.sendall(client.records(b"POST /slow-echo?size=10 HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"))
+        started = time.monotonic()
+        record = client.records(b"b" * 100)
+        time.sleep(2)   # 1 s of the body's deadline is left
+        client.sock.sendall(record[:len(record) // 2])   # half the body's record, then silence
+        received = b""
+        while b"\r\n\r\n" not in received:
+            data = client.sock.recv(65536)
+            if not data:
+                break
+            client.incoming.write(data)
+            try:
+                received += client.tls.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+        waited = time.monotonic() - started
+        assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+    finally:
+        client.close()
+    # The deadline is 3 s after the body was first waited for; a timed read would end at 5 s.
+    assert waited < 4.2, f"the 408 came {waited:.1f} s after the head"
+    assert server.children() == [worker], "the worker was aborted as silent"
