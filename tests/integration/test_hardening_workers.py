@@ -577,3 +577,26 @@ def test_tls_body_record_cut_short_gets_408_without_the_worker_being_killed(serv
     # The deadline is 3 s after the body was first waited for; a timed read would end at 5 s.
     assert waited < 4.2, f"the 408 came {waited:.1f} s after the head"
     assert server.children() == [worker], "the worker was aborted as silent"
+
+
+def test_a_single_sync_worker_does_not_lend_connections_to_itself(serve, tmp_path):
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    server = serve("sync", "--keep-alive", "30", app=HARDENING_APP)
+    (worker,) = server.children()
+    trace = tmp_path / "sendmsg.trace"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=sendmsg", "-o", str(trace), "-p", str(worker)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(server.port) as slow, Client(server.port) as waiting:
+            assert slow.get("/pid")[0] == waiting.get("/pid")[0] == 200
+            server.wait_for(lambda: trace.exists(), TIMEOUT, "strace to attach")
+            time.sleep(0.5)
+            slow.send(b"GET /pid?sleep=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.3)
+            waiting.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")   # ready while the only worker is busy
+            assert waiting.response()[2] == slow.response()[2] == str(worker).encode()
+    finally:
+        tracer.terminate()
+        tracer.wait(5)
+    assert "SCM_RIGHTS" not in trace.read_text(), "the worker lent a connection with no sibling to take it"
