@@ -188,7 +188,11 @@ class SyncWorker(Worker):
                 return   # worker_connections reached
 
     def take_lent(self) -> None:
-        """Connections siblings passed us, never more than worker_connections allows."""
+        """Connections siblings passed us, never more than worker_connections allows.
+
+        Only this loop takes them, between requests: one that comes back to the worker that lent
+        it (no sibling was free) finds that worker idle, never busy.
+        """
         for conn in self.take_handoff(self.settings.worker_connections - len(self.conns)):
             self.watch(conn)
         if self.spare_fd < 0:

@@ -600,3 +600,40 @@ def test_a_single_sync_worker_does_not_lend_connections_to_itself(serve, tmp_pat
         tracer.terminate()
         tracer.wait(5)
     assert "SCM_RIGHTS" not in trace.read_text(), "the worker lent a connection with no sibling to take it"
+
+
+def test_sync_worker_accepts_the_whole_backlog_in_one_turn(serve, tmp_path):
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    server = serve("sync", "--keep-alive", "30", app=HARDENING_APP)
+    (worker,) = server.children()
+    trace = tmp_path / "accept.trace"
+    tracer = subprocess.Popen(["strace", "-qq", "-e", "trace=accept4,accept,epoll_wait,epoll_pwait",
+                               "-o", str(trace), "-p", str(worker)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    clients = []
+    try:
+        with Client(server.port) as busy:
+            server.wait_for(lambda: trace.exists(), TIMEOUT, "strace to attach")
+            time.sleep(0.5)
+            busy.send(b"GET /pid?sleep=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.2)
+            for _ in range(50):   # they wait in the backlog while the worker is busy
+                client = Client(server.port)
+                client.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
+                clients.append(client)
+            assert busy.response()[0] == 200
+            assert all(client.response()[0] == 200 for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+        tracer.terminate()
+        tracer.wait(5)
+    run = longest = 0
+    for line in trace.read_text().splitlines():
+        if line.startswith("accept") and "EAGAIN" not in line:
+            run += 1
+            longest = max(longest, run)
+        elif line.startswith("epoll"):
+            run = 0
+    assert longest >= 40, f"at most {longest} connections accepted per loop turn"
