@@ -190,11 +190,15 @@ class SyncWorker(Worker):
     def take_lent(self) -> None:
         """Connections siblings passed us, never more than worker_connections allows.
 
-        Only this loop takes them, between requests: one that comes back to the worker that lent
-        it (no sibling was free) finds that worker idle, never busy.
+        They were lent because a request was waiting, and have waited already: each is served at
+        once, before anything else this loop turn found. Only this loop takes them, between
+        requests, so one that comes back to the worker that lent it (no sibling was free) is served
+        by that worker idle, never queued behind its next request.
         """
         for conn in self.take_handoff(self.settings.worker_connections - len(self.conns)):
             self.watch(conn)
+            if conn in self.conns and self.alive:
+                self.serve(conn)
         if self.spare_fd < 0:
             self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
             self.pause_accepting()
