@@ -637,3 +637,25 @@ def test_sync_worker_accepts_the_whole_backlog_in_one_turn(serve, tmp_path):
         elif line.startswith("epoll"):
             run = 0
     assert longest >= 40, f"at most {longest} connections accepted per loop turn"
+
+
+def test_eventlet_term_answers_handed_off_connections_still_queued(serve):
+    server = serve("eventlet", "--keep-alive", "30", "--worker-connections", "3", workers=2, app=HARDENING_APP)
+    by_pid = _spread(server.port, 2)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        server.signal(signal.SIGTTOU)
+        server.wait_for(lambda: len(server.children()) == 1, TIMEOUT, "one worker to retire")
+        (survivor,) = server.children()
+        (handed,) = [held for pid, held in by_pid.items() if pid != survivor]
+        for client in handed:   # queued: the survivor is full
+            client.send(b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.5)
+        server.signal(signal.SIGTERM)
+        for client in handed:
+            status, headers, body = client.response()
+            assert (status, int(body), headers.get("connection")) == (200, survivor, "close")
+        assert server.wait_exit(20) == 0
+    finally:
+        for client in clients:
+            client.close()
