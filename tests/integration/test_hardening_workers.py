@@ -198,6 +198,10 @@ class RecordCutter(threading.Thread):
 
     def close(self) -> None:
         for sock in self.socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)   # wakes the pump blocked in recv() on it
+            except OSError:
+                pass
             sock.close()
 
 
