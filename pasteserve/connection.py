@@ -18,7 +18,9 @@ from a green thread. A connection is in one of four states:
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import ssl
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import Any, Callable
 
 from pasteserve import __version__
 from pasteserve.allowlist import AllowList
-from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
+from pasteserve.http.errors import HeaderFieldsTooLarge, IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.proxy_protocol import BadProxyHeader, parse_proxy_header
 from pasteserve.http.response import error_response, server_line
@@ -86,7 +88,8 @@ class Connection:
     """A client socket and the requests on it (see the module docstring)."""
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
-                 "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied")
+                 "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied",
+                 "_rest_timeout")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -117,6 +120,10 @@ class Connection:
         self._since = time.monotonic()
         self._wait = ctx.header_timeout  # a new connection owes us a request
         self._body_deadline = 0.0        # set by the first body read that waits on the socket
+        # A worker whose selector does the waiting hands us a non-blocking socket: reads between
+        # requests never wait (a TLS record cut short goes back to the selector), and only while
+        # a request runs do body reads and writes wait, up to io_timeout each.
+        self._rest_timeout = sock.gettimeout()
         # The bytes of a PROXY protocol header so far, while one is owed before the request.
         self._proxy: bytes | None = None
         self._proxied = False
@@ -144,6 +151,19 @@ class Connection:
         return self.idle and not self._proxied
 
     @property
+    def head_size(self) -> int:
+        """Bytes buffered for a request head still arriving (0 in any other state)."""
+        return self._parser.buffered_size if self._state == _HEAD else 0
+
+    def refuse_head(self) -> bool:
+        """The worker holds too much of unfinished heads: answer this one 431 and close.
+
+        Returns True while the connection lingers (as after any protocol error)."""
+        if self._state != _HEAD:
+            return self._state != _CLOSED
+        return self._reject(HeaderFieldsTooLarge("the server holds too many unfinished request heads"))
+
+    @property
     def sock(self) -> socket.socket:
         return self._sock
 
@@ -161,8 +181,8 @@ class Connection:
             if pending is not None and data:
                 while pending():
                     data += sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return True  # nothing after all; keep waiting until the deadline
+        except (BlockingIOError, InterruptedError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True  # nothing (or part of a TLS record) after all; keep waiting until the deadline
         except OSError:
             self.close()
             return False
@@ -249,6 +269,17 @@ class Connection:
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
+        rest, sock = self._rest_timeout, self._sock
+        if rest == self._ctx.io_timeout:
+            return self._handle_request(req)
+        sock.settimeout(self._ctx.io_timeout)
+        try:
+            return self._handle_request(req)
+        finally:
+            if self._state != _CLOSED:
+                sock.settimeout(rest)
+
+    def _handle_request(self, req: Request) -> bool:
         ctx = self._ctx
         started = time.monotonic()
         inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
@@ -266,9 +297,12 @@ class Connection:
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
         self._run_app(environ, resp, inp)
-        if self._body_deadline:
-            self._body_deadline = 0.0
-            self._sock.settimeout(ctx.io_timeout)   # _pull shortened it to the body deadline
+        if inp.error is not None:
+            # The error's traceback holds the frames that read the body (and its bytes), one of
+            # which holds the Input that holds the error: a cycle that only the cyclic GC frees,
+            # late, so memory grew with every aborted upload. The app is done with it.
+            inp.error.__traceback__ = None
+        self._body_deadline = 0.0
         self._errors.flush()
         status = resp.status or "500 Internal Server Error"
         if ctx.post_request is not None:
@@ -284,6 +318,9 @@ class Connection:
         keep = resp.keep_alive and not resp.broken
         if keep and not inp.done:
             keep = inp.drain(ctx.max_drain)
+        # A body that failed (even if the app swallowed the error) leaves the parser inside it:
+        # what the client sends next cannot be framed, so the connection is never reused.
+        keep = keep and inp.error is None
         if keep:
             self._state = _IDLE
             self._since = time.monotonic()
@@ -336,10 +373,8 @@ class Connection:
             event = parser.next_event()
             if event is NEED_DATA:
                 ctx = self._ctx
-                if ctx.body_timeout is not None:
-                    self._bound_body_read(ctx.body_timeout)
                 try:
-                    data = self._sock.recv(RECV_SIZE)
+                    data = self._recv_body() if ctx.body_timeout is not None else self._sock.recv(RECV_SIZE)
                 except TimeoutError:
                     raise RequestTimeout("timed out reading the request body") from None
                 except OSError as exc:
@@ -357,15 +392,44 @@ class Connection:
                 return b""
             raise IncompleteMessage("the connection closed in the middle of the request body")
 
-    def _bound_body_read(self, body_timeout: float) -> None:
-        """The next read may wait only until the body's deadline."""
+    def _recv_body(self) -> bytes:
+        """The next body bytes, waiting no longer than the body's deadline."""
+        self._wait_for_body(self._ctx.body_timeout)
+        if self._pending is None:
+            return self._sock.recv(RECV_SIZE)   # readable: a plain recv returns at once
+        # TLS: readable may be part of a record, which a timed recv would wait for past the deadline.
+        sock = self._sock
+        sock.settimeout(0.0)
+        try:
+            while True:
+                try:
+                    return sock.recv(RECV_SIZE)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    self._wait_for_body(self._ctx.body_timeout)
+        finally:
+            sock.settimeout(self._ctx.io_timeout)
+
+    def _wait_for_body(self, body_timeout: float) -> None:
+        """Wait for body bytes only until the body's deadline (the socket's own timeout stays
+        io_timeout, so nothing shortened here can cut the response short later)."""
         now = time.monotonic()
         if not self._body_deadline:
             self._body_deadline = now + body_timeout
         left = self._body_deadline - now
         if left <= 0:
             raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
-        self._sock.settimeout(min(left, self._ctx.io_timeout))
+        if self._pending is not None and self._pending():
+            return   # decrypted bytes already wait inside the TLS object
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        ctx = self._ctx
+        end = now + min(left, ctx.io_timeout)
+        # In slices, beating the heartbeat: waiting for a client is not being stuck.
+        while not poller.poll(max(0.0, min(end - time.monotonic(), 1.0)) * 1000):
+            if time.monotonic() >= end:
+                raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
+            if ctx.on_progress is not None:
+                ctx.on_progress()
 
     # -- closing --------------------------------------------------------------------
 
@@ -383,6 +447,8 @@ class Connection:
         return self._state != _CLOSED
 
     def _linger(self) -> None:
+        # Nothing more of this client is parsed: free what it had sent (a head can be large).
+        self._parser = RequestParser(self._ctx.limits)
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -31,6 +31,13 @@ def watch(files: Iterable[str | None]) -> None:
         hupper.get_reloader().watch_files(files)
 
 
+def active() -> bool:
+    """Does a development reloader (ours, or `pserve --reload`'s) run this process?"""
+    import hupper
+
+    return hupper.is_active()
+
+
 def leave_if_reloading(status: int) -> None:
     """Exit at once when hupper runs this process (`pserve --reload`, `reload = true`).
 

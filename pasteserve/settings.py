@@ -382,6 +382,9 @@ SETTINGS: tuple[Setting, ...] = (
     _S("limit_request_body", "int", 0, "Largest request body in bytes (0: no limit). A larger Content-Length "
        "gets 413 before any body byte is read; a chunked body growing past it gets 413 and the connection "
        "closes; the app never reads more than this.", "Security", ("--limit-request-body",), (0, None), "BYTES"),
+    _S("limit_head_buffer", "int", 16 << 20, "Most bytes one worker buffers for request heads still arriving, "
+       "over all its connections (0: unlimited); over it, the largest unfinished heads get 431 and close.",
+       "Security", ("--limit-head-buffer",), (0, None), "BYTES"),
     _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "The trusted proxies: peers whose "
        "secure_scheme_headers and trusted_proxy_headers are believed. Addresses, networks (`10.0.0.0/8`, "
        "`fd00::/8`) or `*` for all. Unix socket peers are always trusted.", "Security",

@@ -383,6 +383,11 @@ class RequestParser:
         return bool(self._buf)
 
     @property
+    def buffered_size(self) -> int:
+        """How many bytes are waiting that no event has returned yet."""
+        return len(self._buf)
+
+    @property
     def in_message(self) -> bool:
         """A request has started (partly buffered or its events under way)."""
         state = self._state

@@ -15,6 +15,7 @@ or when the worker's loop comes round, never in the middle of a log write or an 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -26,7 +27,7 @@ import time
 import traceback
 from typing import Any
 
-from .. import logs, metrics, users
+from .. import logs, metrics, reloader, users
 from ..allowlist import AllowList
 from ..connection import Connection, ServerContext
 from ..hooks import HookRequest
@@ -37,13 +38,21 @@ from ..proxy import ProxyHeaders
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
-# Most descriptors passed in one hand-off message (the kernel allows 253).
-HANDOFF_BATCH = 64
+# Most hand-off messages a stopping worker takes from the queue (the kernel queues 512 by default).
+HANDOFF_DRAIN = 1024
+# accept() errors that mean this process (or the system) ran out of something, not a client failing.
+STARVED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Seconds accepting pauses once descriptors ran out (a connection closing resumes it sooner).
+ACCEPT_PAUSE = 0.5
+# Seconds without a failed accept() that end an out-of-descriptors episode.
+STARVED_QUIET = 2.0
+
 # How long a stopping worker keeps watching its idle keep-alive connections (bounded by
 # graceful_timeout). A proxy may be sending on one right now: closing it would make the proxy fail
 # that request (nginx retries a GET elsewhere, never a POST). Within the window a request that
 # arrives is answered with `Connection: close`, so the proxy drops the connection itself; idle
 # connections still open at its end were not picked by the proxy for that long, and are closed.
+# Not under a development reloader (see Worker.drain_window).
 DRAIN_WINDOW = 2.0
 
 
@@ -79,6 +88,9 @@ class Worker:
         self.reopen_logs = False
         self.exit_hook: str | None = None
         self.ctx: ServerContext | None = None
+        self.starved = False   # accept() ran out of descriptors; reported once per episode
+        self.starved_at = 0.0  # when an accept() last failed for lack of descriptors
+        self.spare_fd = -1     # held in reserve for receiving handed-off descriptors
         jitter = random.randint(0, settings.max_requests_jitter) if settings.max_requests_jitter else 0
         self.max_requests = settings.max_requests + jitter if settings.max_requests else sys.maxsize
 
@@ -96,6 +108,7 @@ class Worker:
             if self.app is None:
                 self.app = self.load_app()
             self.ctx = self.make_context()
+            self.reserve_spare()
             self.hooks.call("post_worker_init", self)
             self.notify()   # the first beat tells the master we booted
             self.run()
@@ -179,9 +192,14 @@ class Worker:
         # handlers in place, a worker starts with nothing blocked.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
+    def drain_window(self) -> float:
+        # Under a development reloader no proxy is in front, and pserve --reload waits one second
+        # for the server to stop: a browser's idle keep-alive connection must not hold the restart.
+        return 0.0 if reloader.active() else min(DRAIN_WINDOW, self.settings.graceful_timeout)
+
     def stop_serving(self, retire: bool) -> None:
         if self.alive:
-            self.drain_until = time.monotonic() + min(DRAIN_WINDOW, self.settings.graceful_timeout)
+            self.drain_until = time.monotonic() + self.drain_window()
         self.alive = False
         self.heartbeat.set_stopping(self.slot)
         self.retiring = self.retiring or retire
@@ -241,6 +259,25 @@ class Worker:
             log.info("Worker (pid %s) reached max_requests (%s); retiring", self.pid, self.max_requests)
             self.stop_serving(retire=True)
 
+    def accept_failed(self, exc: OSError) -> bool:
+        """Report a failed accept(); True when out of descriptors (the caller pauses accepting)."""
+        if exc.errno not in STARVED_ERRNOS:
+            log.error("accept() failed: %s", exc)
+            return False
+        self.starved_at = time.monotonic()
+        if not self.starved:
+            self.starved = True
+            log.warning("Worker (pid %s) is out of file descriptors (%s): accepting pauses until "
+                        "connections close (raise the open files limit, ulimit -n)", self.pid, exc.strerror)
+        return True
+
+    def accepted(self) -> None:
+        """An accept() succeeded: the end of an out-of-descriptors episode once none failed for a
+        while (while clients leave one by one, accepts succeed and fail in turn)."""
+        if self.starved and time.monotonic() - self.starved_at > STARVED_QUIET:
+            self.starved = False
+            log.warning("Worker (pid %s) accepts connections again: file descriptors are available", self.pid)
+
     def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
         sock.settimeout(self.ctx.io_timeout)
         return Connection(sock, peer, self.ctx)
@@ -250,39 +287,64 @@ class Worker:
     def hand_off(self, conns: list[Connection]) -> list[Connection]:
         """Pass idle connections to whichever sibling reads the hand-off socket first.
 
-        Returns the ones passed; the caller closes its own descriptors of them (never with a
-        shutdown, which would end the connection for the sibling too). The rest stay ours: the
-        queue was full.
+        One descriptor per message, so a sibling takes only as many as it has room for. Returns
+        the ones passed; the caller closes its own descriptors of them (never with a shutdown,
+        which would end the connection for the sibling too). The rest stay ours: the queue was full.
         """
         if self.ssl is not None:
             return []   # a TLS session's state lives in this process: its descriptor alone is useless
         conns = [c for c in conns if c.portable]
         sent = []
-        for start in range(0, len(conns), HANDOFF_BATCH):
-            batch = conns[start:start + HANDOFF_BATCH]
+        for conn in conns:
             try:
-                socket.send_fds(self.handoff_send, [b"c"], [c.fileno() for c in batch])
+                socket.send_fds(self.handoff_send, [b"c"], [conn.fileno()])
             except OSError:
-                continue
-            sent.extend(batch)
+                break
+            sent.append(conn)
         return sent
 
-    def take_handoff(self) -> list[Connection]:
-        """Connections a sibling passed us (none when another worker was quicker)."""
-        try:
-            _, fds, _, _ = socket.recv_fds(self.handoff_recv, 16, HANDOFF_BATCH)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return []
-        taken = []
-        for fd in fds:
-            sock = socket.socket(fileno=fd)
+    def take_handoff(self, limit: int) -> list[Connection]:
+        """Up to ``limit`` connections siblings passed us (none when another worker was quicker).
+
+        The kernel drops passed descriptors that the receiver has no room for (MSG_CTRUNC),
+        closing their clients' connections: a spare descriptor is given up just for each receive,
+        and taking stops while it cannot be reserved again (``spare_fd`` stays -1).
+        """
+        taken: list[Connection] = []
+        while len(taken) < limit and self.reserve_spare():
+            os.close(self.spare_fd)
+            self.spare_fd = -1
             try:
-                peer = sock.getpeername()
-            except OSError:
-                sock.close()
-                continue
-            taken.append(self.new_connection(sock, peer))
+                _, fds, flags, _ = socket.recv_fds(self.handoff_recv, 16, 1)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                break
+            finally:
+                self.reserve_spare()
+            if flags & socket.MSG_CTRUNC:
+                log.error("Worker (pid %s) lost a handed-off connection: no descriptor room", self.pid)
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                try:
+                    peer = sock.getpeername()
+                except OSError:
+                    sock.close()
+                    continue
+                taken.append(self.new_connection(sock, peer))
         return taken
+
+    def reserve_spare(self) -> bool:
+        """Hold one descriptor in reserve for receiving a hand-off; False when none is left."""
+        if self.spare_fd < 0:
+            try:
+                self.spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return False
+        return True
+
+    def drain_handoff(self) -> list[Connection]:
+        """Stopping (not retiring): take what siblings passed and nobody took, rather than
+        leaving the clients' descriptors queued in the master's socket pair until it exits."""
+        return self.take_handoff(HANDOFF_DRAIN)
 
 
 class RequestObserver:

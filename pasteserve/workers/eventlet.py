@@ -10,6 +10,7 @@ future on import, and patching changes the whole process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -25,7 +26,10 @@ from eventlet.semaphore import Semaphore
 
 from .. import logs
 from ..connection import Connection
-from .base import Worker
+from .base import ACCEPT_PAUSE, Worker
+from .budget import HeadBudget
+
+_select = eventlet.patcher.original("select")
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -52,6 +56,7 @@ class EventletWorker(Worker):
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
         self.held = 0   # connections being served, for the status map
+        self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
         # Green threads waiting for the next request on an idle connection, woken at shutdown.
         self.waiting: dict[Connection, Any] = {}
@@ -80,11 +85,12 @@ class EventletWorker(Worker):
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         while True:
-            hubs.trampoline(wake_r, read=True)
-            os.read(wake_r, 4096)
+            # First before any wait: a signal may have come before the wakeup fd was set.
             self.run_pending()
             if not self.alive:
                 self.stop_accepting()
+            hubs.trampoline(wake_r, read=True)
+            os.read(wake_r, 4096)
 
     def stop_accepting(self) -> None:
         for acceptor in self.acceptors:
@@ -104,35 +110,57 @@ class EventletWorker(Worker):
             except OSError as exc:
                 self.capacity.release()
                 if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
-                    log.error("accept() failed: %s", exc)
-                    eventlet.sleep(0.1)
+                    # Out of descriptors, the listener stays readable: retrying at once would spin.
+                    eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
+            self.accepted()
             self.pool.spawn_n(self.serve, sock, peer)
 
     def handoff_loop(self) -> None:
         while self.alive:
             hubs.trampoline(self.handoff_recv.fileno(), read=True)
-            for conn in self.take_handoff():
-                if self.capacity.acquire(blocking=False):
-                    self.pool.spawn_n(self.keep_serving, conn)
-                else:
-                    conn.close()
+            # Room before taking: a connection taken is served, never closed for lack of room (its
+            # client may have sent a request already); while we are full, a sibling may take it.
+            self.capacity.acquire()
+            try:
+                taken = self.take_handoff(1)
+            except BaseException:
+                self.capacity.release()
+                raise
+            if taken:
+                self.pool.spawn_n(self.keep_serving, taken[0])
+            else:
+                self.capacity.release()
+                if self.spare_fd < 0:   # out of descriptors: wait for some to be freed
+                    self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
+                    eventlet.sleep(ACCEPT_PAUSE)
 
     def serve(self, sock: socket.socket, peer: Any) -> None:
         try:
             if self.ssl is not None:
-                sock.settimeout(self.settings.header_timeout)
-                sock = self.ssl.wrap_socket(sock, server_side=True)
+                sock = self.tls_handshake(sock)
             conn = self.new_connection(sock, peer)
-        except OSError as exc:
+        except (OSError, _Expired) as exc:
             log.debug("connection from %s failed before its first request: %s", peer, exc)
-            sock.close()
-            self.capacity.release()
+        except Exception:
+            log.exception("Error setting up a connection from %s; closing it", peer)
+        else:
+            self.keep_serving(conn)
             return
-        self.keep_serving(conn)
+        sock.close()
+        self.capacity.release()
 
-    def keep_serving(self, conn: Connection) -> None:
-        """Serve one connection until it closes, expires, or the worker stops."""
+    def tls_handshake(self, sock: socket.socket) -> socket.socket:
+        """The handshake, bounded by header_timeout in all (a per-read timeout alone lets a
+        client trickling its hello in hold the connection for ever)."""
+        timeout = self.settings.header_timeout
+        sock.settimeout(timeout)
+        with eventlet.Timeout(timeout, _Expired("the TLS handshake did not finish in time")):
+            return self.ssl.wrap_socket(sock, server_side=True)
+
+    def keep_serving(self, conn: Connection, counted: bool = True) -> None:
+        """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
+        holds a unit of capacity, released at its end."""
         served = False
         self.held += 1
         self.held_connections(self.held)
@@ -140,7 +168,9 @@ class EventletWorker(Worker):
             while True:
                 wait = conn.deadline - time.monotonic()
                 if wait <= 0:
-                    if conn.expire():
+                    lingering = conn.expire()
+                    self.heads.update(conn)
+                    if lingering:
                         continue   # lingering after a 408: keep reading until the client is done
                     return
                 # A connection accepted before the stop was noticed still gets its first request
@@ -160,9 +190,15 @@ class EventletWorker(Worker):
                     hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
                 except (_Expired, _Stopping):
                     continue   # the checks above expire, drain or close it
+                except hubs.IOClosed:
+                    pass   # refused by another green thread (head budget): process() sees it closed
                 finally:
                     self.waiting.pop(conn, None)
                 keep = conn.process()
+                self.heads.update(conn)
+                for victim in self.heads.over():
+                    victim.refuse_head()   # its own green thread wakes to linger or to find it closed
+                    self.heads.update(victim)
                 self.count_request()   # also for a request whose connection then closed
                 if not keep:
                     return
@@ -174,7 +210,9 @@ class EventletWorker(Worker):
             log.exception("Error serving a connection")
             conn.close()
         finally:
-            self.capacity.release()
+            self.heads.forget(conn)
+            if counted:
+                self.capacity.release()
             self.held -= 1
             self.held_connections(self.held)
 
@@ -196,6 +234,18 @@ class EventletWorker(Worker):
         self.release_listeners()   # the acceptors were killed in run()
         for greenlet in list(self.waiting.values()):
             eventlet.kill(greenlet, _Stopping)
+        if not self.retiring:
+            for conn in self.drain_handoff():
+                if _readable_now(conn.fileno()):
+                    # Its client sent a request already: answer it (capacity no longer matters).
+                    self.pool.spawn_n(self.keep_serving, conn, False)
+                else:
+                    conn.close()   # idle: nothing is lost
         with eventlet.Timeout(self.settings.graceful_timeout, False):
             self.pool.waitall()
 
+
+def _readable_now(fd: int) -> bool:
+    poller = _select.poll()   # the unpatched poll: a check that never waits
+    poller.register(fd, _select.POLLIN)
+    return bool(poller.poll(0))

@@ -10,6 +10,7 @@ Gunicorn's sync worker give up keep-alive).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -24,7 +25,8 @@ from typing import Any
 
 from .. import logs
 from ..connection import Connection
-from .base import Worker
+from .base import ACCEPT_PAUSE, Worker
+from .budget import HeadBudget
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -63,8 +65,9 @@ class Lender(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.delay):
             with self.lock:
-                if self.busy_with is None or time.monotonic() - self.busy_since < self.delay:
-                    continue
+                if (self.busy_with is None or not self.worker.alive
+                        or time.monotonic() - self.busy_since < self.delay):
+                    continue   # stopping: siblings stop too, nobody would take it
                 waiting = self.waiting_connections()
                 if waiting:
                     self.lent.extend(self.worker.hand_off(waiting))
@@ -105,37 +108,42 @@ class SyncWorker(Worker):
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
         self.handshakes: set[Handshake] = set()
+        self.heads = HeadBudget(self.settings.limit_head_buffer)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # A signal wakes the selector at once (PEP 475 would otherwise resume the wait).
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         self.sel.register(wake_r, selectors.EVENT_READ, WAKE)
         self.accepting = False
+        self.accept_resume = 0.0
         self.start_accepting()
-        self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
-        self.lender = Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
+        # With no sibling, lending would only queue a connection for this same worker.
+        lend = self.settings.keepalive > 0 and self.ssl is None and self.settings.workers > 1
+        self.lender = Lender(self) if lend else None
         if self.lender:
             self.lender.start()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while self.alive:
                 self.notify()
+                # Every turn, not only on a wakeup: a signal that came before the wakeup fd was
+                # set (right after fork) still gets its work done within a turn.
+                self.run_pending()
                 for key, _ in self.sel.select(max(0.0, min(next_sweep - time.monotonic(), 1.0))):
                     tag = key.data
                     if tag is ACCEPT:
                         if self.alive:   # a stop signal may wake us in the same turn
                             self.accept(key.fileobj)
                     elif tag is HANDOFF:
-                        for conn in self.take_handoff():
-                            self.watch(conn)
+                        self.take_lent()
                     elif tag is WAKE:
                         _drain(wake_r)
-                        self.run_pending()
                     elif tag in self.conns:   # not lent away or closed earlier in this batch
                         self.serve(tag)
                     elif tag in self.handshakes:
                         self.handshake(tag)
                 if time.monotonic() >= next_sweep:
                     self.sweep()
+                    self.resume_accepting()
                     self.check_parent()
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
             self.finish()
@@ -146,25 +154,65 @@ class SyncWorker(Worker):
     # --- connections ----------------------------------------------------------------------------
 
     def start_accepting(self) -> None:
+        """Watch the listeners and the hand-off socket: both bring new connections."""
         if not self.accepting:
             for sock in self.listeners:
                 self.sel.register(sock, selectors.EVENT_READ, ACCEPT)
+            self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
             self.accepting = True
 
     def stop_accepting(self) -> None:
         if self.accepting:
             for sock in self.listeners:
                 self.sel.unregister(sock)
+            self.sel.unregister(self.handoff_recv)
             self.accepting = False
 
+    def pause_accepting(self) -> None:
+        """Out of descriptors: the listeners stay readable, so watching them would spin."""
+        self.stop_accepting()
+        self.accept_resume = time.monotonic() + ACCEPT_PAUSE
+
     def accept(self, listener: socket.socket) -> None:
-        try:
-            sock, peer = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return   # a sibling took it
-        except OSError as exc:
-            log.error("accept() failed: %s", exc)
-            return
+        """Take what the backlog holds, up to worker_connections, not one per loop turn."""
+        room = self.settings.worker_connections - len(self.conns) - len(self.handshakes)
+        for _ in range(max(room, 1)):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return   # the backlog is empty, or a sibling took it
+            except OSError as exc:
+                if self.accept_failed(exc):
+                    self.pause_accepting()
+                return
+            self.accepted()
+            self.add(sock, peer)
+            if not self.accepting:
+                return   # worker_connections reached
+
+    def take_lent(self) -> None:
+        """Connections siblings passed us, never more than worker_connections allows.
+
+        They were lent because a request was waiting, and have waited already: each is served at
+        once, before anything else this loop turn found. Only this loop takes them, between
+        requests, so one that comes back to the worker that lent it (no sibling was free) is served
+        by that worker idle, never queued behind its next request.
+        """
+        for conn in self.take_handoff(self.settings.worker_connections - len(self.conns)):
+            self.watch(conn)
+            if conn in self.conns and self.alive:
+                self.serve(conn)
+        if self.spare_fd < 0:
+            self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
+            self.pause_accepting()
+
+    def resume_accepting(self) -> None:
+        """After an out-of-descriptors pause, try again (a connection closing tries sooner)."""
+        if (self.starved and not self.accepting and self.alive and time.monotonic() >= self.accept_resume
+                and len(self.conns) < self.settings.worker_connections):
+            self.start_accepting()
+
+    def add(self, sock: socket.socket, peer: Any) -> None:
         if self.ssl is None:
             self.watch(self.new_connection(sock, peer))
             return
@@ -194,6 +242,10 @@ class SyncWorker(Worker):
             log.debug("TLS handshake with %s failed: %s", shake.peer, exc)
             self.drop_handshake(shake)
             return
+        except Exception:
+            log.exception("Error in the TLS handshake with %s; closing the connection", shake.peer)
+            self.drop_handshake(shake)
+            return
         self.handshakes.discard(shake)
         self.sel.unregister(shake.sock)
         conn = self.new_connection(shake.sock, shake.peer)
@@ -206,6 +258,12 @@ class SyncWorker(Worker):
         self.sel.unregister(shake.sock)
         shake.sock.close()
 
+    def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+        # The selector waits, the socket never blocks: a client sending part of a TLS record
+        # (or of anything) goes back to the selector instead of holding the worker.
+        sock.settimeout(0.0)
+        return Connection(sock, peer, self.ctx)
+
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.sel.register(conn, selectors.EVENT_READ, conn)
@@ -216,6 +274,7 @@ class SyncWorker(Worker):
     def forget(self, conn: Connection) -> None:
         self.conns.discard(conn)
         self.held_connections(len(self.conns))
+        self.heads.forget(conn)
         try:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
@@ -228,13 +287,29 @@ class SyncWorker(Worker):
             self.lender.busy(conn)
         try:
             keep = conn.process()
+        except Exception:
+            # A bug met by one connection must not end the others this worker holds.
+            log.exception("Error serving a connection; closing it")
+            conn.close()
+            keep = False
         finally:
             if self.lender:
                 self.forget_handed(self.lender.idle())
         if not keep:
             self.forget(conn)
+        elif conn in self.conns:
+            self.heads.update(conn)
+            for victim in self.heads.over():
+                self.refuse_head(victim)
         self.notify()
         self.count_request()
+
+    def refuse_head(self, conn: Connection) -> None:
+        """Over the worker's head budget: this unfinished head gets 431 and closes."""
+        keep = conn.refuse_head()
+        self.heads.update(conn)
+        if not keep:
+            self.forget(conn)
 
     def forget_handed(self, handed: list[Connection]) -> None:
         """Forget connections a sibling took over; close our descriptors without a shutdown."""
@@ -245,7 +320,14 @@ class SyncWorker(Worker):
     def sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if c.deadline <= now]:
-            if not conn.expire():
+            try:
+                keep = conn.expire()
+            except Exception:
+                log.exception("Error expiring a connection; closing it")
+                conn.close()
+                keep = False
+            self.heads.update(conn)
+            if not keep:
                 self.forget(conn)
         for shake in [h for h in self.handshakes if h.deadline <= now]:
             self.drop_handshake(shake)
@@ -257,11 +339,13 @@ class SyncWorker(Worker):
         drain the rest (see `drain`)."""
         self.stop_accepting()
         self.release_listeners()
-        self.sel.unregister(self.handoff_recv)
         if self.lender and not self.retiring:
             # Every sibling stops too: nobody would take what the lender passes on.
             self.lender.stop()
             self.lender.join()
+        if not self.retiring:
+            for conn in self.drain_handoff():
+                self.watch(conn)
         self.serve_ready(0)
         idle = [c for c in self.conns if c.idle]
         if self.retiring and idle:
@@ -296,6 +380,7 @@ class SyncWorker(Worker):
             tag = key.data
             if tag is WAKE:
                 _drain(key.fileobj)
+                self.run_pending()
             elif tag in self.conns:
                 self.serve(tag)
             elif tag in self.handshakes:
