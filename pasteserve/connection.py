@@ -12,6 +12,8 @@ from a green thread. A connection is in one of four states:
 ``linger``   we answered and shut down our side, but the client may still be sending:
              read and discard for up to :data:`LINGER` seconds so that closing with unread
              bytes does not reset the connection and destroy the answer in flight.
+``taken``    the app took the socket over (a websocket, see :mod:`pasteserve.takeover`):
+             we write nothing more, and leave the descriptor to the app; the worker forgets us.
 ``closed``
 """
 
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pasteserve import __version__
+from pasteserve import __version__, takeover
 from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.response import error_response, server_line
@@ -34,7 +36,7 @@ __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
 RECV_SIZE = 65536
 LINGER = 2.0
 
-_IDLE, _HEAD, _LINGER, _CLOSED = range(4)
+_IDLE, _HEAD, _LINGER, _CLOSED, _TAKEN = range(5)
 
 
 def _secure_scheme_headers() -> dict[str, str]:
@@ -68,6 +70,11 @@ class ServerContext:
     body_timeout: float | None = None
     # Called when body bytes arrive: waiting for a client is not being stuck (the heartbeat).
     on_progress: Callable[[], None] | None = None
+    # Apps may take the socket over (websockets); without it, websocket upgrades are refused.
+    takeover: bool = False
+    multithread: bool = False   # wsgi.multithread
+    # sendfile(sock, file, offset, count) -> bytes sent, for sockets that cannot block.
+    sendfile: Callable[[socket.socket, Any, int, int], int] | None = None
 
 
 class Connection:
@@ -96,6 +103,7 @@ class Connection:
             errors=self._errors,
             forwarded_allow_ips=ctx.forwarded_allow_ips,
             secure_scheme_headers=ctx.secure_scheme_headers,
+            multithread=ctx.multithread,
         )
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
@@ -171,9 +179,15 @@ class Connection:
 
     def close(self) -> None:
         if self._state != _CLOSED:
+            taken = self._state == _TAKEN
             self._state = _CLOSED
             self._errors.flush()
-            self._sock.close()
+            if not taken:   # else the descriptor is the app's to close
+                self._sock.close()
+
+    @property
+    def taken_over(self) -> bool:
+        return self._state == _TAKEN
 
     # -- requests -------------------------------------------------------------------
 
@@ -196,7 +210,7 @@ class Connection:
                 return False
             # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
             if not self._handle(event):
-                return self._state != _CLOSED
+                return self._state == _LINGER
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
@@ -214,7 +228,23 @@ class Connection:
             return False
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
-        self._run_app(environ, resp, inp)
+        upgrade = "HTTP_UPGRADE" in environ and takeover.is_websocket_upgrade(environ)
+        if upgrade and not ctx.takeover:
+            ctx.error_log.warning("Refused a websocket upgrade from %r to %s: %s", self._peer,
+                                  environ["RAW_URI"], takeover.REFUSAL)
+            self._try(resp.send_error, 400, "Bad Request", takeover.REFUSAL)
+        else:
+            if ctx.takeover:
+                takeover.offer(environ, self._sock)
+                if upgrade:
+                    # The app may keep this socket for hours, idle between messages: its business.
+                    self._sock.settimeout(None)
+            self._run_app(environ, resp, inp)
+            if self._state == _TAKEN:
+                self._taken_over(req, environ, resp, started)
+                return False
+            if upgrade:
+                self._sock.settimeout(ctx.io_timeout)
         if self._body_deadline:
             self._body_deadline = 0.0
             self._sock.settimeout(ctx.io_timeout)   # _pull shortened it to the body deadline
@@ -244,9 +274,20 @@ class Connection:
 
     def _run_app(self, environ: dict[str, Any], resp: Response, inp: Input) -> None:
         result = None
+        ctx = self._ctx
         try:
-            result = self._ctx.app(environ, resp.start_response)
+            if ctx.takeover:
+                takeover.reset()
+            result = ctx.app(environ, resp.start_response)
+            if ctx.takeover and takeover.handled_by_app(result):
+                self._state = _TAKEN
+                return
             resp.send_body(result)
+        except StopIteration:
+            if not ctx.takeover:
+                self._app_failed(environ, resp, inp)
+                return
+            self._state = _TAKEN   # Gunicorn's way for an app to say it took the socket
         except Exception:
             self._app_failed(environ, resp, inp)
         finally:
@@ -313,6 +354,18 @@ class Connection:
         if left <= 0:
             raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
         self._sock.settimeout(min(left, self._ctx.io_timeout))
+
+    def _taken_over(self, req: Request, environ: dict[str, Any], resp: Response, started: float) -> None:
+        """The app answered on the socket itself and is done with it: log, and forget it."""
+        ctx = self._ctx
+        self._errors.flush()
+        if ctx.post_request is not None:
+            self._hook(ctx.post_request, req, environ, resp)
+        if ctx.access_log is not None:
+            # The app wrote the 101 handshake itself; the time is the websocket's whole life.
+            self._hook(ctx.access_log, environ, resp.status or "101 Switching Protocols", resp.headers, resp.sent,
+                       time.monotonic() - started)
+        ctx.requests += 1
 
     # -- closing --------------------------------------------------------------------
 

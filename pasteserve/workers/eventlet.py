@@ -25,7 +25,7 @@ from eventlet.greenpool import GreenPool
 from eventlet.semaphore import Semaphore
 
 from .. import logs
-from ..connection import Connection
+from ..connection import Connection, ServerContext
 from .base import Worker
 
 log = logging.getLogger(logs.ERROR_LOGGER)
@@ -40,11 +40,46 @@ class _Expired(Exception):
     """A connection's deadline passed while it waited for bytes."""
 
 
+class _Overdue(GreenletExit):
+    """graceful_timeout is over: stop serving the connection (a websocket, a long request)."""
+
+
+def green_sendfile(sock: socket.socket, file: Any, offset: int, count: int) -> int:
+    """os.sendfile(2) on the descriptor of a green socket, waiting in the hub while it is full."""
+    out, src = sock.fileno(), file.fileno()
+    timeout = sock.gettimeout()
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(out, src, offset + sent, count - sent)
+        except BlockingIOError:
+            hubs.trampoline(out, write=True, timeout=timeout,
+                            timeout_exc=TimeoutError("timed out sending a file"))
+            continue
+        if not n:
+            break   # the file is shorter than it was
+        sent += n
+    return sent
+
+
 class EventletWorker(Worker):
     def init_process(self) -> None:
         # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
         hubs.use_hub()
         super().init_process()
+
+    def make_context(self) -> ServerContext:
+        ctx = super().make_context()
+        ctx.takeover = True   # websockets: apps may own their connection (pasteserve.takeover)
+        # What eventlet.wsgi says: green threads of one process run the app concurrently and
+        # share its globals, as threads would (thread-locals are green-locals once patched).
+        ctx.multithread = True
+        ctx.sendfile = green_sendfile
+        # Like the sync worker: a trickling upload gets a 408 after `timeout` in all, so slow
+        # clients cannot hold worker_connections slots for ever.
+        if self.settings.timeout:
+            ctx.body_timeout = self.settings.timeout
+        return ctx
 
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
@@ -115,7 +150,10 @@ class EventletWorker(Worker):
         try:
             if self.ssl is not None:
                 sock.settimeout(self.settings.header_timeout)
-                sock = self.ssl.wrap_socket(sock, server_side=True)
+                # In all, not per read: a client trickling its hello must not hold a slot.
+                with eventlet.Timeout(self.settings.header_timeout,
+                                      TimeoutError("the TLS handshake did not complete in time")):
+                    sock = self.ssl.wrap_socket(sock, server_side=True)
             conn = self.new_connection(sock, peer)
         except OSError as exc:
             log.debug("connection from %s failed before its first request: %s", peer, exc)
@@ -152,6 +190,8 @@ class EventletWorker(Worker):
                 if not keep:
                     return
                 served = True
+        except _Overdue:
+            conn.close()
         except GreenletExit:
             self.let_go(conn)
         except Exception:
@@ -173,11 +213,14 @@ class EventletWorker(Worker):
             conn.close()
 
     def finish(self) -> None:
-        """Let in-flight requests finish (bounded by graceful_timeout); idle connections go at once."""
+        """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
+        connections go at once. What is left at the end is stopped, its connection closed."""
         for greenlet in list(self.waiting.values()):
             eventlet.kill(greenlet)
         with eventlet.Timeout(self.settings.graceful_timeout, False):
             self.pool.waitall()
+        for greenlet in list(self.pool.coroutines_running):
+            greenlet.kill(_Overdue)   # the app's cleanup runs, then keep_serving closes the socket
 
     # A signal handler runs inside whichever green thread was interrupted; leave at once.
     def handle_quit(self, signum: int, frame: Any) -> None:
