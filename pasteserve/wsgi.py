@@ -568,7 +568,8 @@ class Response:
         app = self._app
         if app is None:
             raise ResponseError("the response body started before start_response() was called")
-        keep = self.keep_alive and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
+        keep = (self.keep_alive and not app.close and self._ctx.alive
+                and not self._input.blocks_reuse(self._ctx.max_drain))
         code = self.code
         framing = b""
         if body_forbidden(self._method, code):

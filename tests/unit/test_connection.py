@@ -483,6 +483,14 @@ def test_hop_by_hop_header_from_app_is_a_500(serve, client_of, caplog):
     assert client.request(get("/hello")).status == 200
 
 
+def test_connection_close_from_app_closes_after_its_response(serve, client_of):
+    client = client_of(serve())
+    resp = client.request(get("/connection-close"))
+    assert (resp.status, resp.body) == (400, b"refused\n")
+    assert resp.header("connection") == "close"
+    assert client.at_eof()
+
+
 def test_app_crash_is_a_500_and_the_connection_goes_on(serve, client_of, caplog):
     client = client_of(serve())
     with caplog.at_level(logging.ERROR, logger="pasteserve.error"):
