@@ -3,6 +3,7 @@
 #   wrk                 from Debian, only when it is missing
 #   gunicorn, waitress  the `bench` extra of pyproject.toml, into the repo's .venv,
 #                       only when they are missing
+#   .venv-gunicorn23    Gunicorn 23.0.0 + eventlet, for benchmarks/websocket.py
 set -eu
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,6 +22,13 @@ fi
 # do it when a benchmark dependency is missing.
 if ! "$repo/.venv/bin/python" -c 'import gunicorn, waitress' 2>/dev/null; then
     "$repo/.venv/bin/pip" install -q -e "$repo[bench]"
+fi
+
+# Gunicorn 23.0.0 is the last Gunicorn with an eventlet worker: benchmarks/websocket.py runs it
+# from a venv of its own, so it never meets the newer gunicorn of the bench extra.
+if [ ! -x "$repo/.venv-gunicorn23/bin/gunicorn" ]; then
+    python3 -m venv "$repo/.venv-gunicorn23"
+    "$repo/.venv-gunicorn23/bin/pip" install -q gunicorn==23.0.0 eventlet
 fi
 
 echo "wrk: $(command -v wrk)"
