@@ -13,7 +13,9 @@ import mmap
 import struct
 import time
 
-_SLOT = struct.Struct("d")
+# A slot: the last beat, then when the worker began retiring on its own (0.0: it serves).
+_STAMP = struct.Struct("d")
+_SLOT_SIZE = 2 * _STAMP.size
 
 
 class Heartbeat:
@@ -24,24 +26,34 @@ class Heartbeat:
             raise ValueError(f"a heartbeat needs at least one slot, not {slots}")
         self.slots = slots
         # fileno -1: anonymous MAP_SHARED memory, so writes after fork stay visible.
-        self._map = mmap.mmap(-1, slots * _SLOT.size)
+        self._map = mmap.mmap(-1, slots * _SLOT_SIZE)
 
     def _offset(self, slot: int) -> int:
         # struct would take a negative offset from the end: refuse it explicitly.
         if not 0 <= slot < self.slots:
             raise IndexError(f"heartbeat slot {slot} out of range 0..{self.slots - 1}")
-        return slot * _SLOT.size
+        return slot * _SLOT_SIZE
 
     def beat(self, slot: int) -> None:
         """Worker: record that it is alive now."""
-        _SLOT.pack_into(self._map, self._offset(slot), time.monotonic())
+        _STAMP.pack_into(self._map, self._offset(slot), time.monotonic())
 
     def last(self, slot: int) -> float:
         """Master: the ``time.monotonic()`` of the slot's last beat (0.0 if it never beat)."""
-        return _SLOT.unpack_from(self._map, self._offset(slot))[0]
+        return _STAMP.unpack_from(self._map, self._offset(slot))[0]
+
+    def retire(self, slot: int) -> None:
+        """Worker: it stopped accepting on its own (max_requests) but still finishes its
+        connections, websockets perhaps for graceful_timeout: a replacement should start now."""
+        _STAMP.pack_into(self._map, self._offset(slot) + _STAMP.size, time.monotonic())
+
+    def retiring(self, slot: int) -> bool:
+        """Master: did the worker in this slot say it retires?"""
+        return _STAMP.unpack_from(self._map, self._offset(slot) + _STAMP.size)[0] > 0.0
 
     def reset(self, slot: int) -> None:
-        """Master: give a slot a fresh beat before forking a worker into it."""
+        """Master: give a slot a fresh beat (and no retirement) before forking a worker into it."""
+        _STAMP.pack_into(self._map, self._offset(slot) + _STAMP.size, 0.0)
         self.beat(slot)
 
     def close(self) -> None:

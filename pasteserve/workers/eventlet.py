@@ -212,15 +212,28 @@ class EventletWorker(Worker):
         else:
             conn.close()
 
+    def stop_serving(self, retire: bool) -> None:
+        if self.alive:
+            self.stopped_at = time.monotonic()
+        super().stop_serving(retire)
+
     def finish(self) -> None:
         """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
         connections go at once. What is left at the end is stopped, its connection closed."""
         for greenlet in list(self.waiting.values()):
             eventlet.kill(greenlet)
-        with eventlet.Timeout(self.settings.graceful_timeout, False):
+        grace = self.settings.graceful_timeout
+        # Counted from the signal, and ending a little early: we close what is left ourselves
+        # before the master, counting from when it sent the signal, would have to kill us.
+        left = getattr(self, "stopped_at", time.monotonic()) + grace - min(1.0, grace / 10) - time.monotonic()
+        busy = self.pool.running()
+        if busy:
+            log.info("Worker (pid %s) stopped accepting; waiting up to %.1fs for %d open connection(s)",
+                     self.pid, max(left, 0.0), busy)
+        with eventlet.Timeout(max(left, 0.0), False):
             self.pool.waitall()
         for greenlet in list(self.pool.coroutines_running):
-            greenlet.kill(_Overdue)   # the app's cleanup runs, then keep_serving closes the socket
+            eventlet.kill(greenlet, _Overdue)   # the app's cleanup runs, then keep_serving closes the socket
 
     # A signal handler runs inside whichever green thread was interrupted; leave at once.
     def handle_quit(self, signum: int, frame: Any) -> None:

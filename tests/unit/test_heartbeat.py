@@ -88,3 +88,12 @@ def test_allocator_refuses_releasing_a_free_slot():
     slots.release(slots.acquire())
     with pytest.raises(ValueError, match="slot 0 is not in use"):
         slots.release(0)
+
+
+def test_retiring_is_per_slot_and_reset_clears_it(heartbeat):
+    heartbeat.beat(1)
+    heartbeat.retire(1)
+    assert [heartbeat.retiring(slot) for slot in range(4)] == [False, True, False, False]
+    assert heartbeat.last(1) > 0.0   # the beat is untouched
+    heartbeat.reset(1)
+    assert not heartbeat.retiring(1)
