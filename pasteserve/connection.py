@@ -3,7 +3,7 @@
 Written blocking-style with no knowledge of the worker driving it: the sync worker calls
 :meth:`Connection.process` when its selector reports the socket readable and
 :meth:`Connection.expire` at :attr:`Connection.deadline`; the eventlet worker does the same
-from a green thread. A connection is in one of four states:
+from a green thread. A connection is in one of five states:
 
 ``idle``     between requests (or before the first); waits ``keepalive`` seconds
              (``header_timeout`` before the first request), then closes silently.
@@ -185,10 +185,6 @@ class Connection:
             if not taken:   # else the descriptor is the app's to close
                 self._sock.close()
 
-    @property
-    def taken_over(self) -> bool:
-        return self._state == _TAKEN
-
     # -- requests -------------------------------------------------------------------
 
     def _serve(self) -> bool:
@@ -284,10 +280,10 @@ class Connection:
                 return
             resp.send_body(result)
         except StopIteration:
-            if not ctx.takeover:
+            if ctx.takeover:
+                self._state = _TAKEN   # Gunicorn's way for an app to say it took the socket
+            else:
                 self._app_failed(environ, resp, inp)
-                return
-            self._state = _TAKEN   # Gunicorn's way for an app to say it took the socket
         except Exception:
             self._app_failed(environ, resp, inp)
         finally:
