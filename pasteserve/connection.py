@@ -358,9 +358,9 @@ class Connection:
         if ctx.post_request is not None:
             self._hook(ctx.post_request, req, environ, resp)
         if ctx.access_log is not None:
-            # The app wrote the 101 handshake itself; the time is the websocket's whole life.
-            self._hook(ctx.access_log, environ, resp.status or "101 Switching Protocols", resp.headers, resp.sent,
-                       time.monotonic() - started)
+            # The app wrote the 101 handshake itself (what it may have passed to start_response
+            # never reached the client); the time is the websocket's whole life.
+            self._hook(ctx.access_log, environ, "101 Switching Protocols", [], 0, time.monotonic() - started)
         ctx.requests += 1
 
     # -- closing --------------------------------------------------------------------

@@ -7,6 +7,7 @@ and long-polling that upgrades to websocket.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -21,8 +22,8 @@ APP = "tests.frameworks.socketio_app:app"
 def start(start_server, entry: str):
     if entry == "pasteserve":
         return start_server("pasteserve", args=["-k", "eventlet", "-w", "1", "-b", "127.0.0.1:0",
-                                                "--keep-alive", "1", APP])
-    options = "bind = 127.0.0.1:0\nworker_class = eventlet\nworkers = 1\nkeepalive = 1"
+                                                "--keep-alive", "1", "--access-logfile", "-", APP])
+    options = "bind = 127.0.0.1:0\nworker_class = eventlet\nworkers = 1\nkeepalive = 1\naccesslog = -"
     return start_server(entry, ini=ini_text(options, "use = call:tests.frameworks.socketio_app:app_factory"))
 
 
@@ -57,6 +58,9 @@ def test_socketio_echo(start_server, entry, transports):
         assert events[0] == {"n": 0}
     finally:
         client.disconnect()
+    # The websocket's access log line comes when it ends: 101, whatever engineio told start_response.
+    server.wait_for(lambda: re.search(r'"GET /socket.io/\?transport=websocket\S* HTTP/1.1" 101 ', server.log()),
+                    5, "the websocket's access log line")
     log = server.log()
     assert "Traceback" not in log, log
     # engineio closes the websocket twice, and eventlet writes this to wsgi.errors (Gunicorn 23's
