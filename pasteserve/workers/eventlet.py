@@ -117,6 +117,11 @@ class EventletWorker(Worker):
     def stop_accepting(self) -> None:
         for acceptor in self.acceptors:
             acceptor.kill()
+        # Open websockets may keep us for graceful_timeout: drop our copies of the listening
+        # sockets now, so that once the master and the other workers are done with them too (TERM),
+        # new connections are refused at once instead of queueing for nobody.
+        for sock in self.listeners:
+            sock.close()
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)

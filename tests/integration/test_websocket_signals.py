@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ini_text
 from tests.frameworks.wsclient import WebSocket
-from tests.server import get
+from tests.server import connect, get
 
 APP = "use = call:tests.frameworks.ws_apps:app_factory"
 GRACE = 4.0
@@ -89,6 +89,9 @@ def test_term_keeps_websockets_until_graceful_timeout(start_server):
     server.signal(signal.SIGTERM)
     time.sleep(0.5)
     assert echoes(ws)
+    # Nobody accepts any more, and nobody holds the port: a new client is refused, not queued.
+    with pytest.raises(ConnectionRefusedError):
+        connect(server.port, timeout=2).close()
     closed_within(ws, GRACE + 5)
     assert started + GRACE - 1.0 < time.monotonic() < started + GRACE + 2.0
     assert server.wait_exit(10) == 0
