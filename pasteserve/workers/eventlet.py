@@ -63,6 +63,8 @@ def green_sendfile(sock: socket.socket, file: Any, offset: int, count: int) -> i
 
 
 class EventletWorker(Worker):
+    stopped_at = 0.0   # when the stop began (monotonic): graceful_timeout counts from then
+
     def init_process(self) -> None:
         # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
         hubs.use_hub()
@@ -230,7 +232,7 @@ class EventletWorker(Worker):
         grace = self.settings.graceful_timeout
         # Counted from the signal, and ending a little early: we close what is left ourselves
         # before the master, counting from when it sent the signal, would have to kill us.
-        left = getattr(self, "stopped_at", time.monotonic()) + grace - min(1.0, grace / 10) - time.monotonic()
+        left = (self.stopped_at or time.monotonic()) + grace - min(1.0, grace / 10) - time.monotonic()
         busy = self.pool.running()
         if busy:
             log.info("Worker (pid %s) stopped accepting; waiting up to %.1fs for %d open connection(s)",
