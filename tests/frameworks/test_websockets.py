@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
+import shutil
+import ssl
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from websocket import create_connection   # websocket-client, as users test with
 
 from tests.conftest import ini_text
 from tests.frameworks.wsclient import AsyncWebSocket, WebSocket
@@ -146,4 +150,27 @@ def test_1000_websockets_on_one_worker(start_server):
     per_socket = (measured["rss"] - before) / count
     print(f"{count} websockets in {time.monotonic() - started:.1f}s; {per_socket:.1f} KiB per idle websocket")
     assert per_socket < 200   # a green thread and a connection, not a thread stack
+    assert_clean(server.log())
+
+
+def test_wss_through_the_servers_tls(start_server, tmp_path):
+    """wss://: the app gets the TLS socket, and an idle websocket outlives keepalive and timeout."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    server = start_echo(start_server, "pasteserve_paster", f"{OPTIONS}\ncertfile = {crt}\nkeyfile = {key}")
+    server.wait_workers(1)
+    ws = create_connection(f"wss://127.0.0.1:{server.port}/ws", timeout=10, sslopt={"cert_reqs": ssl.CERT_NONE})
+    try:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        time.sleep(2.5)
+        ws.send("again")
+        assert ws.recv() == "again"
+    finally:
+        ws.close()
+    server.wait_for(lambda: '"GET /ws HTTP/1.1" 101' in server.log(), 5, "the access log line")
     assert_clean(server.log())
