@@ -177,10 +177,11 @@ class Worker:
             log.info("Worker (pid %s) reached max_requests (%s); retiring", self.pid, self.max_requests)
             self.stop_serving(retire=True)
             self.heartbeat.retire(self.slot)
-            try:
-                os.kill(self.ppid, signal.SIGCHLD)   # wakes the master, which reads the flag at once
-            except OSError:
-                pass
+            if os.getppid() == self.ppid:   # never signal a stranger if the master is gone
+                try:
+                    os.kill(self.ppid, signal.SIGCHLD)   # wakes the master, which reads the flag at once
+                except OSError:
+                    pass
 
     def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
         sock.settimeout(self.ctx.io_timeout)
