@@ -17,7 +17,7 @@ from tests.frameworks.wsclient import WebSocket
 from tests.server import connect, get
 
 APP = "use = call:tests.frameworks.ws_apps:app_factory"
-GRACE = 4.0
+GRACE = 6.0
 
 
 def pid_of(ws: WebSocket) -> int:
@@ -69,7 +69,8 @@ def test_retiring_worker_keeps_websockets_until_graceful_timeout(start_server, h
         other = WebSocket(server.port)
         assert pid_of(other) != old
         other.close()
-    assert time.monotonic() - started < GRACE - 0.5, "too slow to check within the grace period"
+    # ... at once: not queued until the retiring worker is gone.
+    assert time.monotonic() - started < GRACE / 2, "new connections waited for the retiring worker"
     assert echoes(ws)
     assert pid_of(ws) == old
     waited = closed_within(ws, GRACE + 5)
