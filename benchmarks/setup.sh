@@ -4,6 +4,7 @@
 #   gunicorn, waitress  the `bench` extra of pyproject.toml, into the repo's .venv,
 #                       only when they are missing
 #   gunicorn 23.0.0     the last Gunicorn with an eventlet worker, in .venv-gunicorn23 of its own
+#                       (the gunicorn23-eventlet rows and benchmarks/websocket.py)
 set -eu
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"

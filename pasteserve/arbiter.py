@@ -631,6 +631,10 @@ class Arbiter:
                 if now - info.aborted > 2.0:
                     self.kill_worker(info.pid, signal.SIGKILL)
                 continue
+            if not info.retiring and self.heartbeat.retiring(info.slot):
+                # It reached max_requests: its replacement starts now, not once it has finished.
+                log.info("Worker (pid %s) retires on its own; starting its replacement", info.pid)
+                info.retiring = now
             if info.retiring and now - info.retiring > self.settings.graceful_timeout:
                 log.warning("Worker (pid %s) did not stop within graceful_timeout; killing it", info.pid)
                 info.aborted = now

@@ -3,7 +3,7 @@
 Written blocking-style with no knowledge of the worker driving it: the sync worker calls
 :meth:`Connection.process` when its selector reports the socket readable and
 :meth:`Connection.expire` at :attr:`Connection.deadline`; the eventlet worker does the same
-from a green thread. A connection is in one of four states:
+from a green thread. A connection is in one of five states:
 
 ``idle``     between requests (or before the first); waits ``keepalive`` seconds
              (``header_timeout`` before the first request), then closes silently.
@@ -12,6 +12,8 @@ from a green thread. A connection is in one of four states:
 ``linger``   we answered and shut down our side, but the client may still be sending:
              read and discard for up to :data:`LINGER` seconds so that closing with unread
              bytes does not reset the connection and destroy the answer in flight.
+``taken``    the app took the socket over (a websocket, see :mod:`pasteserve.takeover`):
+             we write nothing more, and leave the descriptor to the app; the worker forgets us.
 ``closed``
 """
 
@@ -26,7 +28,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pasteserve import __version__
+from pasteserve import __version__, takeover
 from pasteserve.allowlist import AllowList
 from pasteserve.http.errors import HeaderFieldsTooLarge, IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
@@ -40,11 +42,18 @@ __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
 RECV_SIZE = 65536
 LINGER = 2.0
 
-_IDLE, _HEAD, _LINGER, _CLOSED = range(4)
+_IDLE, _HEAD, _LINGER, _CLOSED, _TAKEN = range(5)
 
 
 def _secure_scheme_headers() -> dict[str, str]:
     return {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
+
+
+def poll_readable(sock: socket.socket, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``sock`` to have bytes to read (or to be closed)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 @dataclass
@@ -76,12 +85,19 @@ class ServerContext:
     body_timeout: float | None = None
     # Called when body bytes arrive: waiting for a client is not being stuck (the heartbeat).
     on_progress: Callable[[], None] | None = None
+    # wait_readable(sock, seconds) -> whether bytes came; the eventlet worker waits in its hub.
+    wait_readable: Callable[[socket.socket, float], bool] = poll_readable
     # PROXY protocol: the versions expected ("off", "v1", "v2", "auto") from the peers allowed.
     proxy_protocol: str = "off"
     proxy_allow: AllowList | None = None
     # Told of every request: ``begin(req, started) -> token`` once its environ is built,
     # ``end(token, status, seconds)`` once answered (the worker's status slot and metrics).
     observer: Any = None
+    # Apps may take the socket over (websockets); without it, websocket upgrades are refused.
+    takeover: bool = False
+    multithread: bool = False   # wsgi.multithread
+    # sendfile(sock, file, offset, count) -> bytes sent, for sockets that cannot block.
+    sendfile: Callable[[socket.socket, Any, int, int], int] | None = None
 
 
 class Connection:
@@ -112,6 +128,7 @@ class Connection:
             forwarded_allow_ips=ctx.forwarded_allow_ips,
             secure_scheme_headers=ctx.secure_scheme_headers,
             proxy_headers=ctx.proxy_headers,
+            multithread=ctx.multithread,
         )
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
@@ -219,9 +236,11 @@ class Connection:
 
     def close(self) -> None:
         if self._state != _CLOSED:
+            taken = self._state == _TAKEN
             self._state = _CLOSED
             self._errors.flush()
-            self._sock.close()
+            if not taken:   # else the descriptor is the app's to close
+                self._sock.close()
 
     # -- requests -------------------------------------------------------------------
 
@@ -244,7 +263,7 @@ class Connection:
                 return False
             # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
             if not self._handle(event):
-                return self._state != _CLOSED
+                return self._state == _LINGER
 
     def _proxy_header(self, data: bytes) -> bytes | None:
         """The bytes after the PROXY header once it is whole; None while it is not (or refused)."""
@@ -276,7 +295,7 @@ class Connection:
         try:
             return self._handle_request(req)
         finally:
-            if self._state != _CLOSED:
+            if self._state not in (_CLOSED, _TAKEN):   # a taken socket is the app's business
                 sock.settimeout(rest)
 
     def _handle_request(self, req: Request) -> bool:
@@ -296,7 +315,23 @@ class Connection:
         token = observer.begin(req, started) if observer is not None else None
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
-        self._run_app(environ, resp, inp)
+        upgrade = "HTTP_UPGRADE" in environ and takeover.is_websocket_upgrade(environ)
+        if upgrade and not ctx.takeover:
+            ctx.error_log.warning("Refused a websocket upgrade from %r to %s: %s", self._peer,
+                                  environ["RAW_URI"], takeover.REFUSAL)
+            self._try(resp.send_error, 400, "Bad Request", takeover.REFUSAL)
+        else:
+            if ctx.takeover:
+                takeover.offer(environ, self._sock)
+                if upgrade:
+                    # The app may keep this socket for hours, idle between messages: its business.
+                    self._sock.settimeout(None)
+            self._run_app(environ, resp, inp)
+            if self._state == _TAKEN:
+                self._taken_over(req, environ, resp, started)
+                return False
+            if upgrade:
+                self._sock.settimeout(ctx.io_timeout)
         if inp.error is not None:
             # The error's traceback holds the frames that read the body (and its bytes), one of
             # which holds the Input that holds the error: a cycle that only the cyclic GC frees,
@@ -334,9 +369,20 @@ class Connection:
 
     def _run_app(self, environ: dict[str, Any], resp: Response, inp: Input) -> None:
         result = None
+        ctx = self._ctx
         try:
-            result = self._ctx.app(environ, resp.start_response)
+            if ctx.takeover:
+                takeover.reset()
+            result = ctx.app(environ, resp.start_response)
+            if ctx.takeover and takeover.handled_by_app(result):
+                self._state = _TAKEN
+                return
             resp.send_body(result)
+        except StopIteration:
+            if ctx.takeover:
+                self._state = _TAKEN   # Gunicorn's way for an app to say it took the socket
+            else:
+                self._app_failed(environ, resp, inp)
         except Exception:
             self._app_failed(environ, resp, inp)
         finally:
@@ -420,16 +466,26 @@ class Connection:
             raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
         if self._pending is not None and self._pending():
             return   # decrypted bytes already wait inside the TLS object
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN)
         ctx = self._ctx
         end = now + min(left, ctx.io_timeout)
         # In slices, beating the heartbeat: waiting for a client is not being stuck.
-        while not poller.poll(max(0.0, min(end - time.monotonic(), 1.0)) * 1000):
+        while not ctx.wait_readable(self._sock, max(0.0, min(end - time.monotonic(), 1.0))):
             if time.monotonic() >= end:
                 raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
             if ctx.on_progress is not None:
                 ctx.on_progress()
+
+    def _taken_over(self, req: Request, environ: dict[str, Any], resp: Response, started: float) -> None:
+        """The app answered on the socket itself and is done with it: log, and forget it."""
+        ctx = self._ctx
+        self._errors.flush()
+        if ctx.post_request is not None:
+            self._hook(ctx.post_request, req, environ, resp)
+        if ctx.access_log is not None:
+            # The app wrote the 101 handshake itself (what it may have passed to start_response
+            # never reached the client); the time is the websocket's whole life.
+            self._hook(ctx.access_log, environ, "101 Switching Protocols", [], 0, time.monotonic() - started)
+        ctx.requests += 1
 
     # -- closing --------------------------------------------------------------------
 

@@ -114,6 +114,12 @@ class Heartbeat:
 
     # --- master ---------------------------------------------------------------------------------
 
+    def retiring(self, slot: int) -> bool:
+        """Master: has the worker in this slot begun to stop? Told to, or on its own (max_requests):
+        then its replacement starts at once, while it finishes its connections (websockets perhaps
+        for graceful_timeout)."""
+        return _D.unpack_from(self._map, self._offset(slot) + _STOPPING)[0] > 0.0
+
     def reset(self, slot: int) -> None:
         """Master: clear a slot and give it a fresh beat before forking a worker into it."""
         base = self._offset(slot)

@@ -320,14 +320,14 @@ class EnvironBuilder:
                  errors: ErrorStream | None = None,
                  forwarded_allow_ips: frozenset[str] | set[str] = frozenset(),
                  secure_scheme_headers: dict[str, str] | None = None,
-                 proxy_headers: ProxyHeaders | None = None) -> None:
+                 proxy_headers: ProxyHeaders | None = None, multithread: bool = False) -> None:
         self._root = root_path.rstrip("/")
         self._url_scheme = url_scheme
         base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": url_scheme,
             "wsgi.errors": errors if errors is not None else ErrorStream(logging.getLogger("pasteserve.error")),
-            "wsgi.multithread": False,
+            "wsgi.multithread": multithread,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
@@ -569,8 +569,9 @@ class Response:
             return True
         count = size if self._mode == _CLOSE else min(size, self._remaining)
         if count:
+            sendfile = getattr(self._ctx, "sendfile", None)
             try:
-                sent = self.sock.sendfile(f, offset, count)
+                sent = sendfile(self.sock, f, offset, count) if sendfile else self.sock.sendfile(f, offset, count)
             except (ValueError, NotImplementedError, AttributeError):
                 # The socket cannot sendfile (non-blocking, e.g. green): copy through it.
                 f.seek(offset)
@@ -618,7 +619,8 @@ class Response:
         app = self._app
         if app is None:
             raise ResponseError("the response body started before start_response() was called")
-        keep = self.keep_alive and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
+        keep = (self.keep_alive and not app.close and self._ctx.alive
+                and not self._input.blocks_reuse(self._ctx.max_drain))
         code = self.code
         framing = b""
         if body_forbidden(self._method, code):

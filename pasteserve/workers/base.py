@@ -257,7 +257,12 @@ class Worker:
         """After each served connection step: retire once max_requests is reached."""
         if self.ctx is not None and self.ctx.requests >= self.max_requests and self.alive:
             log.info("Worker (pid %s) reached max_requests (%s); retiring", self.pid, self.max_requests)
-            self.stop_serving(retire=True)
+            self.stop_serving(retire=True)   # marks the slot stopping: the master reads it at once
+            if os.getppid() == self.ppid:   # never signal a stranger if the master is gone
+                try:
+                    os.kill(self.ppid, signal.SIGCHLD)   # wakes the master, which reads the flag at once
+                except OSError:
+                    pass
 
     def accept_failed(self, exc: OSError) -> bool:
         """Report a failed accept(); True when out of descriptors (the caller pauses accepting)."""

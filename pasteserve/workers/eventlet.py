@@ -25,7 +25,7 @@ from eventlet.greenpool import GreenPool
 from eventlet.semaphore import Semaphore
 
 from .. import logs
-from ..connection import Connection
+from ..connection import Connection, ServerContext
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
 
@@ -47,11 +47,60 @@ class _Stopping(Exception):
     """Thrown into a green thread waiting on an idle connection: the worker stops, look again."""
 
 
+class _Overdue(GreenletExit):
+    """graceful_timeout is over: stop serving the connection (a websocket, a long request)."""
+
+
+def green_wait_readable(sock: socket.socket, seconds: float) -> bool:
+    """Wait in the hub, not the process, for ``sock`` to have bytes (or be closed)."""
+    if _readable_now(sock.fileno()):
+        return True   # the usual case while a body streams in: no timer, no switch
+    try:
+        hubs.trampoline(sock.fileno(), read=True, timeout=seconds, timeout_exc=_Expired)
+    except _Expired:
+        return False
+    return True
+
+
+def green_sendfile(sock: socket.socket, file: Any, offset: int, count: int) -> int:
+    """os.sendfile(2) on the descriptor of a green socket, waiting in the hub while it is full."""
+    out, src = sock.fileno(), file.fileno()
+    timeout = sock.gettimeout()
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(out, src, offset + sent, count - sent)
+        except BlockingIOError:
+            hubs.trampoline(out, write=True, timeout=timeout,
+                            timeout_exc=TimeoutError("timed out sending a file"))
+            continue
+        if not n:
+            break   # the file is shorter than it was
+        sent += n
+    return sent
+
+
 class EventletWorker(Worker):
+    stopped_at = 0.0   # when the stop began (monotonic): graceful_timeout counts from then
+
     def init_process(self) -> None:
         # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
         hubs.use_hub()
         super().init_process()
+
+    def make_context(self) -> ServerContext:
+        ctx = super().make_context()
+        ctx.takeover = True   # websockets: apps may own their connection (pasteserve.takeover)
+        # What eventlet.wsgi says: green threads of one process run the app concurrently and
+        # share its globals, as threads would (thread-locals are green-locals once patched).
+        ctx.multithread = True
+        ctx.sendfile = green_sendfile
+        # Like the sync worker: a trickling upload gets a 408 after `timeout` in all, so slow
+        # clients cannot hold worker_connections slots for ever.
+        if self.settings.timeout:
+            ctx.body_timeout = self.settings.timeout
+            ctx.wait_readable = green_wait_readable
+        return ctx
 
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
@@ -95,6 +144,9 @@ class EventletWorker(Worker):
     def stop_accepting(self) -> None:
         for acceptor in self.acceptors:
             acceptor.kill()
+        # Open websockets may keep us for graceful_timeout: drop our copies of the listening
+        # sockets now (see Worker.release_listeners).
+        self.release_listeners()
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
@@ -203,6 +255,8 @@ class EventletWorker(Worker):
                 if not keep:
                     return
                 served = True
+        except _Overdue:
+            conn.close()
         except GreenletExit:
             if not self.let_go(conn):
                 conn.close()
@@ -228,10 +282,15 @@ class EventletWorker(Worker):
             return True
         return False
 
+    def stop_serving(self, retire: bool) -> None:
+        if self.alive:
+            self.stopped_at = time.monotonic()
+        super().stop_serving(retire)
+
     def finish(self) -> None:
-        """Let in-flight requests finish (bounded by graceful_timeout); idle connections go to a
-        sibling or are drained (see `keep_serving`)."""
-        self.release_listeners()   # the acceptors were killed in run()
+        """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
+        connections go to a sibling or are drained (see `keep_serving`). What is left at the end
+        is stopped, its connection closed."""
         for greenlet in list(self.waiting.values()):
             eventlet.kill(greenlet, _Stopping)
         if not self.retiring:
@@ -241,8 +300,18 @@ class EventletWorker(Worker):
                     self.pool.spawn_n(self.keep_serving, conn, False)
                 else:
                     conn.close()   # idle: nothing is lost
-        with eventlet.Timeout(self.settings.graceful_timeout, False):
+        grace = self.settings.graceful_timeout
+        # Counted from the signal, and ending a little early: we close what is left ourselves
+        # before the master, counting from when it sent the signal, would have to kill us.
+        left = (self.stopped_at or time.monotonic()) + grace - min(1.0, grace / 10) - time.monotonic()
+        busy = self.pool.running()
+        if busy:
+            log.info("Worker (pid %s) stopped accepting; waiting up to %.1fs for %d open connection(s)",
+                     self.pid, max(left, 0.0), busy)
+        with eventlet.Timeout(max(left, 0.0), False):
             self.pool.waitall()
+        for greenlet in list(self.pool.coroutines_running):
+            eventlet.kill(greenlet, _Overdue)   # the app's cleanup runs, then keep_serving closes the socket
 
 
 def _readable_now(fd: int) -> bool:

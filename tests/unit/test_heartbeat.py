@@ -144,3 +144,12 @@ def test_a_stale_map_of_the_same_pid_is_replaced(tmp_path):
         assert read_status(str(path))["workers"] == []
     finally:
         hb.close()
+
+
+def test_stopping_is_per_slot_and_reset_clears_it(heartbeat):
+    heartbeat.beat(1)
+    heartbeat.set_stopping(1)
+    assert [heartbeat.retiring(slot) for slot in range(4)] == [False, True, False, False]
+    assert heartbeat.last(1) > 0.0   # the beat is untouched
+    heartbeat.reset(1)
+    assert not heartbeat.retiring(1)
