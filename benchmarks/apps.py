@@ -15,6 +15,7 @@ HELLO = b"Hello, World!"
 BIG = b"x" * (1024 * 1024)
 CHUNKS = (b"first piece\n", b"second piece\n", b"third piece\n")
 SLEEP_SECONDS = 0.05
+WORK_SECONDS = 0.002
 
 
 def hello(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -69,4 +70,10 @@ def sleep(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     that monkey-patched ``time`` makes this a green sleep.
     """
     time.sleep(SLEEP_SECONDS)
+    return hello(environ, start_response)
+
+
+def work2ms(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Take 2 ms, as a small real view does: the burst scenario's app."""
+    time.sleep(WORK_SECONDS)
     return hello(environ, start_response)

@@ -2,7 +2,10 @@
 
 from dataclasses import dataclass
 
+from benchmarks.burst import BurstResult
 from benchmarks.wrk import WrkResult
+
+CEILING = "bare-loop"
 
 
 @dataclass(frozen=True)
@@ -12,23 +15,36 @@ class Row:
     shape: str  # how the server ran, e.g. "2 proc" or "1 proc × 4 thr"
     result: WrkResult | None  # None: the run failed, see ``failure``
     failure: str = ""
+    rss_mib: float | None = None  # the largest worker's resident memory after the run
+
+
+@dataclass(frozen=True)
+class BurstRow:
+    server: str
+    shape: str
+    result: BurstResult | None
+    failure: str = ""
 
 
 def table(rows: list[Row], baselines: dict[str, str]) -> str:
-    """One line per run; ``baselines`` maps each scenario to its reference server."""
+    """One line per run; ``baselines`` maps each scenario to its reference server.
+
+    "of ceiling" is the fraction of the bare selector loop's rate in the same scenario.
+    """
     reference = {
         (row.scenario, row.server): row.result.requests_per_sec
         for row in rows
         if row.result is not None
     }
     lines = [
-        "| scenario | server | req/s | p50 | p99 | errors | ratio vs baseline |",
-        "|---|---|--:|--:|--:|---|--:|",
+        "| scenario | server | req/s | p50 | p99 | errors | worker RSS | ratio vs baseline "
+        "| of ceiling |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|",
     ]
     for row in rows:
         server = f"{row.server} ({row.shape})"
         if row.result is None:
-            lines.append(f"| {row.scenario} | {server} | – | – | – | {row.failure} | – |")
+            lines.append(f"| {row.scenario} | {server} | – | – | – | {row.failure} | – | – | – |")
             continue
         result = row.result
         baseline = baselines.get(row.scenario, "")
@@ -37,12 +53,41 @@ def table(rows: list[Row], baselines: dict[str, str]) -> str:
             reference.get((row.scenario, baseline)),
             is_baseline=row.server == baseline,
         )
+        ceiling = reference.get((row.scenario, CEILING))
+        of_ceiling = (f"{result.requests_per_sec / ceiling:.2f}"
+                      if ceiling and row.server != CEILING else "–")
         lines.append(
             f"| {row.scenario} | {server} | {result.requests_per_sec:,.0f} "
             f"| {format_ms(result.p50_ms)} | {format_ms(result.p99_ms)} "
-            f"| {format_errors(result)} | {ratio} |"
+            f"| {format_errors(result)} | {format_mib(row.rss_mib)} | {ratio} | {of_ceiling} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def burst_table(rows: list[BurstRow]) -> str:
+    lines = ["| server | clients | median first answer | slowest first answer | errors |",
+             "|---|--:|--:|--:|--:|"]
+    for row in rows:
+        server = f"{row.server} ({row.shape})"
+        if row.result is None:
+            lines.append(f"| {server} | – | – | – | {row.failure} |")
+            continue
+        r = row.result
+        lines.append(f"| {server} | {r.clients} | {format_ms(r.median_ms)} "
+                     f"| {format_ms(r.slowest_ms)} | {r.errors} |")
+    return "\n".join(lines) + "\n"
+
+
+def syscalls_table(counts: dict[str, float | str]) -> str:
+    lines = ["| server (1 worker, hello keep-alive) | syscalls per request |", "|---|--:|"]
+    for server, count in counts.items():
+        shown = f"{count:.2f}" if isinstance(count, float) else count
+        lines.append(f"| {server} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_mib(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} MiB"
 
 
 def format_ms(value: float | None) -> str:

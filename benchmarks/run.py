@@ -25,8 +25,8 @@ if __package__ in (None, ""):
     # Run as a script: make the `benchmarks` package importable.
     sys.path.insert(0, str(REPO))
 
-from benchmarks import report, servers, wrk  # noqa: E402
-from benchmarks.scenarios import ALL_SERVERS, SCENARIOS, Scenario  # noqa: E402
+from benchmarks import burst, report, servers, syscalls, wrk  # noqa: E402
+from benchmarks.scenarios import KNOWN_SERVERS, SCENARIOS, Scenario  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "latest.md"
 # Rough cost of one run beyond wrk's own time: start, readiness, stop.
@@ -55,8 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "and drop out of the latency figures (default: %(default)s)")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS),
                         metavar="SCENARIO", help=f"any of: {', '.join(SCENARIOS)} (default: all)")
-    parser.add_argument("--servers", nargs="+", choices=ALL_SERVERS, default=list(ALL_SERVERS),
-                        metavar="SERVER", help=f"any of: {', '.join(ALL_SERVERS)} (default: all)")
+    parser.add_argument("--servers", nargs="+", choices=KNOWN_SERVERS, default=list(KNOWN_SERVERS),
+                        metavar="SERVER", help=f"any of: {', '.join(KNOWN_SERVERS)} (default: all)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="also count system calls per request of one worker under strace "
+                             "(hello, keep-alive)")
     parser.add_argument("--pin", action="store_true",
                         help="run the servers on CPU 0 and wrk on CPU 1 (taskset)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{runs} runs, about {estimate // 60} min {estimate % 60} s", flush=True)
 
     rows: list[report.Row] = []
+    bursts: list[report.BurstRow] = []
     with tempfile.TemporaryDirectory(prefix="pasteserve-bench-") as scratch:
         for scenario in scenarios:
             script = _script_for(scenario, Path(scratch))
@@ -106,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 server = servers.SERVERS[name]
                 print(f"{scenario.name} / {name} ...", end=" ", flush=True)
+                if scenario.kind == "burst":
+                    bursts.append(_burst(scenario, server, args, server_prefix))
+                    continue
                 try:
-                    result = _measure(scenario, server, script, args, server_prefix, wrk_prefix)
+                    result, rss = _measure(scenario, server, script, args, server_prefix,
+                                           wrk_prefix)
                 except servers.NotRunnable as exc:
                     print("not runnable")
                     _skip(skipped, name, str(exc))
@@ -118,15 +126,53 @@ def main(argv: list[str] | None = None) -> int:
                                            None, f"failed: {_one_line(str(exc))}"))
                     continue
                 print(f"{result.requests_per_sec:,.0f} req/s")
-                rows.append(report.Row(scenario.name, name, server.shape(args.workers), result))
+                rows.append(report.Row(scenario.name, name, server.shape(args.workers), result,
+                                       rss_mib=rss))
+    counts = _syscalls(args, skipped) if args.syscalls else {}
 
-    document = _document(rows, scenarios, skipped, args)
+    document = _document(rows, bursts, counts, scenarios, skipped, args)
     print()
     print(document)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(document)
     print(f"written to {args.output}")
-    return 0 if any(row.result is not None for row in rows) else 1
+    results = [row.result for row in rows] + [row.result for row in bursts]
+    return 0 if any(result is not None for result in results) else 1
+
+
+def _burst(scenario: Scenario, server: servers.Server, args: argparse.Namespace,
+           server_prefix: tuple[str, ...]) -> report.BurstRow:
+    shape = server.shape(args.workers)
+    try:
+        with servers.running(server, scenario.app_spec, args.workers, server_prefix) as live:
+            result = burst.measure(live.port, scenario.connections or args.connections)
+    except (servers.NotRunnable, servers.ProbeFailed) as exc:
+        print(f"failed: {exc}")
+        return report.BurstRow(server.name, shape, None, f"failed: {_one_line(str(exc))}")
+    print(f"slowest first answer {report.format_ms(result.slowest_ms)}")
+    return report.BurstRow(server.name, shape, result)
+
+
+def _syscalls(args: argparse.Namespace, skipped: dict[str, str]) -> dict[str, float | str]:
+    """Syscalls per keep-alive hello request, one worker per server, under strace."""
+    why_not = syscalls.available()
+    if why_not:
+        print(f"syscalls: {why_not}", file=sys.stderr)
+        return {}
+    counts: dict[str, float | str] = {}
+    load = wrk.Load(url="", duration=args.duration, connections=args.connections,
+                    threads=args.threads, timeout=args.timeout)
+    for name in SCENARIOS["hello"].servers:
+        if name not in args.servers or name in skipped:
+            continue
+        print(f"syscalls / {name} ...", end=" ", flush=True)
+        try:
+            counts[name] = syscalls.per_request(servers.SERVERS[name], "benchmarks.apps:hello", load)
+            print(f"{counts[name]:.2f} per request")
+        except (servers.NotRunnable, servers.ProbeFailed, wrk.WrkError, syscalls.StraceError) as exc:
+            counts[name] = f"failed: {_one_line(str(exc))}"
+            print(counts[name])
+    return counts
 
 
 def _skip(skipped: dict[str, str], name: str, reason: str) -> None:
@@ -163,7 +209,8 @@ def _measure(
     args: argparse.Namespace,
     server_prefix: tuple[str, ...],
     wrk_prefix: tuple[str, ...],
-) -> wrk.WrkResult:
+) -> tuple[wrk.WrkResult, float | None]:
+    """wrk's result and the largest worker's RSS (MiB) right after it."""
     with servers.running(server, scenario.app_spec, args.workers, server_prefix) as live:
         load = wrk.Load(
             url=live.url,
@@ -177,11 +224,14 @@ def _measure(
         if args.warmup:
             wrk.run(replace(load, duration=args.warmup), wrk_prefix)
             servers.settle(live)
-        return wrk.run(load, wrk_prefix)
+        result = wrk.run(load, wrk_prefix)
+        return result, servers.worker_rss_mib(live.pid)
 
 
 def _document(
     rows: list[report.Row],
+    bursts: list[report.BurstRow],
+    counts: dict[str, float | str],
     scenarios: list[Scenario],
     skipped: dict[str, str],
     args: argparse.Namespace,
@@ -214,7 +264,24 @@ def _document(
         + (" (servers pinned to CPU 0, wrk to CPU 1)" if args.pin else "")
         + ": compare within a run, not across machines.",
     ]
+    if "bare-loop" in measured:
+        notes.append(
+            "bare-loop is benchmarks/bare.py, a selector loop with no checks at all (the ceiling "
+            "for a pure-Python server); \"of ceiling\" is each server's fraction of its rate."
+        )
+    notes.append("worker RSS: the largest worker's resident memory right after the run "
+                 "(waitress: its only process).")
     notes += [f"{name}: not runnable ({reason})" for name, reason in skipped.items()]
+    extra = []
+    if bursts:
+        extra += ["", "## Burst: clients connecting at once", "",
+                  f"{SCENARIOS['burst'].measures}; each client's time from connect to its whole "
+                  "first response.", "", report.burst_table(bursts)]
+    if counts:
+        extra += ["", "## System calls per request", "",
+                  "`strace -c -f` on the only worker while wrk runs the hello scenario "
+                  "(keep-alive); strace slows the server, so only the count means anything.", "",
+                  report.syscalls_table(counts)]
     return "\n".join([
         "# Benchmark results",
         "",
@@ -224,6 +291,7 @@ def _document(
         "",
         report.table(rows, baselines),
         *(f"- {note}" for note in notes),
+        *extra,
         "",
     ])
 

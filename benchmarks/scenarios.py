@@ -10,6 +10,10 @@ ALL_SERVERS = (
     "gunicorn-gthread",
     "waitress",
 )
+# Rows that only make sense for some scenarios: Gunicorn 23's eventlet worker beside ours, and
+# the bare selector loop (no request bodies, no framing of its own) as the ceiling.
+KEEPALIVE_SERVERS = (*ALL_SERVERS, "gunicorn23-eventlet", "bare-loop")
+KNOWN_SERVERS = KEEPALIVE_SERVERS
 POST_BODY_SIZE = 1024
 
 
@@ -21,6 +25,8 @@ class Scenario:
     servers: tuple[str, ...] = ALL_SERVERS
     # Ratios in the table are against this server's req/s in the same scenario.
     baseline: str = "gunicorn-sync"
+    # "wrk": a rate under steady load; "burst": clients connecting at once (benchmarks/burst.py).
+    kind: str = "wrk"
     headers: tuple[str, ...] = ()
     post_body_size: int | None = None
     # None: the --connections given on the command line.
@@ -34,10 +40,13 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
-        Scenario("hello", "hello", "per-request overhead, GET on keep-alive connections"),
+        Scenario(
+            "hello", "hello", "per-request overhead, GET on keep-alive connections",
+            servers=KEEPALIVE_SERVERS,
+        ),
         Scenario(
             "hello-close", "hello", "per-connection overhead: accept and close on every request",
-            headers=("Connection: close",),
+            servers=KEEPALIVE_SERVERS, headers=("Connection: close",),
         ),
         Scenario(
             "post", "echo", "reading a 1 KiB request body",
@@ -52,6 +61,12 @@ SCENARIOS: dict[str, Scenario] = {
             servers=("pasteserve-eventlet", "pasteserve-threads", "gunicorn-gthread", "waitress"),
             baseline="gunicorn-gthread",
             connections=200,
+        ),
+        # Connections that arrive together must not wait in line behind each other.
+        Scenario(
+            "burst", "work2ms", "50 keep-alive clients connecting at once to a 2 ms app: "
+            "slowest first answer", kind="burst", connections=50,
+            servers=("pasteserve-sync", "pasteserve-eventlet", "gunicorn-sync", "waitress"),
         ),
     )
 }

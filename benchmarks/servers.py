@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO / ".venv" / "bin"
+# Gunicorn 23.0.0 is the last release with an eventlet worker: it lives in a venv of its own
+# (benchmarks/setup.sh makes it), so the main venv can keep a current Gunicorn.
+GUNICORN23_VENV = ".venv-gunicorn23"
+BARE_LOOP = REPO / "benchmarks" / "bare.py"
 GTHREAD_THREADS = 4
 PASTESERVE_THREADS = 4
 WAITRESS_THREADS = 4
@@ -37,10 +40,11 @@ class Server:
     arguments: Callable[[int, str, int], list[str]]
     # workers -> how the server runs, shown in the results table
     shape: Callable[[int], str]
+    venv: str = ".venv"
 
     @property
     def path(self) -> Path:
-        return VENV_BIN / self.executable
+        return REPO / self.venv / "bin" / self.executable
 
 
 def _pasteserve(worker_class: str, *extra: str) -> Callable[[int, str, int], list[str]]:
@@ -50,28 +54,33 @@ def _pasteserve(worker_class: str, *extra: str) -> Callable[[int, str, int], lis
     return arguments
 
 
-def _gunicorn(*extra: str) -> Callable[[int, str, int], list[str]]:
+def _gunicorn(*extra: str, venv: str = ".venv") -> Callable[[int, str, int], list[str]]:
     def arguments(port: int, app: str, workers: int) -> list[str]:
-        return ["-w", str(workers), "-b", f"127.0.0.1:{port}", *extra, *_gunicorn_quiet(), app]
+        return ["-w", str(workers), "-b", f"127.0.0.1:{port}", *extra, *_gunicorn_quiet(venv), app]
 
     return arguments
 
 
-def _gunicorn_quiet() -> list[str]:
+def _gunicorn_quiet(venv: str) -> list[str]:
     # Recent Gunicorn opens a control socket under ~/.gunicorn by default: a
     # side effect the benchmark does not want (older versions lack the flag).
-    return ["--no-control-socket"] if _gunicorn_has_control_socket() else []
+    return ["--no-control-socket"] if _gunicorn_has_control_socket(venv) else []
 
 
 @functools.cache
-def _gunicorn_has_control_socket() -> bool:
+def _gunicorn_has_control_socket(venv: str) -> bool:
     try:
         usage = subprocess.run(
-            [str(VENV_BIN / "gunicorn"), "--help"], capture_output=True, text=True, timeout=30
+            [str(REPO / venv / "bin" / "gunicorn"), "--help"], capture_output=True, text=True,
+            timeout=30,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "--no-control-socket" in usage
+
+
+def _bare(port: int, app: str, workers: int) -> list[str]:
+    return [str(BARE_LOOP), "-w", str(workers), "-b", f"127.0.0.1:{port}", app]
 
 
 def _waitress(port: int, app: str, workers: int) -> list[str]:
@@ -96,12 +105,38 @@ SERVERS: dict[str, Server] = {
             _gunicorn("-k", "gthread", "--threads", str(GTHREAD_THREADS)),
             lambda w: f"{w} proc × {GTHREAD_THREADS} thr",
         ),
+        Server(
+            "gunicorn23-eventlet", "gunicorn", _gunicorn("-k", "eventlet", venv=GUNICORN23_VENV),
+            lambda w: f"{w} proc, green", venv=GUNICORN23_VENV,
+        ),
+        # The ceiling for a pure-Python server: benchmarks/bare.py.
+        Server("bare-loop", "python", _bare, lambda w: f"{w} proc, no checks"),
         # waitress has no worker processes: it ignores the worker count.
         Server(
             "waitress", "waitress-serve", _waitress, lambda w: f"1 proc × {WAITRESS_THREADS} thr"
         ),
     )
 }
+
+
+def worker_rss_mib(master: int) -> float | None:
+    """The largest resident set among ``master``'s children (itself when it has none), in MiB."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return None
+    sizes = [size for pid in (children or [str(master)]) if (size := _rss_kib(pid)) is not None]
+    return max(sizes) / 1024 if sizes else None
+
+
+def _rss_kib(pid: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def check_runnable(server: Server) -> None:

@@ -3,6 +3,8 @@
 #   wrk                 from Debian, only when it is missing
 #   gunicorn, waitress  the `bench` extra of pyproject.toml, into the repo's .venv,
 #                       only when they are missing
+#   gunicorn 23.0.0     the last Gunicorn with an eventlet worker, in .venv-gunicorn23 of its own
+#                       (the gunicorn23-eventlet rows and benchmarks/websocket.py)
 set -eu
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +25,15 @@ if ! "$repo/.venv/bin/python" -c 'import gunicorn, waitress' 2>/dev/null; then
     "$repo/.venv/bin/pip" install -q -e "$repo[bench]"
 fi
 
+if [ ! -x "$repo/.venv-gunicorn23/bin/gunicorn" ]; then
+    python3 -m venv "$repo/.venv-gunicorn23"
+    "$repo/.venv-gunicorn23/bin/pip" install -q --disable-pip-version-check gunicorn==23.0.0 eventlet
+fi
+
 echo "wrk: $(command -v wrk)"
 "$repo/.venv/bin/python" -c '
 from importlib.metadata import version
 print("gunicorn", version("gunicorn"), "/ waitress", version("waitress"))'
+"$repo/.venv-gunicorn23/bin/python" -c '
+from importlib.metadata import version
+print("gunicorn (eventlet rows)", version("gunicorn"), "/ eventlet", version("eventlet"))'

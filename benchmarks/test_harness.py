@@ -1,15 +1,17 @@
-"""Tests of the benchmark harness itself (run: .venv/bin/python -m pytest benchmarks)."""
+"""Tests of the benchmark harness itself; ./scripts/test (and so CI) runs them with the suite."""
 
 import io
 import os
+import re
 import shutil
+import socket
 import sys
 import urllib.request
 from wsgiref.validate import validator
 
 import pytest
 
-from benchmarks import apps, report, run, servers, wrk
+from benchmarks import apps, burst, report, run, servers, syscalls, wrk
 
 KEEPALIVE_REPORT = """\
 Running 8s test @ http://127.0.0.1:40000/
@@ -137,19 +139,80 @@ def test_table_ratios_against_each_scenarios_baseline():
     lines = report.table(rows, baselines).splitlines()
     assert lines[0].startswith("| scenario | server | req/s | p50 | p99 | errors |")
     assert lines[2] == (
-        "| hello | gunicorn-sync (2 proc) | 2,000 | 500 µs | 250 ms | read 2 | 1.00 (baseline) |"
+        "| hello | gunicorn-sync (2 proc) | 2,000 | 500 µs | 250 ms | read 2 | – "
+        "| 1.00 (baseline) | – |"
     )
-    assert lines[3].endswith("| 0.50 |")
+    assert lines[3].endswith("| 0.50 | – |")
     assert lines[4] == (
-        "| hello | pasteserve-sync (2 proc) | – | – | – | failed: wrk exited with 1 | – |"
+        "| hello | pasteserve-sync (2 proc) | – | – | – | failed: wrk exited with 1 | – | – | – |"
     )
-    assert lines[5].endswith("| 1.00 (baseline) |")
-    assert lines[6].endswith("| 0.50 |")
+    assert lines[5].endswith("| 1.00 (baseline) | – |")
+    assert lines[6].endswith("| 0.50 | – |")
 
 
 def test_table_without_baseline_has_no_ratio():
     rows = [report.Row("hello", "waitress", "1 proc × 4 thr", _result(1000.0))]
-    assert report.table(rows, {"hello": "gunicorn-sync"}).splitlines()[2].endswith("| – |")
+    assert report.table(rows, {"hello": "gunicorn-sync"}).splitlines()[2].endswith("| – | – |")
+
+
+def test_table_shows_the_fraction_of_the_ceiling_and_worker_memory():
+    rows = [
+        report.Row("hello", "bare-loop", "2 proc, no checks", _result(4000.0), rss_mib=11.5),
+        report.Row("hello", "pasteserve-sync", "2 proc", _result(3000.0), rss_mib=20.25),
+    ]
+    lines = report.table(rows, {"hello": "gunicorn-sync"}).splitlines()
+    assert lines[2].endswith("| 11.5 MiB | – | – |")   # the ceiling is not a fraction of itself
+    assert lines[3].endswith("| 20.2 MiB | – | 0.75 |")
+
+
+def test_strace_summary_total_is_read_with_or_without_an_errors_column():
+    summary = (
+        "% time     seconds  usecs/call     calls    errors syscall\n"
+        "------ ----------- ----------- --------- --------- ----------------\n"
+        " 60.00    0.060000           1     40000           sendto\n"
+        " 40.00    0.040000           1     40002         2 recvfrom\n"
+        "------ ----------- ----------- --------- --------- ----------------\n"
+        "100.00    0.100000           1     80002         2 total\n"
+    )
+    assert syscalls.parse_total(summary) == 80002
+    assert syscalls.parse_total("100.00    0.100000           1     80000           total\n") == 80000
+    with pytest.raises(syscalls.StraceError):
+        syscalls.parse_total("strace: attach: ptrace(PTRACE_SEIZE, 1): Operation not permitted\n")
+
+
+def test_burst_times_every_client_against_a_real_server():
+    with servers.running(servers.SERVERS["bare-loop"], "benchmarks.apps:work2ms", workers=1) as live:
+        result = burst.measure(live.port, clients=10)
+    assert result.errors == 0
+    assert len(result.first_answers_ms) == 10
+    assert result.median_ms <= result.slowest_ms
+
+
+def test_burst_counts_refused_clients_as_errors():
+    port = servers.free_port()   # nothing listens there
+    result = burst.measure(port, clients=3, timeout=2)
+    assert (result.errors, result.first_answers_ms, result.slowest_ms) == (3, (), None)
+
+
+def test_bare_loop_answers_keep_alive_and_close():
+    with servers.running(servers.SERVERS["bare-loop"], "benchmarks.apps:hello", workers=2) as live:
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            answers = _read_until(sock, lambda data: data.count(b"Hello, World!") == 2)
+            assert answers.count(b"HTTP/1.1 200 OK") == 2
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            last = _read_until(sock, lambda data: False)   # to EOF: the loop closed it
+    assert b"Connection: close" in last and last.endswith(b"Hello, World!")
+
+
+def _read_until(sock, done):
+    data = b""
+    while not done(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _call(app, method="GET", body=b""):
@@ -227,6 +290,28 @@ def test_full_run_writes_a_table(tmp_path, capsys):
     table = output.read_text()
     assert "| post | waitress (1 proc × 4 thr) |" in table
     assert table in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk missing: run benchmarks/setup.sh")
+def test_smoke_run_of_pasteserve_beside_a_peer_and_the_ceiling(tmp_path):
+    """CI's few-second run of the real harness, so it cannot rot between full runs.
+
+    Nothing here is timed: it only checks that every row was measured.
+    """
+    output = tmp_path / "latest.md"
+    code = run.main([
+        "--duration", "1", "--warmup", "0", "--connections", "8", "--threads", "1",
+        "--scenarios", "hello", "burst", "--servers", "pasteserve-sync", "gunicorn-sync",
+        "bare-loop", "--output", str(output),
+    ])
+    assert code == 0
+    document = output.read_text()
+    hello = [line for line in document.splitlines() if line.startswith("| hello |")]
+    assert len(hello) == 3 and not any("failed" in line for line in hello), document
+    pasteserve = next(line for line in hello if "pasteserve-sync" in line)
+    assert re.search(r"MiB \| [\d.]+ \| [\d.]+ \|$", pasteserve), pasteserve
+    bursts = [line for line in document.splitlines() if line.startswith("| pasteserve-sync (2 proc) | 50 |")]
+    assert len(bursts) == 1 and bursts[0].endswith("| 0 |"), document
 
 
 def test_failure_reason_prefers_the_exception_over_later_log_lines():

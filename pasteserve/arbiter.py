@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import __version__, logs, sockets, workers
+from . import __version__, logs, metrics, pidfile, sockets, systemd, users, workers
 from . import hooks as hooks_mod
-from .heartbeat import Heartbeat, SlotAllocator
-from .loader import AppLoadError
+from .heartbeat import Heartbeat, SlotAllocator, status_map_path
+from .loader import AppLoadError, prepare_import
 from .proctitle import set_title
 from .settings import ConfigError, Settings
 
@@ -30,8 +30,13 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # A worker that cannot load the app exits with this, so the master stops instead of forking forever.
 WORKER_BOOT_ERROR = 3
+# Seconds before booting again after a worker failed to boot while others serve; doubles up to the max.
+BOOT_BACKOFF_FIRST = 1.0
+BOOT_BACKOFF_MAX = 60.0
 HEARTBEAT_SLOTS = 4096
 MASTER_PID_ENV = "PASTESERVE_MASTER_PID"
+# The directory the first master was started in, kept across upgrades (see Arbiter.reexec).
+START_DIR_ENV = "PASTESERVE_START_DIR"
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 _HANDLED = {getattr(signal, "SIG" + name) for name in SIGNALS}
 
@@ -59,6 +64,11 @@ class WorkerInfo:
     retiring: float = 0.0       # when it was told to stop (0: not told)
     aborted: float = 0.0        # when it was sent SIGABRT for silence
 
+    @property
+    def age(self) -> int:
+        """Gunicorn's name for the generation, for child_exit hooks written for it."""
+        return self.generation
+
 
 class HaltServer(Exception):
     def __init__(self, reason: str, exit_status: int = 1) -> None:
@@ -82,9 +92,20 @@ class Arbiter:
         self.signals: list[int] = []
         self.stopping = False
         self.reexec_pid = 0
+        # After a worker failed to boot while others still serve: one trial worker at a time
+        # (`retry_pid`), none before `next_boot`; the pause doubles with each failure in a row.
+        self.boot_failures = 0
+        self.next_boot = 0.0
+        self.retry_pid = 0
         # Set when we are the new master of a USR2 upgrade: our parent is the old master.
         self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
-        self.heartbeat = Heartbeat(HEARTBEAT_SLOTS)
+        self.start_dir = os.environ.pop(START_DIR_ENV, "") or os.getcwd()
+        self.heartbeat = self.make_heartbeat()
+        self.metrics: metrics.Metrics | None = None
+        self.reported_workers = -1
+        self.ready_sent = False   # systemd's READY=1 for the current generation
+        self.activated = False    # listeners from systemd's socket activation
+        self.watchdog = systemd.Watchdog(upgraded_from=self.old_master_pid)
         self.slots = SlotAllocator(HEARTBEAT_SLOTS)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
         self.pidfile: str | None = None
@@ -93,6 +114,17 @@ class Arbiter:
         self.handoff = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for s in self.handoff:
             s.setblocking(False)
+
+    # Names Gunicorn's hook examples use (server.log.info(...), server.cfg.workers, len(server.WORKERS)).
+    log = log
+
+    @property
+    def cfg(self) -> Settings:
+        return self.settings
+
+    @property
+    def WORKERS(self) -> dict[int, WorkerInfo]:
+        return self.workers
 
     # --- start and stop ---------------------------------------------------------------------------
 
@@ -118,9 +150,15 @@ class Arbiter:
         set_title(f"master [{self.title_name}]")
         log.info("Starting pasteserve %s (pid %s)", __version__, self.pid)
         self.log_sources(self.settings)
+        for notice in self.settings.notices:   # once per start, not again on each reload
+            log.info(notice)
         self.write_pidfile()
+        self.heartbeat.describe_master(self.pid, self.title_name)
         self.install_signals()
+        self.metrics = self.make_metrics(self.settings)
+        metrics.install(self.metrics)
         self.ssl = self.make_ssl(self.settings)
+        self.activated = systemd.socket_activated()
         self.listeners = self.bind(self.settings)
         self.log_listeners()
         name = workers.chosen(self.settings.worker_class, self.settings.threads)
@@ -147,9 +185,25 @@ class Arbiter:
         if not settings.certfile:
             return None
         try:
-            return sockets.ssl_context(settings.certfile, settings.keyfile)
+            return sockets.ssl_context(settings.certfile, settings.keyfile, ca_certs=settings.ca_certs,
+                                       ciphers=settings.ciphers, cert_reqs=settings.cert_reqs,
+                                       min_version=settings.tls_min_version)
         except (ValueError, OSError) as exc:
-            raise HaltServer(f"Cannot use the TLS certificate: {exc}", 1) from None
+            raise HaltServer(f"Cannot set up TLS: {exc}", 1) from None
+
+    def make_heartbeat(self) -> Heartbeat:
+        # File-backed (in /dev/shm) so `pasteserve status` can read it; anonymous if that fails.
+        try:
+            return Heartbeat(HEARTBEAT_SLOTS, path=status_map_path(self.pid))
+        except OSError as exc:
+            log.warning("No status map (pasteserve status will not work): %s", exc)
+            return Heartbeat(HEARTBEAT_SLOTS)
+
+    def make_metrics(self, settings: Settings) -> metrics.Metrics | None:
+        try:
+            return metrics.create(settings)
+        except (ValueError, OSError) as exc:
+            raise HaltServer(f"Cannot send metrics: {exc}", 1) from None
 
     @property
     def title_name(self) -> str:
@@ -157,13 +211,36 @@ class Arbiter:
 
     def bind(self, settings: Settings, existing: list[socket.socket] = ()) -> list[socket.socket]:
         """Listeners for settings.bind: reuse the ones we (or an upgraded parent) already hold."""
-        specs = [sockets.parse_bind(b) for b in settings.bind]
+        # Without a bind setting, systemd's socket activation (or a USR2 parent) chose the sockets.
+        inherited = sockets.inherited_specs() if settings.sources.get("bind") == "default" else []
+        specs = inherited or [sockets.parse_bind(b) for b in settings.bind]
         try:
-            return sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
-                                            umask=settings.umask, inherited=sockets.inherited_fds(),
-                                            existing=existing)
+            listeners = sockets.create_listeners(specs, backlog=settings.backlog, reuse_port=settings.reuse_port,
+                                                 umask=settings.umask, inherited=sockets.inherited_fds(),
+                                                 existing=existing, unix_mode=settings.unix_socket_perms)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
+        if existing or self.old_master_pid:
+            # Reused listeners (HUP) and inherited ones (USR2) were listening with the old backlog:
+            # listen() again takes the new one, and queued connections stay queued.
+            for sock in listeners:
+                sock.listen(settings.backlog)
+        self.chown_unix_sockets(listeners, settings)
+        return listeners
+
+    def chown_unix_sockets(self, listeners: list[socket.socket], settings: Settings) -> None:
+        """Give unix socket files to `user`/`group`, so workers (and their peers) own what they serve."""
+        if not (settings.user or settings.group):
+            return
+        uid, gid = users.ids(settings.user, settings.group)
+        for sock in listeners:
+            path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+            if isinstance(path, str) and path and not path.startswith("\0"):
+                try:
+                    os.chown(path, uid, gid)
+                except OSError as exc:
+                    raise HaltServer(f"Cannot give unix:{path} to user {settings.user!r} / group "
+                                     f"{settings.group!r}: {exc.strerror}", 1) from None
 
     def load_app_or_halt(self) -> Any:
         try:
@@ -180,27 +257,23 @@ class Arbiter:
         # The new master of an upgrade writes PIDFILE.2 and takes PIDFILE once the old one is gone.
         if self.old_master_pid:
             path += ".2"
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, path)
+        try:
+            pidfile.write(path, self.pid)
+        except OSError as exc:
+            raise HaltServer(f"Cannot write the pidfile {path}: {exc.strerror}", 1) from None
         self.pidfile = path
 
     def remove_pidfile(self) -> None:
-        if not self.pidfile:
-            return
-        try:
-            with open(self.pidfile) as f:
-                if int(f.read().strip() or 0) == self.pid:
-                    os.unlink(self.pidfile)
-        except (OSError, ValueError):
-            pass
+        if self.pidfile:
+            pidfile.remove_if_ours(self.pidfile, self.pid)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker: TERM and wait graceful_timeout, or QUIT; then KILL what is left."""
         self.stopping = True
-        # A new master from USR2 still uses the unix socket files: leave them.
-        sockets.close_listeners(self.listeners, unlink=not self.reexec_pid)
+        if not self.reexec_pid:   # after USR2 the service goes on in the new master
+            systemd.notify("STOPPING=1")
+        # A new master from USR2 still uses the unix socket files, systemd keeps its own: leave them.
+        sockets.close_listeners(self.listeners, unlink=not (self.reexec_pid or self.activated))
         self.listeners = []
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for pid in list(self.workers):
@@ -218,6 +291,7 @@ class Arbiter:
     def finish(self) -> None:
         self.hooks.call("on_exit", self)
         self.remove_pidfile()
+        self.heartbeat.close()
         log.info("Shutting down: master (pid %s)", self.pid)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -228,7 +302,9 @@ class Arbiter:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
-        if len(self.signals) < 10:
+        # Repeats of a kind already waiting merge into it (as the kernel merges pending signals),
+        # so the queue stays bounded by the number of kinds and a burst never drops a new kind.
+        if signum not in self.signals:
             self.signals.append(signum)
 
     def loop(self) -> None:
@@ -243,8 +319,24 @@ class Arbiter:
             self.reap_workers()
             self.murder_workers()
             self.manage_workers()
+            self.report()
             self.watch_upgrade()
             self.sleep()
+
+    def report(self) -> None:
+        """Once per turn: systemd's watchdog and READY, the master's row of the status map, the workers gauge."""
+        self.watchdog.ping()
+        self.heartbeat.master_beat(self.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
+        if self.metrics is not None and len(self.workers) != self.reported_workers:
+            self.metrics.gauge("workers", len(self.workers))
+        self.reported_workers = len(self.workers)
+        if not self.ready_sent and not self.stopping:
+            current = self.current_workers()
+            older = [w for w in self.workers.values() if w.generation < self.generation and not w.retiring]
+            if current and not older and all(self.is_ready(w) for w in current):
+                self.ready_sent = True
+                systemd.notify("READY=1", f"MAINPID={self.pid}",
+                               f"STATUS=Serving with {len(current)} workers, generation {self.generation}")
 
     def sleep(self) -> None:
         # Poll faster while new workers boot, so old ones retire as soon as the new ones serve.
@@ -264,6 +356,8 @@ class Arbiter:
 
     def handle_hup(self) -> None:
         """Re-read the configuration, start new workers, retire the old ones once the new serve."""
+        systemd.notify("RELOADING=1", systemd.monotonic_usec())
+        self.ready_sent = False   # report() sends READY=1 once the (new or kept) workers serve
         try:
             new = self.source.settings()
             new_hooks = hooks_mod.Hooks(new.hooks(), log)
@@ -281,8 +375,19 @@ class Arbiter:
                       old.worker_class, new.worker_class)
             return
         rebind = new.bind != old.bind or new.backlog != old.backlog
+        new_metrics = None
+        app = self.app
+        if (new.preload_app or new.reload) and app is None:
+            # Turning preload_app (or reload) on loads the app here, before the point of no return:
+            # an app that does not load cancels the reload instead of stopping the server.
+            try:
+                app = self.source.load_app()
+            except Exception:
+                log.error("Reload cancelled: the app cannot be loaded (preload_app):\n%s", traceback.format_exc())
+                return
         try:
             new_ssl = self.make_ssl(new)
+            new_metrics = self.make_metrics(new)
             if rebind:
                 listeners = self.bind(new, existing=self.listeners)
                 kept = {id(s) for s in listeners}
@@ -290,11 +395,20 @@ class Arbiter:
                 self.listeners = listeners
         except HaltServer as exc:
             log.error("Reload cancelled: %s", exc.reason)
+            if new_metrics is not None:
+                new_metrics.close()
             return
         # Nothing can cancel the reload from here on.
+        if new.reuse_port != old.reuse_port:
+            log.warning("reuse_port changed to %s: the listeners keep their setting until the server is "
+                        "restarted (USR2 hands the same sockets over)", new.reuse_port)
         if not self.logging_by_ini:
             logs.setup_logging(new.errorlog, new.loglevel, new.accesslog, configured_by_ini=False)
         self.ssl = new_ssl
+        old_metrics, self.metrics = self.metrics, new_metrics
+        metrics.install(new_metrics)
+        if old_metrics is not None:
+            old_metrics.close()
         if rebind:
             self.log_listeners()
         self.settings = new
@@ -303,9 +417,11 @@ class Arbiter:
         self.hooks = new_hooks
         if not (new.preload_app or new.reload):
             self.source.forget_app()
-            self.app = None
-        elif self.app is None:
-            self.app = self.load_app_or_halt()
+            app = None
+            if self.source.app_code_in_master:
+                log.warning("Reload under pserve: new workers rebuild the app from the INI, but run the code pserve "
+                            "imported at start; to load new code, upgrade with USR2 (or restart)")
+        self.app = app
         self.hooks.call("on_reload", self)
         self.generation += 1
         set_title(f"master [{self.title_name}]")
@@ -357,8 +473,17 @@ class Arbiter:
         if self.stopping:
             return
         current = self.current_workers()
-        for _ in range(self.num_workers - len(current)):
-            self.spawn_worker()
+        retry = self.workers.get(self.retry_pid)
+        if retry is not None and self.is_ready(retry):
+            log.info("Worker (pid %s) booted: the app loads again after %d failed boot(s)", retry.pid,
+                     self.boot_failures)
+            self.boot_failures, self.next_boot, self.retry_pid = 0, 0.0, 0
+        missing = self.num_workers - len(current)
+        if missing > 0 and not self.boot_failures:
+            for _ in range(missing):
+                self.spawn_worker()
+        elif missing > 0 and retry is None and time.monotonic() >= self.next_boot:
+            self.retry_pid = self.spawn_worker()
         if len(current) > self.num_workers:
             for info in sorted(current, key=lambda w: w.spawned)[: len(current) - self.num_workers]:
                 self.retire_worker(info)
@@ -372,7 +497,7 @@ class Arbiter:
     def current_workers(self) -> list[WorkerInfo]:
         return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
 
-    def spawn_worker(self) -> None:
+    def spawn_worker(self) -> int:
         slot = self.slots.acquire()
         self.heartbeat.reset(slot)
         info = WorkerInfo(0, slot, self.generation, self.heartbeat.last(slot))
@@ -394,8 +519,9 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             info.pid = worker.pid = pid
             self.workers[pid] = info
+            self.heartbeat.assign(slot, pid, self.generation)
             log.info("Booting worker with pid %s", pid)
-            return
+            return pid
         # In the child: never return into the master's loop.
         status = 0
         try:
@@ -444,6 +570,7 @@ class Arbiter:
     def forget_worker(self, pid: int) -> WorkerInfo | None:
         info = self.workers.pop(pid, None)
         if info is not None:
+            self.heartbeat.free(info.slot)
             self.slots.release(info.slot)
         return info
 
@@ -475,6 +602,9 @@ class Arbiter:
                 log.warning("Worker (pid %s) %s; replacing it", pid, _describe_status(status))
 
     def boot_failed(self, info: WorkerInfo) -> None:
+        if self.stopping:
+            log.info("Worker (pid %s) failed to boot while the server stops", info.pid)
+            return
         serving = [w for w in self.workers.values() if w.generation < info.generation and not w.retiring]
         if serving:
             # A reload whose app cannot load: keep the workers that still serve the old code.
@@ -484,8 +614,17 @@ class Arbiter:
                     self.kill_worker(w.pid, signal.SIGKILL)
             self.generation = max(w.generation for w in serving)
             return
-        raise HaltServer(f"Worker (pid {info.pid}) failed to boot: the app cannot be loaded "
-                         "(traceback above); stopping", WORKER_BOOT_ERROR)
+        serving = [w for w in self.workers.values() if not w.retiring and self.is_ready(w)]
+        if not serving:
+            raise HaltServer(f"Worker (pid {info.pid}) failed to boot and no worker is left serving: the app "
+                             "cannot be loaded (traceback above); stopping", WORKER_BOOT_ERROR)
+        # A bad deploy met a worker that died or retired: the healthy workers keep serving.
+        self.boot_failures += 1
+        delay = min(BOOT_BACKOFF_MAX, BOOT_BACKOFF_FIRST * 2 ** (self.boot_failures - 1))
+        self.next_boot = time.monotonic() + delay
+        log.critical("WORKER BOOT FAILED (pid %s, %d in a row): the app cannot be loaded (traceback above); "
+                     "%d worker(s) still serve; trying again in %.0f s", info.pid, self.boot_failures,
+                     len(serving), delay)
 
     def murder_workers(self) -> None:
         """Abort workers silent for longer than `timeout`; kill those that overstay a retirement."""
@@ -496,6 +635,10 @@ class Arbiter:
                 if now - info.aborted > 2.0:
                     self.kill_worker(info.pid, signal.SIGKILL)
                 continue
+            if not info.retiring and self.heartbeat.retiring(info.slot):
+                # It reached max_requests: its replacement starts now, not once it has finished.
+                log.info("Worker (pid %s) retires on its own; starting its replacement", info.pid)
+                info.retiring = now
             if info.retiring and now - info.retiring > self.settings.graceful_timeout:
                 log.warning("Worker (pid %s) did not stop within graceful_timeout; killing it", info.pid)
                 info.aborted = now
@@ -517,6 +660,7 @@ class Arbiter:
         env = dict(os.environ)
         env.update(sockets.fds_env(self.listeners))
         env[MASTER_PID_ENV] = str(self.pid)
+        env[START_DIR_ENV] = self.start_dir
         argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
         argv[0] = sys.executable
         pid = os.fork()
@@ -528,6 +672,13 @@ class Arbiter:
         try:
             self.hooks.call("pre_exec", self)
             signal.set_wakeup_fd(-1)
+            # The command line may name files relative to where the server was started (`chdir`
+            # moved us away since): run it from there.
+            try:
+                os.chdir(self.start_dir)
+            except OSError as exc:
+                log.warning("Upgrade: cannot change back to %s (%s); starting from %s", self.start_dir,
+                            exc.strerror, os.getcwd())
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(1)
@@ -569,15 +720,30 @@ def daemonize() -> None:
 
 def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
     """Serve until stopped; the exit status for the command."""
+    if settings.capture_output:
+        # First, so every line (the app's prints, our log lines on stderr) lands in the file.
+        logs.capture_output(settings.errorlog)
+    try:
+        logging_by_ini = logs.configure_from(settings.logconfig, settings.logconfig_dict) or logging_by_ini
+    except (ValueError, TypeError, AttributeError, ImportError, KeyError, OSError) as exc:
+        print(f"pasteserve: cannot configure logging from logconfig/logconfig_dict: {exc}", file=sys.stderr)
+        return 2
     logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
-    if settings.daemon:
+    # The new master of a USR2 upgrade is already detached (its parent, the old master, was):
+    # forking away again would make the old master believe the upgrade died at once.
+    if settings.daemon and MASTER_PID_ENV not in os.environ:
         if settings.errorlog == "-" and not logging_by_ini:
             log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
         daemonize()
-    os.umask(settings.umask)
+        if settings.capture_output:
+            logs.capture_output(settings.errorlog)   # daemonize pointed stdio at /dev/null
+    # `umask` applies only while unix sockets are bound (sockets.create_listeners), never to the
+    # files the app creates: the process keeps the umask it was started with.
     if settings.chdir:
         # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
+        os.environ.setdefault(START_DIR_ENV, os.getcwd())
         os.chdir(settings.chdir)
+    prepare_import(settings)
     try:
         arbiter = Arbiter(source, settings, logging_by_ini)
     except hooks_mod.HookError as exc:

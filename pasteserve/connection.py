@@ -3,7 +3,7 @@
 Written blocking-style with no knowledge of the worker driving it: the sync worker calls
 :meth:`Connection.process` when its selector reports the socket readable and
 :meth:`Connection.expire` at :attr:`Connection.deadline`; the eventlet worker does the same
-from a green thread. A connection is in one of four states:
+from a green thread. A connection is in one of five states:
 
 ``idle``     between requests (or before the first); waits ``keepalive`` seconds
              (``header_timeout`` before the first request), then closes silently.
@@ -12,21 +12,29 @@ from a green thread. A connection is in one of four states:
 ``linger``   we answered and shut down our side, but the client may still be sending:
              read and discard for up to :data:`LINGER` seconds so that closing with unread
              bytes does not reset the connection and destroy the answer in flight.
+``taken``    the app took the socket over (a websocket, see :mod:`pasteserve.takeover`):
+             we write nothing more, and leave the descriptor to the app; the worker forgets us.
 ``closed``
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import ssl
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pasteserve import __version__
-from pasteserve.http.errors import IncompleteMessage, ProtocolError, RequestTimeout
+from pasteserve import __version__, takeover
+from pasteserve.allowlist import AllowList
+from pasteserve.http.errors import HeaderFieldsTooLarge, IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
+from pasteserve.http.proxy_protocol import BadProxyHeader, parse_proxy_header
 from pasteserve.http.response import error_response, server_line
+from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
 
 __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
@@ -34,11 +42,18 @@ __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
 RECV_SIZE = 65536
 LINGER = 2.0
 
-_IDLE, _HEAD, _LINGER, _CLOSED = range(4)
+_IDLE, _HEAD, _LINGER, _CLOSED, _TAKEN = range(5)
 
 
 def _secure_scheme_headers() -> dict[str, str]:
     return {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
+
+
+def poll_readable(sock: socket.socket, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``sock`` to have bytes to read (or to be closed)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 @dataclass
@@ -54,6 +69,8 @@ class ServerContext:
     url_scheme: str = "http"
     forwarded_allow_ips: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     secure_scheme_headers: dict[str, str] = field(default_factory=_secure_scheme_headers)
+    proxy_headers: ProxyHeaders = field(default_factory=ProxyHeaders)   # waitress's trusted_proxy_*
+    expose_tracebacks: bool = False   # a 500 page shows the app's traceback (development)
     server_software: str = f"pasteserve/{__version__}"
     max_drain: int = 65536
     error_log: logging.Logger = logging.getLogger("pasteserve.error")
@@ -68,15 +85,27 @@ class ServerContext:
     body_timeout: float | None = None
     # Called when body bytes arrive: waiting for a client is not being stuck (the heartbeat).
     on_progress: Callable[[], None] | None = None
-    # Several threads of the worker run requests at once (wsgi.multithread).
-    multithread: bool = False
+    # wait_readable(sock, seconds) -> whether bytes came; the eventlet worker waits in its hub.
+    wait_readable: Callable[[socket.socket, float], bool] = poll_readable
+    # PROXY protocol: the versions expected ("off", "v1", "v2", "auto") from the peers allowed.
+    proxy_protocol: str = "off"
+    proxy_allow: AllowList | None = None
+    # Told of every request: ``begin(req, started) -> token`` once its environ is built,
+    # ``end(token, status, seconds)`` once answered (the worker's status slot and metrics).
+    observer: Any = None
+    # Apps may take the socket over (websockets); without it, websocket upgrades are refused.
+    takeover: bool = False
+    multithread: bool = False   # wsgi.multithread
+    # sendfile(sock, file, offset, count) -> bytes sent, for sockets that cannot block.
+    sendfile: Callable[[socket.socket, Any, int, int], int] | None = None
 
 
 class Connection:
     """A client socket and the requests on it (see the module docstring)."""
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
-                 "_peer", "_state", "_since", "_wait", "_body_deadline")
+                 "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied",
+                 "_rest_timeout")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -98,6 +127,7 @@ class Connection:
             errors=self._errors,
             forwarded_allow_ips=ctx.forwarded_allow_ips,
             secure_scheme_headers=ctx.secure_scheme_headers,
+            proxy_headers=ctx.proxy_headers,
             multithread=ctx.multithread,
         )
         self._server = server_line(ctx.server_software)
@@ -107,6 +137,15 @@ class Connection:
         self._since = time.monotonic()
         self._wait = ctx.header_timeout  # a new connection owes us a request
         self._body_deadline = 0.0        # set by the first body read that waits on the socket
+        # A worker whose selector does the waiting hands us a non-blocking socket: reads between
+        # requests never wait (a TLS record cut short goes back to the selector), and only while
+        # a request runs do body reads and writes wait, up to io_timeout each.
+        self._rest_timeout = sock.gettimeout()
+        # The bytes of a PROXY protocol header so far, while one is owed before the request.
+        self._proxy: bytes | None = None
+        self._proxied = False
+        if ctx.proxy_protocol != "off" and ctx.proxy_allow is not None and ctx.proxy_allow.allows(peer):
+            self._proxy = b""
 
     # -- what the worker calls ------------------------------------------------------
 
@@ -120,7 +159,26 @@ class Connection:
         """Between requests with nothing buffered: all of the connection's state is in the
         socket, so the worker may close it on shutdown or pass its descriptor to a sibling
         (not for TLS, whose session state lives in this process)."""
-        return self._state == _IDLE and not self._parser.buffered
+        return self._state == _IDLE and not self._parser.buffered and not self._proxy
+
+    @property
+    def portable(self) -> bool:
+        """Idle, and the descriptor alone carries the connection: not once a PROXY header was
+        read, which a sibling given the descriptor would wait for again."""
+        return self.idle and not self._proxied
+
+    @property
+    def head_size(self) -> int:
+        """Bytes buffered for a request head still arriving (0 in any other state)."""
+        return self._parser.buffered_size if self._state == _HEAD else 0
+
+    def refuse_head(self) -> bool:
+        """The worker holds too much of unfinished heads: answer this one 431 and close.
+
+        Returns True while the connection lingers (as after any protocol error)."""
+        if self._state != _HEAD:
+            return self._state != _CLOSED
+        return self._reject(HeaderFieldsTooLarge("the server holds too many unfinished request heads"))
 
     @property
     def sock(self) -> socket.socket:
@@ -140,8 +198,8 @@ class Connection:
             if pending is not None and data:
                 while pending():
                     data += sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return True  # nothing after all; keep waiting until the deadline
+        except (BlockingIOError, InterruptedError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True  # nothing (or part of a TLS record) after all; keep waiting until the deadline
         except OSError:
             self.close()
             return False
@@ -150,6 +208,10 @@ class Connection:
                 self.close()
                 return False
             return True
+        if self._proxy is not None:
+            data = self._proxy_header(data)
+            if not data:   # b"" here is the header's end, not the client's: feeding it would mean EOF
+                return self._state != _CLOSED
         self._parser.feed(data)
         return self._serve()
 
@@ -174,9 +236,11 @@ class Connection:
 
     def close(self) -> None:
         if self._state != _CLOSED:
+            taken = self._state == _TAKEN
             self._state = _CLOSED
             self._errors.flush()
-            self._sock.close()
+            if not taken:   # else the descriptor is the app's to close
+                self._sock.close()
 
     # -- requests -------------------------------------------------------------------
 
@@ -199,12 +263,44 @@ class Connection:
                 return False
             # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
             if not self._handle(event):
-                return self._state != _CLOSED
+                return self._state == _LINGER
+
+    def _proxy_header(self, data: bytes) -> bytes | None:
+        """The bytes after the PROXY header once it is whole; None while it is not (or refused)."""
+        buf = self._proxy + data
+        try:
+            result = parse_proxy_header(buf, self._ctx.proxy_protocol)
+        except BadProxyHeader as exc:
+            self._proxy = None
+            self._reject(exc)
+            return None
+        if result is None:
+            if not data:   # the peer closed before the header was whole
+                self.close()
+            self._proxy = buf
+            return None
+        header, used = result
+        self._proxy = None
+        self._proxied = True
+        if header.source is not None:
+            self._environ.set_client(header.source, header.tls)
+        return buf[used:]
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
+        rest, sock = self._rest_timeout, self._sock
+        if rest == self._ctx.io_timeout:
+            return self._handle_request(req)
+        sock.settimeout(self._ctx.io_timeout)
+        try:
+            return self._handle_request(req)
+        finally:
+            if self._state not in (_CLOSED, _TAKEN):   # a taken socket is the app's business
+                sock.settimeout(rest)
+
+    def _handle_request(self, req: Request) -> bool:
         ctx = self._ctx
-        started = time.monotonic() if ctx.access_log is not None else 0.0
+        started = time.monotonic()
         inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
         resp = Response(self._sock, req, inp, ctx, self._server,
                         req.keep_alive and ctx.keepalive > 0 and ctx.alive)
@@ -215,18 +311,41 @@ class Connection:
         except ProtocolError as exc:
             self._reject(exc)
             return False
+        observer = ctx.observer
+        token = observer.begin(req, started) if observer is not None else None
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
-        self._run_app(environ, resp, inp)
-        if self._body_deadline:
-            self._body_deadline = 0.0
-            self._sock.settimeout(ctx.io_timeout)   # _pull shortened it to the body deadline
+        upgrade = "HTTP_UPGRADE" in environ and takeover.is_websocket_upgrade(environ)
+        if upgrade and not ctx.takeover:
+            ctx.error_log.warning("Refused a websocket upgrade from %r to %s: %s", self._peer,
+                                  environ["RAW_URI"], takeover.REFUSAL)
+            self._try(resp.send_error, 400, "Bad Request", takeover.REFUSAL)
+        else:
+            if ctx.takeover:
+                takeover.offer(environ, self._sock)
+                if upgrade:
+                    # The app may keep this socket for hours, idle between messages: its business.
+                    self._sock.settimeout(None)
+            self._run_app(environ, resp, inp)
+            if self._state == _TAKEN:
+                self._taken_over(req, environ, resp, started)
+                return False
+            if upgrade:
+                self._sock.settimeout(ctx.io_timeout)
+        if inp.error is not None:
+            # The error's traceback holds the frames that read the body (and its bytes), one of
+            # which holds the Input that holds the error: a cycle that only the cyclic GC frees,
+            # late, so memory grew with every aborted upload. The app is done with it.
+            inp.error.__traceback__ = None
+        self._body_deadline = 0.0
         self._errors.flush()
         status = resp.status or "500 Internal Server Error"
         if ctx.post_request is not None:
             self._hook(ctx.post_request, req, environ, resp)
         if ctx.access_log is not None:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
+        if observer is not None:
+            self._hook(observer.end, token, status, time.monotonic() - started)
         ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the
@@ -234,6 +353,9 @@ class Connection:
         keep = resp.keep_alive and not resp.broken
         if keep and not inp.done:
             keep = inp.drain(ctx.max_drain)
+        # A body that failed (even if the app swallowed the error) leaves the parser inside it:
+        # what the client sends next cannot be framed, so the connection is never reused.
+        keep = keep and inp.error is None
         if keep:
             self._state = _IDLE
             self._since = time.monotonic()
@@ -247,9 +369,20 @@ class Connection:
 
     def _run_app(self, environ: dict[str, Any], resp: Response, inp: Input) -> None:
         result = None
+        ctx = self._ctx
         try:
-            result = self._ctx.app(environ, resp.start_response)
+            if ctx.takeover:
+                takeover.reset()
+            result = ctx.app(environ, resp.start_response)
+            if ctx.takeover and takeover.handled_by_app(result):
+                self._state = _TAKEN
+                return
             resp.send_body(result)
+        except StopIteration:
+            if ctx.takeover:
+                self._state = _TAKEN   # Gunicorn's way for an app to say it took the socket
+            else:
+                self._app_failed(environ, resp, inp)
         except Exception:
             self._app_failed(environ, resp, inp)
         finally:
@@ -277,7 +410,7 @@ class Connection:
             resp.keep_alive = False  # the response is cut short; only closing tells the client
         else:
             # The request itself was fine, so the connection may serve the next one.
-            self._try(resp.internal_error)
+            self._try(resp.internal_error, traceback.format_exc() if self._ctx.expose_tracebacks else None)
 
     def _pull(self) -> bytes:
         """The next piece of the current request body for wsgi.input; b"" at its end."""
@@ -286,10 +419,8 @@ class Connection:
             event = parser.next_event()
             if event is NEED_DATA:
                 ctx = self._ctx
-                if ctx.body_timeout is not None:
-                    self._bound_body_read(ctx.body_timeout)
                 try:
-                    data = self._sock.recv(RECV_SIZE)
+                    data = self._recv_body() if ctx.body_timeout is not None else self._sock.recv(RECV_SIZE)
                 except TimeoutError:
                     raise RequestTimeout("timed out reading the request body") from None
                 except OSError as exc:
@@ -307,15 +438,54 @@ class Connection:
                 return b""
             raise IncompleteMessage("the connection closed in the middle of the request body")
 
-    def _bound_body_read(self, body_timeout: float) -> None:
-        """The next read may wait only until the body's deadline."""
+    def _recv_body(self) -> bytes:
+        """The next body bytes, waiting no longer than the body's deadline."""
+        self._wait_for_body(self._ctx.body_timeout)
+        if self._pending is None:
+            return self._sock.recv(RECV_SIZE)   # readable: a plain recv returns at once
+        # TLS: readable may be part of a record, which a timed recv would wait for past the deadline.
+        sock = self._sock
+        sock.settimeout(0.0)
+        try:
+            while True:
+                try:
+                    return sock.recv(RECV_SIZE)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    self._wait_for_body(self._ctx.body_timeout)
+        finally:
+            sock.settimeout(self._ctx.io_timeout)
+
+    def _wait_for_body(self, body_timeout: float) -> None:
+        """Wait for body bytes only until the body's deadline (the socket's own timeout stays
+        io_timeout, so nothing shortened here can cut the response short later)."""
         now = time.monotonic()
         if not self._body_deadline:
             self._body_deadline = now + body_timeout
         left = self._body_deadline - now
         if left <= 0:
             raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
-        self._sock.settimeout(min(left, self._ctx.io_timeout))
+        if self._pending is not None and self._pending():
+            return   # decrypted bytes already wait inside the TLS object
+        ctx = self._ctx
+        end = now + min(left, ctx.io_timeout)
+        # In slices, beating the heartbeat: waiting for a client is not being stuck.
+        while not ctx.wait_readable(self._sock, max(0.0, min(end - time.monotonic(), 1.0))):
+            if time.monotonic() >= end:
+                raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s")
+            if ctx.on_progress is not None:
+                ctx.on_progress()
+
+    def _taken_over(self, req: Request, environ: dict[str, Any], resp: Response, started: float) -> None:
+        """The app answered on the socket itself and is done with it: log, and forget it."""
+        ctx = self._ctx
+        self._errors.flush()
+        if ctx.post_request is not None:
+            self._hook(ctx.post_request, req, environ, resp)
+        if ctx.access_log is not None:
+            # The app wrote the 101 handshake itself (what it may have passed to start_response
+            # never reached the client); the time is the websocket's whole life.
+            self._hook(ctx.access_log, environ, "101 Switching Protocols", [], 0, time.monotonic() - started)
+        ctx.requests += 1
 
     # -- closing --------------------------------------------------------------------
 
@@ -333,6 +503,8 @@ class Connection:
         return self._state != _CLOSED
 
     def _linger(self) -> None:
+        # Nothing more of this client is parsed: free what it had sent (a head can be large).
+        self._parser = RequestParser(self._ctx.limits)
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:

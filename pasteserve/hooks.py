@@ -22,9 +22,11 @@ nworkers_changed   (server, new_value, old_value)         master, after the work
 on_exit            (server)                               master, just before it exits
 =================  =====================================  ==========================================
 
-``server`` is the arbiter, ``worker`` the worker object (its pid, slot, ...), ``req`` the
-parsed request and ``resp`` the response the connection sent; ``old_value`` is None the
-first time ``nworkers_changed`` runs.
+``server`` is the arbiter (``log``, ``cfg``, ``pid``, ``num_workers``, ``WORKERS``), ``worker``
+the worker object (``log``, ``pid``, ``ppid``, ``age``, ``cfg``, ``alive``), ``req`` a
+`HookRequest` (Gunicorn's request attributes) and ``resp`` the response the connection sent
+(``status``, ``status_code``, ``headers``, ``sent``); ``old_value`` is None the first time
+``nworkers_changed`` runs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,34 @@ HOOK_ARGS: dict[str, tuple[str, ...]] = {
     "on_exit": ("server",),
 }
 HOOK_NAMES: tuple[str, ...] = tuple(HOOK_ARGS)
+
+
+class HookRequest:
+    """A request as Gunicorn's pre_request/post_request hooks see it.
+
+    `method`, `uri`, `path`, `query`, `fragment`, `version` (a tuple), `headers` (a list of
+    (UPPER-NAME, value)) and `scheme`; anything else is the parsed request's own attribute.
+    """
+
+    def __init__(self, req: Any, environ: dict) -> None:
+        from urllib.parse import urlsplit
+
+        self._req = req
+        self.method = req.method
+        self.uri = req.target
+        parts = urlsplit(req.target) if req.target != "*" else None
+        self.path = parts.path if parts else "*"
+        self.query = parts.query if parts else ""
+        self.fragment = parts.fragment if parts else ""
+        self.version = req.version
+        self.headers = req.headers
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._req, name)
+
+    def __repr__(self) -> str:
+        return f"<HookRequest {self.method} {self.uri}>"
 
 
 class HookError(ValueError):
@@ -174,7 +204,15 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Run a Python config file (Gunicorn's ``gunicorn.conf.py``) and return its settings.
 
     The result holds the public names it defines: no modules, nothing starting with "_".
+    ``python:package.module`` names an importable module instead of a file, as in Gunicorn.
     """
+    if path.startswith("python:"):
+        try:
+            module = importlib.import_module(path.removeprefix("python:"))
+            namespace = vars(importlib.reload(module))
+        except Exception as exc:
+            raise HookError(f"{path}: {type(exc).__name__}: {exc}") from None
+        return _public(namespace)
     try:
         with open(path, "rb") as file:
             source = file.read()
@@ -183,6 +221,10 @@ def load_config_file(path: str) -> dict[str, Any]:
         exec(code, namespace)
     except Exception as exc:
         raise HookError(f"{path}: {type(exc).__name__}: {exc}") from None
+    return _public(namespace)
+
+
+def _public(namespace: dict[str, Any]) -> dict[str, Any]:
     return {
         name: value
         for name, value in namespace.items()

@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any, Callable, Mapping
 
-from .settings import BIND_ALIASES, BY_NAME, Settings, load_config_file_settings, settings_from_mapping
+from . import compat
+from .settings import Settings
 
 log = logging.getLogger("pasteserve.error")
 
@@ -68,7 +69,7 @@ def server_options(local_conf: Mapping[str, Any], global_conf: Mapping[str, Any]
     sources = {k: f"[{section}]" for k in raw}
     own, defaults = _raw_section(path, section)
     for key, value in global_conf.items():
-        if key in raw or (key not in BY_NAME and key not in BIND_ALIASES):
+        if key in raw or not compat.known(key):
             continue
         if key in defaults and str(defaults[key]) == str(value):
             if key in own:
@@ -108,6 +109,9 @@ class PasteSource:
         self.server_name = server_name
         self.global_conf = dict(global_conf or {})
         self.preloaded_app = preloaded_app
+        # pserve imported the app's modules in this process: a reload rebuilds the app from the
+        # INI, but forked workers inherit those modules, so it runs the same code (docs/signals.md).
+        self.app_code_in_master = preloaded_app is not None
         self.name = os.path.basename(self.path)
 
     @property
@@ -150,18 +154,29 @@ class PasteSource:
 def settings_for(local_conf: Mapping[str, Any], global_conf: Mapping[str, Any], path: str | None,
                  section: str, base: Settings | None = None) -> Settings:
     raw, sources = server_options(local_conf, global_conf, path, section)
+    if base is None:
+        base = compat.environment_settings(os.environ)
     origin = f"file {path}, section [{section}]" if path else f"section [{section}]"
     if raw.get("config"):
         config_path = str(raw["config"])
         if not os.path.isabs(config_path) and path:
             config_path = os.path.join(os.path.dirname(path), config_path)
-        base = load_config_file_settings(config_path, base)
-    settings = settings_from_mapping(raw, origin, "INI", base)
-    settings.sources.update({k: sources[k] for k in raw if k in settings.sources and k in sources})
-    return settings
+        base = compat.load_config_file_settings(config_path, base)
+    return compat.settings_from_mapping(raw, origin, "INI", base, key_sources=sources)
 
 
 # --- MODULE:CALLABLE -----------------------------------------------------------------------------
+
+def prepare_import(settings: Settings) -> None:
+    """What must hold before the app is imported: `raw_env` in os.environ, `pythonpath` on sys.path."""
+    for pair in settings.raw_env:
+        key, _, value = pair.partition("=")
+        os.environ[key.strip()] = value
+    for directory in reversed(settings.pythonpath):
+        directory = os.path.abspath(directory)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+
 
 class ImportSource:
     """App from `module:callable` (or `module:factory()`), settings from the command line."""
@@ -170,6 +185,7 @@ class ImportSource:
         self.target = target
         self._settings = cli_settings
         self.name = target
+        self.app_code_in_master = False   # imported in each worker, unless preload_app
 
     def settings(self) -> Settings:
         return self._settings()

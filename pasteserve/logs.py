@@ -53,6 +53,7 @@ def setup_logging(
     if configured_by_ini:
         for logger in (error, access):
             _yield_to_ini(logger)
+        _follow_gunicorn_loggers()
         return
     try:
         level = _LEVELS[loglevel.lower()]
@@ -105,6 +106,67 @@ def _yield_to_ini(logger: logging.Logger) -> None:
     # fileConfig(disable_existing_loggers=True) silences loggers created before it
     # and not named in the INI: ours would swallow every error without a trace.
     logger.disabled = False
+
+
+# Gunicorn's logger names; a logging config written for Gunicorn configures ours through them.
+GUNICORN_ALIASES = {ERROR_LOGGER: "gunicorn.error", ACCESS_LOGGER: "gunicorn.access"}
+
+
+def _follow_gunicorn_loggers() -> None:
+    """Give our loggers the handlers and level the config gave gunicorn.error / gunicorn.access.
+
+    Only when the config did not configure ours itself; said once in the log.
+    """
+    existing = logging.Logger.manager.loggerDict
+    for ours_name, theirs_name in GUNICORN_ALIASES.items():
+        theirs, ours = existing.get(theirs_name), logging.getLogger(ours_name)
+        if not isinstance(theirs, logging.Logger) or not (theirs.handlers or theirs.level):
+            continue
+        if ours.handlers or ours.level:
+            continue
+        for handler in theirs.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(theirs.level)
+        ours.propagate = theirs.propagate
+        logging.getLogger(ERROR_LOGGER).info(
+            "The logging config's %s logger (Gunicorn's name) configures %s", theirs_name, ours_name)
+
+
+def configure_from(logconfig: str | None, logconfig_dict: dict | None) -> bool:
+    """Configure logging from `logconfig_dict` (dictConfig) or `logconfig` (fileConfig); True when one did."""
+    import logging.config
+
+    if logconfig_dict:
+        config = dict(logconfig_dict)
+        # Gunicorn merges into its defaults, which keep loggers that exist; so do we.
+        config.setdefault("version", 1)
+        config.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(config)
+        return True
+    if logconfig:
+        if not os.path.isfile(logconfig):
+            raise OSError(f"no such logging config file: {logconfig}")
+        logging.config.fileConfig(logconfig, disable_existing_loggers=False)
+        return True
+    return False
+
+
+def capture_output(errorlog: str | None) -> None:
+    """`capture_output`: what the app prints (fd 1 and 2, in this process and in its children) goes
+    to the error log file; with `errorlog = -` stdout joins stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if errorlog and errorlog != "-":
+        fd = os.open(errorlog, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    else:
+        os.dup2(2, 1)
+    # Line by line, so a print shows up next to the log lines around it.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
 
 
 def reopen_files() -> None:
@@ -326,4 +388,6 @@ class AccessLog:
             atom: getter(environ, status, resp_headers, body_len, request_time)
             for atom, getter in self._getters
         }
-        self.logger.info(self._fmt % atoms)
+        # The format and the atoms, not the finished line: formatters that always apply
+        # `msg % args` (colour formatters do) would choke on a "%" from the URL (Gunicorn's way).
+        self.logger.info(self._fmt, atoms)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from . import __version__, reloader, workers
 from .loader import (AppLoadError, PasteSource, configure_logging_from_ini, find_server_section, ini_has_loggers,
                      settings_for)
+from .report import check_config, print_config
 from .settings import ConfigError, Settings
 
 log = logging.getLogger("pasteserve.error")
@@ -36,10 +37,14 @@ class PasteServer:
 
         if self.settings.reload:
             log.warning("reload = true is for pasteserve_paster and pasteserve; with pserve use `pserve --reload`")
+        reloader.watch(self.settings.reload_extra_files)   # `pserve --reload` runs hupper too
         # pserve loaded the app already (and configured logging from the INI); we serve that app.
         source = PasteSource(self.path or "", server_name=self.server_name,
                              global_conf=self._caller_conf(), preloaded_app=app)
+        if self.settings.print_config or self.settings.check_config:
+            raise SystemExit(_report(source, self.settings))
         status = run(source, self.settings, logging_by_ini=bool(self.path and ini_has_loggers(self.path)))
+        reloader.leave_if_reloading(status)
         if status:
             raise SystemExit(status)
 
@@ -66,11 +71,20 @@ def server_runner(wsgi_app: Callable, global_conf: dict[str, Any], **local_conf:
     server_factory(global_conf, **local_conf)(wsgi_app)
 
 
+def _report(source: PasteSource, settings: Settings) -> int:
+    """`print_config` / `check_config` in the INI (or `pserve app.ini check_config=true`)."""
+    if settings.print_config:
+        print_config(settings)
+        return 0
+    return check_config(source, settings)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pasteserve_paster",
         description="Serve the app of a PasteDeploy INI file with pasteserve's [server:...] settings.")
-    parser.add_argument("config_uri", metavar="CONFIG", help="the INI file, e.g. production.ini")
+    parser.add_argument("config_uri", metavar="CONFIG", help="the INI file, e.g. production.ini "
+                        "(production.ini#NAME serves [app:NAME])")
     parser.add_argument("vars", nargs="*", metavar="key=value",
                         help="variables for the INI, as with pserve (also override server options)")
     parser.add_argument("--app-name", "-n", default=None, help="the [app:NAME] to serve (default main)")
@@ -82,7 +96,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """`pasteserve_paster app.ini [--app-name NAME] [--server-name NAME] [key=value ...]`."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    path = args.config_uri.removeprefix("config:").split("#", 1)[0]
+    # `app.ini#other` serves [app:other], as pserve does; --app-name wins over the fragment.
+    path, _, fragment = args.config_uri.removeprefix("config:").partition("#")
+    args.app_name = args.app_name or fragment or None
     if not os.path.isfile(path):
         print(f"pasteserve_paster: no such config file: {path}", file=sys.stderr)
         return 2
@@ -109,13 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pasteserve_paster: [{find_server_section(source.path, args.server_name)}] in {path} does not "
               "use pasteserve; set `use = egg:pasteserve#main`", file=sys.stderr)
         return 2
+    if server.settings.print_config or server.settings.check_config:
+        return _report(source, server.settings)
     if server.settings.reload:
         reloader.start("pasteserve.paste.main", server.settings.graceful_timeout,
-                       [source.path, server.settings.config])
+                       [source.path, server.settings.config, *server.settings.reload_extra_files])
     from .arbiter import run
 
     try:
-        return run(source, server.settings, logging_by_ini=logging_by_ini)
+        status = run(source, server.settings, logging_by_ini=logging_by_ini)
+        reloader.leave_if_reloading(status)   # `reload = true`: restart without waiting on hupper
+        return status
     except AppLoadError as exc:
         print(f"pasteserve_paster: {exc}", file=sys.stderr)
         return 3

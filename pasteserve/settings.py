@@ -19,8 +19,11 @@ from configobj import ConfigObj, flatten_errors, get_extra_values
 from validate import ValidateError, Validator
 
 from .hooks import HOOK_ARGS, HOOK_NAMES
+from .http.proxy_protocol import MODES
 from .logs import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
-from .sockets import parse_bind
+from .metrics import parse_address as parse_statsd_address
+from .proxy import check_trusted_headers
+from .sockets import CERT_REQS, TLS_VERSIONS, parse_bind
 
 
 class CheckError(ValidateError):
@@ -111,6 +114,31 @@ def check_octal(value: Any) -> int:
     return number
 
 
+def check_user(value: Any) -> str | None:
+    # Resolved here, not in each worker: a typo would otherwise kill every worker at boot.
+    import pwd
+
+    text = check_str(value)
+    if text is not None and not text.isdigit():
+        try:
+            pwd.getpwnam(text)
+        except KeyError:
+            raise CheckError(f"no user named {text!r} on this system; expected a user name or a uid") from None
+    return text
+
+
+def check_group(value: Any) -> str | None:
+    import grp
+
+    text = check_str(value)
+    if text is not None and not text.isdigit():
+        try:
+            grp.getgrnam(text)
+        except KeyError:
+            raise CheckError(f"no group named {text!r} on this system; expected a group name or a gid") from None
+    return text
+
+
 def _words(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if str(v).strip()]
@@ -129,6 +157,16 @@ def check_bind(value: Any) -> list[str]:
     return binds
 
 
+def check_statsd(value: Any) -> str | None:
+    text = check_str(value)
+    if text is not None:
+        try:
+            parse_statsd_address(text)
+        except ValueError as exc:
+            raise CheckError(f"{exc}; expected HOST:PORT, [IPV6]:PORT or unix:PATH") from None
+    return text
+
+
 def check_ips(value: Any) -> list[str]:
     ips = _words(value)
     for ip in ips:
@@ -139,6 +177,24 @@ def check_ips(value: Any) -> list[str]:
         except ValueError:
             raise CheckError(f"{ip!r} is not an IP address or network; expected addresses, networks or *") from None
     return ips
+
+
+def check_proxy_headers(value: Any) -> list[str]:
+    try:
+        return check_trusted_headers(_words(value))
+    except ValueError as exc:
+        raise CheckError(str(exc)) from None
+
+
+def check_proxy_protocol(value: Any) -> str:
+    # Gunicorn before 24 had a boolean; true now means "either version".
+    text = str(value).strip().lower()
+    if text in MODES:
+        return text
+    try:
+        return "auto" if check_bool(value) else "off"
+    except CheckError:
+        raise CheckError("expected one of: " + ", ".join(MODES) + " (or true/false)") from None
 
 
 def check_scheme_headers(value: Any) -> dict[str, str]:
@@ -153,6 +209,23 @@ def check_scheme_headers(value: Any) -> dict[str, str]:
     return headers
 
 
+def check_ident(value: Any) -> str | None:
+    text = check_str(value)
+    if text is not None and not all(" " <= c <= "~" for c in text):
+        raise CheckError("expected printable ASCII for the Server header, such as myapp/1.0")
+    return text
+
+
+def check_cert_reqs(value: Any) -> int:
+    # int() first: a config file may say ssl.CERT_REQUIRED, whose str() differs across Pythons.
+    text = str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else str(value).strip().lower()
+    if text in CERT_REQS:
+        return int(CERT_REQS[text])
+    if text in {str(int(v)) for v in CERT_REQS.values()}:
+        return int(text)
+    raise CheckError("expected 0/none, 1/optional or 2/required")
+
+
 def check_callable(value: Any) -> Callable | str | None:
     # A dotted name is loaded later (hooks.Hooks), after the app's path is importable.
     if value is None or callable(value):
@@ -164,6 +237,43 @@ def check_callable(value: Any) -> Callable | str | None:
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         raise CheckError("expected a dotted name such as myapp.hooks:post_fork")
     return text
+
+
+def check_env(value: Any) -> list[str]:
+    pairs = _env_words(value)
+    for pair in pairs:
+        name, sep, _ = pair.partition("=")
+        if not sep or not name.strip():
+            raise CheckError(f"{pair!r} is not KEY=VALUE; expected variables such as DJANGO_SETTINGS_MODULE=mysite.settings")
+    return pairs
+
+
+def _env_words(value: Any) -> list[str]:
+    # Values may contain spaces only in a list (config file, repeated -e); INI text splits on blanks.
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return str(value).split()
+
+
+def check_paths(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [p.strip() for p in str(value).split(",") if p.strip()]
+
+
+def check_dict(value: Any) -> dict:
+    # A Python config file gives a dict; an INI or a flag gives JSON text.
+    if isinstance(value, Mapping):
+        return dict(value)
+    import json
+
+    try:
+        parsed = json.loads(str(value))
+    except ValueError as exc:
+        raise CheckError(f"expected a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise CheckError("expected a JSON object")
+    return parsed
 
 
 def check_access_format(value: Any) -> str:
@@ -190,6 +300,7 @@ class Setting:
     cli: tuple[str, ...] = ()
     args: tuple = ()                # extra arguments to the check (min/max, choices)
     meta: str = "VALUE"
+    repeat: bool = False            # the flag may be given several times (-b, -e)
 
     def parse(self, value: Any) -> Any:
         return CHECKS[self.check](value, *self.args)
@@ -206,21 +317,39 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "str": check_str,
     "choice": check_choice,
     "octal": check_octal,
+    "user": check_user,
+    "group": check_group,
     "bind": check_bind,
     "ips": check_ips,
+    "statsd": check_statsd,
     "scheme_headers": check_scheme_headers,
+    "proxy_headers": check_proxy_headers,
+
+
+    "proxy_protocol": check_proxy_protocol,
     "callable": check_callable,
+    "ident": check_ident,
+    "cert_reqs": check_cert_reqs,
+    "env": check_env,
+    "paths": check_paths,
+    "dict": check_dict,
     "access_format": check_access_format,
     "loglevel": check_loglevel,
 }
 
 _S = Setting
 SETTINGS: tuple[Setting, ...] = (
-    _S("config", "str", None, "A Python file whose top-level names set options and hooks "
+    _S("config", "str", None, "A Python file (or `python:package.module`) whose top-level names set options and hooks "
        "(like gunicorn.conf.py). Values in the INI or on the command line win.", "Config", ("-c", "--config"), meta="FILE"),
+    _S("wsgi_app", "str", None, "The app as MODULE:CALLABLE when the command line names none (Gunicorn's "
+       "`wsgi_app`).", "Config", meta="MODULE:CALLABLE"),
+    _S("check_config", "bool", False, "Check the configuration and load the app, then exit: 0 when all is "
+       "well, 2 for a bad setting, 3 when the app cannot be loaded.", "Config", ("--check-config",)),
+    _S("print_config", "bool", False, "Print every setting with its value and where it came from, then exit.",
+       "Config", ("--print-config",)),
     _S("bind", "bind", ["127.0.0.1:8000"], "Addresses to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; "
        "several separated by spaces or commas. The INI also accepts `host` + `port` and `listen`.",
-       "Server socket", ("-b", "--bind"), meta="ADDRESS"),
+       "Server socket", ("-b", "--bind"), meta="ADDRESS", repeat=True),
     _S("backlog", "int", 2048, "Pending connections the kernel queues per listener.", "Server socket",
        ("--backlog",), (1, 65535), "INT"),
     _S("reuse_port", "bool", False, "Set SO_REUSEPORT on listeners.", "Server socket", ("--reuse-port",)),
@@ -249,34 +378,95 @@ SETTINGS: tuple[Setting, ...] = (
        "Worker processes", ("--max-requests",), (0, None), "INT"),
     _S("max_requests_jitter", "int", 0, "Add a random 0..N to max_requests per worker, so workers don't retire together.",
        "Worker processes", ("--max-requests-jitter",), (0, None), "INT"),
-    _S("limit_request_line", "int", 8190, "Longest request line in bytes (0: unlimited); longer gets 414.",
+    _S("limit_request_line", "int", 8190, "Longest request line in bytes; longer gets 414. 0: no limit of its "
+       "own (as Gunicorn; the line still stops at 1 MiB).",
        "Security", ("--limit-request-line",), (0, 65535), "INT"),
-    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431.",
-       "Security", ("--limit-request-fields",), (1, 32768), "INT"),
-    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431.",
-       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (1, 65535), "INT"),
-    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose secure_scheme_headers are trusted "
-       "(addresses or networks, `*` for all).", "Security", ("--forwarded-allow-ips",), meta="IPS"),
+    _S("limit_request_fields", "int", 100, "Most header fields in a request; more gets 431. 0: the maximum, "
+       "32768 (what Gunicorn 27's code does).", "Security", ("--limit-request-fields",), (0, 32768), "INT"),
+    _S("limit_request_field_size", "int", 8190, "Longest header field line in bytes; longer gets 431. 0: the "
+       "default, 8190 (what Gunicorn 27's code does; its docs say unlimited). A whole head stops at 16 MiB.",
+       "Security", ("--limit-request-field_size", "--limit-request-field-size"), (0, 65535), "INT"),
+    _S("limit_request_body", "int", 0, "Largest request body in bytes (0: no limit). A larger Content-Length "
+       "gets 413 before any body byte is read; a chunked body growing past it gets 413 and the connection "
+       "closes; the app never reads more than this.", "Security", ("--limit-request-body",), (0, None), "BYTES"),
+    _S("limit_head_buffer", "int", 16 << 20, "Most bytes one worker buffers for request heads still arriving, "
+       "over all its connections (0: unlimited); over it, the largest unfinished heads get 431 and close.",
+       "Security", ("--limit-head-buffer",), (0, None), "BYTES"),
+    _S("forwarded_allow_ips", "ips", ["127.0.0.1", "::1"], "The trusted proxies: peers whose "
+       "secure_scheme_headers and trusted_proxy_headers are believed. Addresses, networks (`10.0.0.0/8`, "
+       "`fd00::/8`) or `*` for all. Unix socket peers are always trusted.", "Security",
+       ("--forwarded-allow-ips",), meta="IPS"),
     _S("secure_scheme_headers", "scheme_headers", {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
        "X-FORWARDED-SSL": "on"}, "Headers from a trusted proxy that mark a request as https, as HEADER=VALUE pairs.",
        "Security", (), meta="PAIRS"),
+    _S("trusted_proxy_headers", "proxy_headers", [], "Forwarding headers believed from a trusted proxy, as in "
+       "waitress: `x-forwarded-for` (REMOTE_ADDR, REMOTE_PORT), `x-forwarded-host` (HTTP_HOST, SERVER_NAME), "
+       "`x-forwarded-proto` (wsgi.url_scheme), `x-forwarded-port` (SERVER_PORT), `x-forwarded-by`, or "
+       "`forwarded` (RFC 7239, all of those; not together with the x-forwarded-* ones). A malformed one gets 400.",
+       "Security", ("--trusted-proxy-headers",), meta="NAMES"),
+    _S("trusted_proxy_count", "int", 1, "How many proxies in a row are trusted: of a header listing several hops, "
+       "the last this many are believed and the oldest of them wins (waitress).", "Security",
+       ("--trusted-proxy-count",), (1, None), "INT"),
+    _S("clear_untrusted_proxy_headers", "bool", False, "Remove the forwarding headers that are not believed "
+       "(all of them from untrusted peers) from the environ, so the app cannot read forged ones. Off by "
+       "default as in Gunicorn (middleware such as werkzeug's ProxyFix reads them); waitress has it on.",
+       "Security", ("--clear-untrusted-proxy-headers",)),
+    _S("log_untrusted_proxy_headers", "bool", False, "With clear_untrusted_proxy_headers, log a warning naming the "
+       "forwarding headers removed from a request (waitress).", "Security", ("--log-untrusted-proxy-headers",)),
+    _S("url_scheme", "choice", "http", "wsgi.url_scheme of plain (not TLS) requests, unless a trusted proxy's "
+       "headers say otherwise (waitress). TLS listeners always say https.", "Server mechanics",
+       ("--url-scheme",), ("http", "https"), "SCHEME"),
+    _S("ident", "ident", None, "The Server header's value (waitress's name); default `pasteserve/VERSION`.",
+       "Server mechanics", ("--ident",), meta="TEXT"),
+    _S("expose_tracebacks", "bool", False, "Show the app's traceback on the 500 page instead of a generic line "
+       "(development only: it reveals code and data to every client). The error log has it either way.",
+       "Server mechanics", ("--expose-tracebacks",)),
+
+
+    _S("proxy_protocol", "proxy_protocol", "off", "Expect a PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`, "
+       "AWS NLB) on every connection from proxy_allow_ips, and take the client address (and, with v2, https) from it: "
+       "`v1`, `v2`, `auto` (either; also `true`) or `off`. A connection from those peers without a valid header "
+       "gets 400.", "Security", ("--proxy-protocol",), meta="MODE"),
+    _S("proxy_allow_ips", "ips", ["127.0.0.1", "::1"], "Peers whose PROXY protocol header is trusted (addresses or "
+       "networks, `*` for all); from any other peer such a header is a bad request.", "Security",
+       ("--proxy-allow-from",), meta="IPS"),
     _S("root_path", "str", None, "SCRIPT_NAME for every request, when the app is mounted under a prefix.",
        "Server mechanics", ("--root-path",), meta="PATH"),
     _S("preload_app", "bool", False, "Load the app in the master before forking (less memory, no app reload on HUP).",
        "Server mechanics", ("--preload",)),
     _S("reload", "bool", False, "Restart the server when its code or config files change (development; "
        "implies preload_app).", "Server mechanics", ("--reload",)),
+    _S("reload_extra_files", "paths", [], "With reload: more files to watch (templates, data), separated by commas.",
+       "Server mechanics", ("--reload-extra-file",), meta="FILE", repeat=True),
+    _S("raw_env", "env", [], "Environment variables set in the master before the app loads, as KEY=VALUE "
+       "(`-e` may be repeated).", "Server mechanics", ("-e", "--env"), meta="KEY=VALUE", repeat=True),
+    _S("pythonpath", "paths", [], "Directories put first on sys.path before the app loads, separated by commas.",
+       "Server mechanics", ("--pythonpath",), meta="DIRS"),
     _S("chdir", "str", None, "Change to this directory before loading the app.", "Server mechanics", ("--chdir",), meta="DIR"),
     _S("daemon", "bool", False, "Detach from the terminal and run in the background.", "Server mechanics", ("-D", "--daemon")),
     _S("pidfile", "str", None, "Write the master's PID to this file.", "Server mechanics", ("-p", "--pid"), meta="FILE"),
-    _S("user", "str", None, "Switch workers to this user (name or uid).", "Server mechanics", ("-u", "--user"), meta="USER"),
-    _S("group", "str", None, "Switch workers to this group (name or gid).", "Server mechanics", ("-g", "--group"), meta="GROUP"),
-    _S("umask", "octal", 0, "File mode mask for the process and its unix sockets (0, as Gunicorn, lets a proxy running as another user connect).", "Server mechanics",
+    _S("user", "user", None, "Switch workers to this user (name or uid); unix socket files are given to it too.", "Server mechanics", ("-u", "--user"), meta="USER"),
+    _S("group", "group", None, "Switch workers to this group (name or gid); unix socket files are given to it too.", "Server mechanics", ("-g", "--group"), meta="GROUP"),
+    _S("umask", "octal", 0, "File mode mask applied while binding unix sockets (0, as Gunicorn, lets a proxy running as another "
+       "user connect); the process and the files the app creates keep the umask the server was started with.", "Server mechanics",
        ("-m", "--umask"), meta="MODE"),
+    _S("unix_socket_perms", "octal", None, "Mode of unix socket files, set after bind (waitress's name; "
+       "e.g. 660 for a proxy in the socket's group). Unset: the mode the umask gives.", "Server mechanics",
+       ("--unix-socket-perms",), meta="MODE"),
     _S("proc_name", "str", None, "Name shown in process titles (default: the config file or app).",
        "Server mechanics", ("-n", "--name"), meta="NAME"),
     _S("certfile", "str", None, "TLS certificate file; serving https when set.", "TLS", ("--certfile",), meta="FILE"),
     _S("keyfile", "str", None, "TLS private key file.", "TLS", ("--keyfile",), meta="FILE"),
+    _S("ca_certs", "str", None, "CA certificates (PEM file) that client certificates are checked against.",
+       "TLS", ("--ca-certs",), meta="FILE"),
+    _S("cert_reqs", "cert_reqs", 0, "Client certificates: 0/none (not asked for), 1/optional (verified when "
+       "sent), 2/required (a client without a valid one fails the TLS handshake: mutual TLS). 1 and 2 need "
+       "ca_certs. The app finds a verified certificate in environ `pasteserve.peercert` (the dict of Python's "
+       "`getpeercert()`) and `SSL_CLIENT_CERT` (PEM).", "TLS", ("--cert-reqs",), meta="MODE"),
+    _S("ciphers", "str", None, "TLS 1.2 cipher list in OpenSSL's format (default: Python's); TLS 1.3 suites "
+       "are not affected.", "TLS", ("--ciphers",), meta="CIPHERS"),
+    _S("tls_min_version", "choice", "1.2", "Oldest TLS version accepted: 1.2 or 1.3.", "TLS",
+       ("--tls-min-version",), tuple(TLS_VERSIONS), "VERSION"),
     _S("accesslog", "str", None, "Access log: a file, or `-` for stdout. Off by default.", "Logging",
        ("--access-logfile",), meta="FILE"),
     _S("access_log_format", "access_format", DEFAULT_ACCESS_LOG_FORMAT, "Access log line, with Gunicorn's atoms.",
@@ -285,6 +475,21 @@ SETTINGS: tuple[Setting, ...] = (
        "Logging", ("--error-logfile", "--log-file"), meta="FILE"),
     _S("loglevel", "loglevel", "info", "Error log level: debug, info, warning, error, critical.", "Logging",
        ("--log-level",), meta="LEVEL"),
+    _S("logconfig", "str", None, "A logging.config.fileConfig file that configures logging (instead of errorlog, "
+       "accesslog and loglevel).", "Logging", ("--log-config",), meta="FILE"),
+    _S("logconfig_dict", "dict", {}, "A logging.config.dictConfig dict (JSON text in an INI) that configures "
+       "logging; wins over logconfig.", "Logging", meta="DICT"),
+    _S("capture_output", "bool", False, "Send the stdout and stderr of the master and workers (print, "
+       "tracebacks) to the errorlog file.", "Logging", ("--capture-output",)),
+    _S("statsd_host", "statsd", None, "Send StatsD metrics (Gunicorn's names) to HOST:PORT (UDP, port 8125 if "
+       "left out) or unix:PATH (a datagram socket). Off by default.", "Metrics", ("--statsd-host",), meta="ADDRESS"),
+    _S("statsd_prefix", "str", None, "Prefix for every metric name; a trailing dot is added.", "Metrics",
+       ("--statsd-prefix",), meta="PREFIX"),
+    _S("statsd_namespace", "str", "gunicorn", "The name segment after the prefix: `gunicorn` keeps Gunicorn "
+       "dashboards working (`PREFIX.gunicorn.requests`); empty leaves the segment out.", "Metrics",
+       ("--statsd-namespace",), meta="NAME"),
+    _S("dogstatsd_tags", "str", None, "DogStatsD tags appended to every metric as `|#TAGS`, e.g. "
+       "`env:prod,app:shop`.", "Metrics", ("--dogstatsd-tags",), meta="TAGS"),
 ) + tuple(
     _S(name, "callable", None, f"Server hook `{name}({', '.join(args)})`: a dotted name (module:function), "
        "or a function in the config file.", "Server hooks", meta="CALLABLE")
@@ -292,9 +497,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-# Spellings other servers use for `bind`; handled before validation.
-BIND_ALIASES = ("host", "port", "listen")
-# Keys PasteDeploy or tools put into a server section that are not options of ours.
 IGNORED_KEYS = {"use", "here", "__file__"}
 
 
@@ -303,11 +505,14 @@ IGNORED_KEYS = {"use", "here", "__file__"}
 class Settings:
     """Typed, validated option values; attribute access by option name."""
 
-    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> None:
+    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None,
+                 notices: list[str] | None = None) -> None:
         self._values = {s.name: s.default for s in SETTINGS}
         self._values.update(values or {})
         self.sources: dict[str, str] = {name: "default" for name in self._values}
         self.sources.update(sources or {})
+        # Accepted keys that change nothing here, said once in the log when the server starts.
+        self.notices: list[str] = list(notices or [])
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -344,36 +549,32 @@ class ConfigError(Exception):
 
 
 def _suggest(key: str) -> str:
-    known = list(BY_NAME) + list(BIND_ALIASES)
+    # Native names only; pasteserve.compat suggests across Gunicorn's and waitress's names too.
+    known = list(BY_NAME)
     close = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.6)
     return f'unknown option; did you mean "{close[0]}"?' if close else "unknown option"
 
 
-def merge_bind_aliases(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
-    """Turn Paste's `host` + `port` and waitress's `listen` into `bind`."""
-    raw = dict(raw)
-    host, port, listen = raw.pop("host", None), raw.pop("port", None), raw.pop("listen", None)
-    if "bind" in raw and (host or port or listen):
-        problems.append(Problem("bind", raw["bind"], "give either bind, or host/port, or listen, not several"))
-        return raw
-    if listen:
-        raw["bind"] = listen
-    elif host or port:
-        host = str(host or "127.0.0.1").strip()
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        raw["bind"] = f"{host}:{str(port or 8000).strip()}"
-    return raw
+def validate(raw: Mapping[str, Any], origin: str, problems: list[Problem] | None = None) -> dict[str, Any]:
+    """Check every option in `raw` with configobj and our checks; raise ConfigError listing all problems.
 
-
-def validate(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    """Check every option in `raw` with configobj and our checks; raise ConfigError listing all problems."""
-    problems: list[Problem] = []
-    values = merge_bind_aliases({k: v for k, v in raw.items() if k not in IGNORED_KEYS}, problems)
+    `problems` found earlier (pasteserve.compat's translation) are reported together with these.
+    """
+    problems = list(problems or [])
+    values = {k: v for k, v in raw.items() if k not in IGNORED_KEYS}
     unknown = [k for k in values if k not in BY_NAME]
     for key in unknown:
         problems.append(Problem(key, values[key], _suggest(key)))
     known = {k: v for k, v in values.items() if k in BY_NAME}
+    # Typed values (a Python config file's) are checked directly: configobj takes a dict for a
+    # subsection and hands back some typed values unconverted (timeout = 30 stayed an int).
+    direct = {}
+    for key in [k for k, v in known.items() if not isinstance(v, str)]:
+        value = known.pop(key)
+        try:
+            direct[key] = BY_NAME[key].parse(value)
+        except CheckError as exc:
+            problems.append(Problem(key, value, str(exc)))
     spec = ConfigObj([BY_NAME[k].spec_line() for k in known], list_values=False, _inspec=True)
     conf = ConfigObj(known, configspec=spec, interpolation=False)
     validator = Validator({name: fn for name, fn in CHECKS.items()})
@@ -386,21 +587,25 @@ def validate(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
         problems.append(Problem(key, known.get(key, ""), _suggest(key)))
     if problems:
         raise ConfigError(origin, problems)
-    return {k: conf[k] for k in known}
+    return {**{k: conf[k] for k in known}, **direct}
 
 
-def settings_from_mapping(raw: Mapping[str, Any], origin: str, source: str,
-                          base: Settings | None = None) -> Settings:
-    """Validate `raw` and layer it over `base` (defaults when None)."""
-    parsed = validate(raw, origin)
+def settings_from_mapping(raw: Mapping[str, Any], origin: str, source: str | Mapping[str, str],
+                          base: Settings | None = None, problems: list[Problem] | None = None,
+                          notices: list[str] = ()) -> Settings:
+    """Validate `raw` and layer it over `base` (defaults when None).
+
+    `source` names where the values came from: one text for all, or one per key.
+    """
+    parsed = validate(raw, origin, problems)
     values = base.as_dict() if base else {}
     sources = dict(base.sources) if base else {}
     values.update(parsed)
-    problems = _contradictions(values, parsed)
-    if problems:
-        raise ConfigError(origin, problems)
-    sources.update({k: source for k in parsed})
-    return Settings(values, sources)
+    clashes = _contradictions(values, parsed)
+    if clashes:
+        raise ConfigError(origin, clashes)
+    sources.update({k: source if isinstance(source, str) else source.get(k, origin) for k in parsed})
+    return Settings(values, sources, [*(base.notices if base else ()), *notices])
 
 
 def _contradictions(values: Mapping[str, Any], parsed: Mapping[str, Any]) -> list[Problem]:
@@ -417,16 +622,6 @@ def _contradictions(values: Mapping[str, Any], parsed: Mapping[str, Any]) -> lis
     return []
 
 
-def load_config_file_settings(path: str, base: Settings | None = None) -> Settings:
-    """Options from a Python config file (`config = conf.py`)."""
-    from .hooks import load_config_file
-
-    namespace = load_config_file(path)
-    # Lowercase public names are options; anything else (helpers, constants) is the file's own business.
-    raw = {k: v for k, v in namespace.items() if k in BY_NAME or k in BIND_ALIASES}
-    return settings_from_mapping(raw, f"config file {path}", f"config file {path}", base)
-
-
 # --- command line ---------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -439,7 +634,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if s.check == "bool":
             group.add_argument(*s.cli, dest=s.name, action="store_const", const="true",
                                default=argparse.SUPPRESS, help=s.doc)
-        elif s.name == "bind":
+        elif s.repeat:
             group.add_argument(*s.cli, dest=s.name, action="append", metavar=s.meta,
                                default=argparse.SUPPRESS, help=s.doc + " Repeat for several.")
         else:
@@ -476,7 +671,7 @@ def render_docs() -> str:
 
 def _doc_default(s: Setting) -> str:
     value = s.default
-    if value is None:
+    if value is None or value == [] or value == {}:
         return "—"
     if s.check == "octal":
         return f"`{value:#o}`"

@@ -29,6 +29,11 @@ _BIND_RETRY_DELAY = 0.25
 
 log = logging.getLogger(ERROR_LOGGER)
 
+# tls_min_version values; older versions are not offered at all.
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+# cert_reqs words (Gunicorn takes the numbers of Python's ssl.CERT_* constants).
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
 
 class BindError(OSError):
     """A listener could not be created; str() is "ADDRESS: reason"."""
@@ -123,6 +128,7 @@ def create_listeners(
     umask: int = 0o022,
     inherited: list[int] | None = None,
     existing: Sequence[socket.socket] = (),
+    unix_mode: int | None = None,
 ) -> list[socket.socket]:
     """Return one listening, non-blocking, non-inheritable socket per spec, in order.
 
@@ -131,7 +137,8 @@ def create_listeners(
     the caller's. ``inherited`` fds (a USR2 parent's or systemd's) become ours: one
     matching a spec is wrapped and reused, the others are closed. A TCP spec with
     port 0 takes a socket on the same host and any port. BindError on failure, after
-    closing whatever this call opened or adopted.
+    closing whatever this call opened or adopted. ``unix_mode`` (unix_socket_perms), when
+    given, is set on every unix socket file, whatever the umask made of it.
     """
     adopted: list[socket.socket] = []
     listeners: list[socket.socket] = []
@@ -146,6 +153,8 @@ def create_listeners(
             sock.setblocking(False)
             sock.set_inheritable(False)
             listeners.append(sock)
+            if unix_mode is not None and spec.kind == "unix":
+                _chmod(spec, unix_mode)
     except BaseException:
         for sock in adopted + listeners:
             if sock not in existing:
@@ -156,6 +165,15 @@ def create_listeners(
             log.warning("Closing inherited socket %s: no bind address asks for it", describe(sock))
             sock.close()
     return listeners
+
+
+def _chmod(spec: BindSpec, mode: int) -> None:
+    if spec.path.startswith("\0"):
+        return   # an abstract-namespace socket has no file
+    try:
+        os.chmod(spec.path, mode)
+    except OSError as exc:
+        raise BindError(exc.errno, f"{spec}: cannot set mode {mode:#o}: {exc.strerror}") from exc
 
 
 def _adopt(fd: int, label: str) -> socket.socket:
@@ -285,12 +303,28 @@ def _remove_stale_unix_socket(spec: BindSpec) -> None:
     raise BindError(errno.EADDRINUSE, f"{spec}: Address already in use (a server listens there)")
 
 
+def inherited_specs(environ: Mapping[str, str] = os.environ) -> list[BindSpec]:
+    """``fd://N`` specs for the fds :func:`inherited_fds` will return, leaving the environment as it is.
+
+    What to serve when no ``bind`` is configured: systemd's sockets, or a USR2 parent's.
+    """
+    return [BindSpec("fd", fd=fd) for fd in _inherited(environ)]
+
+
 def inherited_fds(environ: Mapping[str, str] = os.environ) -> list[int]:
     """Listening fds handed to this process: ours (USR2) and systemd's socket activation.
 
     systemd's count only when LISTEN_PID is this process. When ``environ`` is
     ``os.environ`` the variables are removed, so our own children do not see them.
     """
+    fds = _inherited(environ)
+    if environ is os.environ:
+        for key in (FDS_ENV, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(key, None)
+    return fds
+
+
+def _inherited(environ: Mapping[str, str]) -> list[int]:
     fds: list[int] = []
     ours = environ.get(FDS_ENV, "").strip()
     if ours:
@@ -307,9 +341,6 @@ def inherited_fds(environ: Mapping[str, str] = os.environ) -> list[int]:
             for fd in range(_SYSTEMD_FIRST_FD, _SYSTEMD_FIRST_FD + int(count))
             if fd not in fds
         ]
-    if environ is os.environ:
-        for key in (FDS_ENV, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            os.environ.pop(key, None)
     return fds
 
 
@@ -344,15 +375,17 @@ def ssl_context(
     *,
     ca_certs: str | None = None,
     ciphers: str | None = None,
-    cert_reqs: ssl.VerifyMode = ssl.CERT_NONE,
+    cert_reqs: int = ssl.CERT_NONE,
+    min_version: str = "1.2",
 ) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 or newer); ValueError names the file or option at fault.
 
     ``ca_certs`` with ``cert_reqs`` CERT_OPTIONAL or CERT_REQUIRED verifies client
-    certificates (Gunicorn's ``ca_certs`` and ``cert_reqs``).
+    certificates (Gunicorn's ``ca_certs`` and ``cert_reqs``): with CERT_REQUIRED a client
+    without a valid one fails the handshake.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.minimum_version = TLS_VERSIONS[min_version]
     try:
         context.load_cert_chain(certfile, keyfile)
     except OSError as exc:  # ssl.SSLError included
@@ -364,8 +397,8 @@ def ssl_context(
         except OSError as exc:
             raise ValueError(f"cannot load CA certificates from {ca_certs}: {_reason(exc)}") from None
     elif cert_reqs != ssl.CERT_NONE:
-        raise ValueError("verifying client certificates (cert_reqs) needs ca_certs")
-    context.verify_mode = cert_reqs
+        raise ValueError("verifying client certificates (cert_reqs) needs ca_certs, the CA file to check them with")
+    context.verify_mode = ssl.VerifyMode(cert_reqs)
     if ciphers is not None:
         try:
             context.set_ciphers(ciphers)

@@ -29,8 +29,10 @@ from pasteserve.http.response import (
     render_head,
     status_line,
 )
+from pasteserve.proxy import ProxyHeaders, trusted_peer
 
-__all__ = ["EnvironBuilder", "ErrorStream", "FileWrapper", "Input", "Response"]
+__all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "ErrorStream", "FileWrapper", "Input", "Response",
+           "peer_certificate"]
 
 # Read size of FileWrapper iteration (the fallback when sendfile is not possible).
 FILE_BLOCK = 65536
@@ -289,6 +291,27 @@ def _split_host(host: str, default_port: str) -> tuple[str, str]:
     return name, port or default_port
 
 
+PEERCERT_KEY = "pasteserve.peercert"
+CLIENT_CERT_KEY = "SSL_CLIENT_CERT"
+
+
+def peer_certificate(sock: ssl.SSLSocket) -> dict[str, Any]:
+    """Environ entries for a verified TLS client certificate (none without one).
+
+    ``pasteserve.peercert``: the dict of ``SSLSocket.getpeercert()`` (subject, issuer,
+    notAfter, subjectAltName, ...); ``SSL_CLIENT_CERT``: the certificate in PEM, under
+    mod_ssl's name that apps behind Apache already read.
+    """
+    try:
+        info = sock.getpeercert()
+        der = sock.getpeercert(binary_form=True)
+    except (ValueError, OSError):   # not connected any more, or no handshake
+        return {}
+    if not info or not der:
+        return {}   # none sent, or not verified (cert_reqs = none asks for none)
+    return {PEERCERT_KEY: info, CLIENT_CERT_KEY: ssl.DER_cert_to_PEM_cert(der)}
+
+
 class EnvironBuilder:
     """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
 
@@ -296,7 +319,8 @@ class EnvironBuilder:
                  url_scheme: str = "http", server_software: str = "",
                  errors: ErrorStream | None = None,
                  forwarded_allow_ips: frozenset[str] | set[str] = frozenset(),
-                 secure_scheme_headers: dict[str, str] | None = None, multithread: bool = False) -> None:
+                 secure_scheme_headers: dict[str, str] | None = None,
+                 proxy_headers: ProxyHeaders | None = None, multithread: bool = False) -> None:
         self._root = root_path.rstrip("/")
         self._url_scheme = url_scheme
         base: dict[str, Any] = {
@@ -314,7 +338,7 @@ class EnvironBuilder:
         if isinstance(peer, tuple):
             base["REMOTE_ADDR"] = peer[0]
             base["REMOTE_PORT"] = str(peer[1])
-            trusted = "*" in forwarded_allow_ips or peer[0] in forwarded_allow_ips
+            trusted = trusted_peer(peer[0], forwarded_allow_ips)
         else:
             # Unix socket: the peer has no address (Gunicorn passes "" too). Only local
             # processes can connect, typically a front proxy, so it is trusted like one.
@@ -326,14 +350,32 @@ class EnvironBuilder:
             base["SERVER_NAME"] = local[0]
             base["SERVER_PORT"] = str(local[1])
         self.base = base
+        # The client certificate is read at the first request: by then the handshake is done.
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._sock = sock
         # (environ key, lower-case value meaning https) for the trusted scheme headers.
         self._scheme_keys = [
             ("HTTP_" + name.upper().replace("-", "_"), value.lower())
             for name, value in (secure_scheme_headers or {}).items()
         ] if trusted else []
+        self._trusted = trusted
+        self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
+
+    def set_client(self, client: tuple[str, int], tls: bool) -> None:
+        """The client a PROXY protocol header names, in place of the socket's peer.
+
+        The socket's peer (the proxy) stays the one whose forwarded headers are trusted or not.
+        """
+        self.base["REMOTE_ADDR"] = client[0]
+        self.base["REMOTE_PORT"] = str(client[1])
+        if tls:
+            self.base["wsgi.url_scheme"] = self._url_scheme = "https"
 
     def build(self, req: Any, wsgi_input: Input) -> dict[str, Any]:
         """The environ for a parsed request (``pasteserve.http.parser.Request``)."""
+        if self._tls:
+            self._tls = False
+            self.base.update(peer_certificate(self._sock))
         env = self.base.copy()
         target = req.target
         if "#" in target:
@@ -372,6 +414,8 @@ class EnvironBuilder:
         if self._unix:
             default_port = "443" if env["wsgi.url_scheme"] == "https" else "80"
             env["SERVER_NAME"], env["SERVER_PORT"] = _split_host(env.get("HTTP_HOST") or "localhost", default_port)
+        if self._proxy is not None:
+            self._proxy.apply(env, self._trusted)
         return env
 
     def _apply_scheme_headers(self, env: dict[str, Any]) -> None:
@@ -394,6 +438,7 @@ _NONE, _LENGTH, _CHUNKED, _CLOSE = range(4)
 _JOIN_MAX = 65536
 
 _GENERIC_500 = "The server encountered an unexpected error; it has been logged."
+_TRACEBACK_MAX = 65536
 
 
 class Response:
@@ -524,8 +569,9 @@ class Response:
             return True
         count = size if self._mode == _CLOSE else min(size, self._remaining)
         if count:
+            sendfile = getattr(self._ctx, "sendfile", None)
             try:
-                sent = self.sock.sendfile(f, offset, count)
+                sent = sendfile(self.sock, f, offset, count) if sendfile else self.sock.sendfile(f, offset, count)
             except (ValueError, NotImplementedError, AttributeError):
                 # The socket cannot sendfile (non-blocking, e.g. green): copy through it.
                 f.seek(offset)
@@ -541,11 +587,13 @@ class Response:
                 self._remaining -= sent
         return True
 
-    def send_error(self, status: int, reason: str, detail: str = "", close: bool = False) -> None:
+    def send_error(self, status: int, reason: str, detail: str = "", close: bool = False,
+                   max_detail: int = 200) -> None:
         """Answer with a short server-made page instead of the app's response."""
         keep = self.keep_alive and not close and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
         head_only = body_forbidden(self._method, status)
-        data = error_response(status, reason, detail, self._server, close=not keep, head_only=head_only)
+        data = error_response(status, reason, detail, self._server, close=not keep, head_only=head_only,
+                              max_detail=max_detail)
         self.keep_alive = keep
         self.status = f"{status} {reason}"
         self.code = status
@@ -554,10 +602,14 @@ class Response:
         self._mode = _NONE
         self._send(data)
         if not head_only:
-            self.sent = len(error_page(status, reason, detail))
+            self.sent = len(error_page(status, reason, detail, max_detail))
 
-    def internal_error(self) -> None:
-        self.send_error(500, "Internal Server Error", _GENERIC_500)
+    def internal_error(self, traceback_text: str | None = None) -> None:
+        """500; with ``traceback_text`` (expose_tracebacks) the page shows it instead of a generic line."""
+        if traceback_text:
+            self.send_error(500, "Internal Server Error", traceback_text, max_detail=_TRACEBACK_MAX)
+        else:
+            self.send_error(500, "Internal Server Error", _GENERIC_500)
 
     # -- framing ------------------------------------------------------------------
 
@@ -567,7 +619,8 @@ class Response:
         app = self._app
         if app is None:
             raise ResponseError("the response body started before start_response() was called")
-        keep = self.keep_alive and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
+        keep = (self.keep_alive and not app.close and self._ctx.alive
+                and not self._input.blocks_reuse(self._ctx.max_drain))
         code = self.code
         framing = b""
         if body_forbidden(self._method, code):

@@ -130,8 +130,14 @@ def wrong_length(environ: dict, start_response: Callable) -> list[bytes]:
 
 def hop_by_hop(environ: dict, start_response: Callable) -> list[bytes]:
     """Sets a hop-by-hop header, which PEP 3333 forbids: the server answers 500."""
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "close")])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Keep-Alive", "timeout=5")])
     return [b"never sent"]
+
+
+def connection_close(environ: dict, start_response: Callable) -> list[bytes]:
+    """``Connection: close`` is the one hop-by-hop header an app may send (eventlet.websocket does)."""
+    start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Connection", "close")])
+    return [b"refused\n"]
 
 
 def not_found(environ: dict, start_response: Callable) -> list[bytes]:
@@ -154,6 +160,7 @@ APPS: dict[str, App] = {
     "status": status,
     "wrong-length": wrong_length,
     "hop-by-hop": hop_by_hop,
+    "connection-close": connection_close,
 }
 
 

@@ -22,8 +22,10 @@ LISTENING = re.compile(r"Listening at: (\S+)")
 
 
 class Server:
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         self.argv = argv
+        self.pass_fds = pass_fds
         self.cwd = cwd
         self.log_path = cwd / f"server-{len(list(cwd.glob('server-*.log')))}.log"
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
@@ -35,7 +37,8 @@ class Server:
     def start(self, timeout: float = 20.0, expect_listening: bool = True) -> "Server":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     pass_fds=self.pass_fds)
         if expect_listening:
             self.wait_for(lambda: LISTENING.search(self.log()), timeout, "the server to listen")
             self.addresses = LISTENING.findall(self.log())

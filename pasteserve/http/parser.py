@@ -22,9 +22,11 @@ Choices worth knowing (the RFCs allow either way, we pick the strict side):
   CGI variable in the WSGI environ, and components disagreeing on which copy
   wins is an attack surface.
 * Limits follow Gunicorn's meaning so settings carry over: a request line is
-  measured without its CRLF, a header field line with it. ``0`` means "no
-  limit of its own", yet nothing is unbounded: a line then stops at 1 MiB,
-  the field count at 32768, and a head or trailer section at 16 MiB.
+  measured without its CRLF, a header field line with it. ``0`` does what it
+  does in Gunicorn 27's code (its docs say otherwise): no request line limit
+  of its own (the line still stops at 1 MiB), the field count at its maximum
+  of 32768, and the field size at its default of 8190. Whatever the limits, a
+  head or trailer section stops at 16 MiB.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
 _CEILING = 1 << 20
 _HEAD_CEILING = 16 << 20
 _MAX_FIELDS_UNLIMITED = 32768  # Gunicorn's cap for limit_request_fields = 0
+_DEFAULT_FIELD_SIZE = 8190  # Gunicorn's value for limit_request_field_size = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +73,10 @@ class Limits:
 
     limit_request_line: int = 8190  # bytes, CRLF excluded; over it -> 414
     limit_request_fields: int = 100  # header (and trailer) field lines; over it -> 431
-    limit_request_field_size: int = 8190  # one field line, CRLF included; over it -> 431
+    limit_request_field_size: int = 8190  # one field line, CRLF included; over it -> 431 (0: 8190)
     max_chunk_size_digits: int = 16  # hex digits in a chunk size
     max_chunk_ext_length: int = 4096  # bytes of extensions per chunk; over it -> 400
-    max_content_length: int = 2**63 - 1  # Content-Length or chunked total; over it -> 413
+    max_content_length: int = 2**63 - 1  # Content-Length or chunked total; over it -> 413 (limit_request_body)
 
     def __post_init__(self) -> None:
         for name in self.__slots__:
@@ -299,6 +302,10 @@ def _list_members(values: list[str]) -> list[str]:
 
 def _transfer_codings(values: list[str]) -> None:
     """Validate Transfer-Encoding: ``chunked`` exactly once and last."""
+    # An empty element (", chunked", "chunked,") is legal list syntax, but peers refuse it and a
+    # proxy that ignores such a field would frame the body differently: refuse it too.
+    if any(not member.strip(" \t") for value in values for member in value.split(",")):
+        raise BadRequest("empty element in Transfer-Encoding")
     codings = _list_members(values)
     names = [coding.split(";", 1)[0].rstrip(" \t") for coding in codings]
     if not names or names[-1] != "chunked":
@@ -320,7 +327,7 @@ class RequestParser:
     def __init__(self, limits: Limits = Limits()) -> None:
         self._limits = limits
         self._line_max = limits.limit_request_line or _CEILING
-        self._field_max = limits.limit_request_field_size or _CEILING
+        self._field_max = limits.limit_request_field_size or _DEFAULT_FIELD_SIZE
         self._fields_max = limits.limit_request_fields or _MAX_FIELDS_UNLIMITED
         self._head_max = min(
             self._line_max + 4 + self._fields_max * self._field_max, _HEAD_CEILING
@@ -374,6 +381,11 @@ class RequestParser:
     def buffered(self) -> bool:
         """Bytes are waiting that no event has returned yet."""
         return bool(self._buf)
+
+    @property
+    def buffered_size(self) -> int:
+        """How many bytes are waiting that no event has returned yet."""
+        return len(self._buf)
 
     @property
     def in_message(self) -> bool:
@@ -541,6 +553,10 @@ class RequestParser:
 
         content_length = None
         chunked = False
+        if method == "CONNECT" and (codings or lengths):
+            # RFC 9110 section 9.3.6: CONNECT has no content; peers take the bytes after its
+            # head as tunnel data, so reading them as a body would desynchronise us from them.
+            raise BadRequest("CONNECT request with Content-Length or Transfer-Encoding")
         if codings:
             if lengths:
                 raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -626,7 +642,9 @@ class RequestParser:
         digits, extensions = match.group(1, 2)
         del buf[: end + 2]
         limits = self._limits
-        if len(digits) > limits.max_chunk_size_digits:
+        # Leading zeros add nothing to the size: only significant digits count toward the limit
+        # (the line length bounds the zeros).
+        if len(digits.lstrip(b"0")) > limits.max_chunk_size_digits:
             raise BadRequest(f"chunk size has more than {limits.max_chunk_size_digits} digits")
         if len(extensions) > limits.max_chunk_ext_length:
             raise BadRequest(f"chunk extensions longer than {limits.max_chunk_ext_length} bytes")

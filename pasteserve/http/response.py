@@ -40,9 +40,10 @@ _HOP_BY_HOP = frozenset(
 )
 
 # What the header-name cache remembers about a valid name.
-_PLAIN, _LENGTH, _DATE, _SERVER, _HOP = range(5)
+_PLAIN, _LENGTH, _DATE, _SERVER, _HOP, _CONNECTION = range(6)
 _SPECIAL = {"content-length": _LENGTH, "date": _DATE, "server": _SERVER}
 _SPECIAL.update(dict.fromkeys(_HOP_BY_HOP, _HOP))
+_SPECIAL["connection"] = _CONNECTION
 
 # Apps send the same few header names over and over: validating a name once and then
 # looking it up is cheaper than scanning it per response. Bounded so that an app
@@ -129,13 +130,15 @@ def _check_value(name: str, value: object) -> None:
 class AppHeaders:
     """An app's header list, validated once and rendered to the wire form."""
 
-    __slots__ = ("block", "content_length", "has_date", "has_server")
+    __slots__ = ("block", "content_length", "has_date", "has_server", "close")
 
-    def __init__(self, block: bytes, content_length: int | None, has_date: bool, has_server: bool):
+    def __init__(self, block: bytes, content_length: int | None, has_date: bool, has_server: bool,
+                 close: bool = False):
         self.block = block
         self.content_length = content_length
         self.has_date = has_date
         self.has_server = has_server
+        self.close = close   # the app sent "Connection: close"
 
 
 def check_headers(headers: object) -> AppHeaders:
@@ -144,7 +147,7 @@ def check_headers(headers: object) -> AppHeaders:
         raise ResponseError(f"headers must be a list, not {type(headers).__name__}")
     lines = []
     content_length = None
-    has_date = has_server = False
+    has_date = has_server = close = False
     names = _names
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
@@ -155,6 +158,14 @@ def check_headers(headers: object) -> AppHeaders:
             kind = _check_name(name)
         _check_value(name, value)
         if kind:
+            if kind == _CONNECTION:
+                # Only "close" (eventlet.websocket and many apps send it with a refusal): the
+                # server frames the connection and writes its own Connection header.
+                if value.strip(" \t").lower() != "close":
+                    raise ResponseError(f"hop-by-hop header {name!r} is not allowed from a WSGI app"
+                                        " (only \"Connection: close\")")
+                close = True
+                continue
             if kind == _HOP:
                 raise ResponseError(f"hop-by-hop header {name!r} is not allowed from a WSGI app")
             if kind == _LENGTH:
@@ -173,7 +184,7 @@ def check_headers(headers: object) -> AppHeaders:
         block = "".join(lines).encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ResponseError(f"header value is not latin-1: {exc.object[exc.start:exc.end]!r}") from None
-    return AppHeaders(block, content_length, has_date, has_server)
+    return AppHeaders(block, content_length, has_date, has_server, close)
 
 
 def body_forbidden(method: str, code: int) -> bool:
@@ -204,19 +215,19 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def error_page(status: int, reason: str, detail: str = "") -> bytes:
+def error_page(status: int, reason: str, detail: str = "", max_detail: int = 200) -> bytes:
     """The text/plain body of a page the server sends on its own behalf."""
     body = f"{status} {reason}\n"
     if detail:
         # The detail may echo client bytes: keep it short and printable ASCII.
-        body += detail[:200].encode("ascii", "backslashreplace").decode("ascii") + "\n"
+        body += detail[:max_detail].encode("ascii", "backslashreplace").decode("ascii") + "\n"
     return body.encode("ascii")
 
 
 def error_response(status: int, reason: str, detail: str = "", server: bytes = b"",
-                   close: bool = True, head_only: bool = False) -> bytes:
+                   close: bool = True, head_only: bool = False, max_detail: int = 200) -> bytes:
     """A complete short text/plain response (just its head when ``head_only``)."""
-    payload = error_page(status, reason, detail)
+    payload = error_page(status, reason, detail, max_detail)
     head = b"HTTP/1.1 %d %s\r\n%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n" % (
         status,
         reason.encode("ascii"),

@@ -10,11 +10,11 @@ future on import, and patching changes the whole process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -25,8 +25,11 @@ from eventlet.greenpool import GreenPool
 from eventlet.semaphore import Semaphore
 
 from .. import logs
-from ..connection import Connection
-from .base import Worker
+from ..connection import Connection, ServerContext
+from .base import ACCEPT_PAUSE, Worker
+from .budget import HeadBudget
+
+_select = eventlet.patcher.original("select")
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -40,14 +43,69 @@ class _Expired(Exception):
     """A connection's deadline passed while it waited for bytes."""
 
 
+class _Stopping(Exception):
+    """Thrown into a green thread waiting on an idle connection: the worker stops, look again."""
+
+
+class _Overdue(GreenletExit):
+    """graceful_timeout is over: stop serving the connection (a websocket, a long request)."""
+
+
+def green_wait_readable(sock: socket.socket, seconds: float) -> bool:
+    """Wait in the hub, not the process, for ``sock`` to have bytes (or be closed)."""
+    if _readable_now(sock.fileno()):
+        return True   # the usual case while a body streams in: no timer, no switch
+    try:
+        hubs.trampoline(sock.fileno(), read=True, timeout=seconds, timeout_exc=_Expired)
+    except _Expired:
+        return False
+    return True
+
+
+def green_sendfile(sock: socket.socket, file: Any, offset: int, count: int) -> int:
+    """os.sendfile(2) on the descriptor of a green socket, waiting in the hub while it is full."""
+    out, src = sock.fileno(), file.fileno()
+    timeout = sock.gettimeout()
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(out, src, offset + sent, count - sent)
+        except BlockingIOError:
+            hubs.trampoline(out, write=True, timeout=timeout,
+                            timeout_exc=TimeoutError("timed out sending a file"))
+            continue
+        if not n:
+            break   # the file is shorter than it was
+        sent += n
+    return sent
+
+
 class EventletWorker(Worker):
+    stopped_at = 0.0   # when the stop began (monotonic): graceful_timeout counts from then
+
     def init_process(self) -> None:
         # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
         hubs.use_hub()
         super().init_process()
 
+    def make_context(self) -> ServerContext:
+        ctx = super().make_context()
+        ctx.takeover = True   # websockets: apps may own their connection (pasteserve.takeover)
+        # What eventlet.wsgi says: green threads of one process run the app concurrently and
+        # share its globals, as threads would (thread-locals are green-locals once patched).
+        ctx.multithread = True
+        ctx.sendfile = green_sendfile
+        # Like the sync worker: a trickling upload gets a 408 after `timeout` in all, so slow
+        # clients cannot hold worker_connections slots for ever.
+        if self.settings.timeout:
+            ctx.body_timeout = self.settings.timeout
+            ctx.wait_readable = green_wait_readable
+        return ctx
+
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
+        self.held = 0   # connections being served, for the status map
+        self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
         # Green threads waiting for the next request on an idle connection, woken at shutdown.
         self.waiting: dict[Connection, Any] = {}
@@ -55,33 +113,40 @@ class EventletWorker(Worker):
         # Everything that brings in new connections: stopped together the moment the worker stops.
         self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
         self.acceptors.append(eventlet.spawn(self.handoff_loop))
-        helpers = self.acceptors + [eventlet.spawn(self.watch_signals)]
+        watcher = eventlet.spawn(self.watch_signals)
         # Beating is cheap (no syscall); a short interval also notices a stop signal promptly.
         interval = min(0.2, self.settings.timeout / 4) if self.settings.timeout else 0.2
         while self.alive:
             self.notify()
             self.check_parent()
             eventlet.sleep(interval)
-        for helper in helpers:
-            helper.kill()
+        self.stop_accepting()
         self.finish()
+        watcher.kill()
 
     def watch_signals(self) -> None:
-        """Stop accepting the moment a stop signal arrives.
+        """Act on signals: stop accepting the moment a stop signal arrives, reopen logs on USR1.
 
         A signal handler runs inside whatever green thread it interrupts and cannot switch
-        safely; the wakeup fd lets this green thread act on the signal instead.
+        safely; the wakeup fd lets this green thread act on the signal instead. It keeps
+        watching while the worker finishes, so USR1 is still honoured then.
         """
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        while self.alive:
+        while True:
+            # First before any wait: a signal may have come before the wakeup fd was set.
+            self.run_pending()
+            if not self.alive:
+                self.stop_accepting()
             hubs.trampoline(wake_r, read=True)
             os.read(wake_r, 4096)
-        self.stop_accepting()
 
     def stop_accepting(self) -> None:
         for acceptor in self.acceptors:
             acceptor.kill()
+        # Open websockets may keep us for graceful_timeout: drop our copies of the listening
+        # sockets now (see Worker.release_listeners).
+        self.release_listeners()
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
@@ -97,99 +162,159 @@ class EventletWorker(Worker):
             except OSError as exc:
                 self.capacity.release()
                 if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
-                    log.error("accept() failed: %s", exc)
-                    eventlet.sleep(0.1)
+                    # Out of descriptors, the listener stays readable: retrying at once would spin.
+                    eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
+            self.accepted()
             self.pool.spawn_n(self.serve, sock, peer)
 
     def handoff_loop(self) -> None:
         while self.alive:
             hubs.trampoline(self.handoff_recv.fileno(), read=True)
-            for conn in self.take_handoff():
-                if self.capacity.acquire(blocking=False):
-                    self.pool.spawn_n(self.keep_serving, conn)
-                else:
-                    conn.close()
+            # Room before taking: a connection taken is served, never closed for lack of room (its
+            # client may have sent a request already); while we are full, a sibling may take it.
+            self.capacity.acquire()
+            try:
+                taken = self.take_handoff(1)
+            except BaseException:
+                self.capacity.release()
+                raise
+            if taken:
+                self.pool.spawn_n(self.keep_serving, taken[0])
+            else:
+                self.capacity.release()
+                if self.spare_fd < 0:   # out of descriptors: wait for some to be freed
+                    self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
+                    eventlet.sleep(ACCEPT_PAUSE)
 
     def serve(self, sock: socket.socket, peer: Any) -> None:
         try:
             if self.ssl is not None:
-                sock.settimeout(self.settings.header_timeout)
-                sock = self.ssl.wrap_socket(sock, server_side=True)
+                sock = self.tls_handshake(sock)
             conn = self.new_connection(sock, peer)
-        except OSError as exc:
+        except (OSError, _Expired) as exc:
             log.debug("connection from %s failed before its first request: %s", peer, exc)
-            sock.close()
-            self.capacity.release()
+        except Exception:
+            log.exception("Error setting up a connection from %s; closing it", peer)
+        else:
+            self.keep_serving(conn)
             return
-        self.keep_serving(conn)
+        sock.close()
+        self.capacity.release()
 
-    def keep_serving(self, conn: Connection) -> None:
-        """Serve one connection until it closes, expires, or the worker stops."""
+    def tls_handshake(self, sock: socket.socket) -> socket.socket:
+        """The handshake, bounded by header_timeout in all (a per-read timeout alone lets a
+        client trickling its hello in hold the connection for ever)."""
+        timeout = self.settings.header_timeout
+        sock.settimeout(timeout)
+        with eventlet.Timeout(timeout, _Expired("the TLS handshake did not finish in time")):
+            return self.ssl.wrap_socket(sock, server_side=True)
+
+    def keep_serving(self, conn: Connection, counted: bool = True) -> None:
+        """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
+        holds a unit of capacity, released at its end."""
         served = False
+        self.held += 1
+        self.held_connections(self.held)
         try:
             while True:
                 wait = conn.deadline - time.monotonic()
                 if wait <= 0:
-                    if conn.expire():
+                    lingering = conn.expire()
+                    self.heads.update(conn)
+                    if lingering:
                         continue   # lingering after a 408: keep reading until the client is done
                     return
                 # A connection accepted before the stop was noticed still gets its first request
-                # answered (with Connection: close); an idle one between requests goes at once.
+                # answered (with Connection: close); an idle one between requests is handed to a
+                # sibling, or drained: watched until drain_until (DRAIN_WINDOW), then closed.
                 if conn.idle and served:
                     if not self.alive:
-                        self.let_go(conn)
-                        return
-                    self.waiting[conn] = eventlet.getcurrent()
+                        if self.let_go(conn):
+                            return
+                        wait = min(wait, self.drain_until - time.monotonic())
+                        if wait <= 0:
+                            conn.close()
+                            return
+                    else:
+                        self.waiting[conn] = eventlet.getcurrent()
                 try:
                     hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
-                except _Expired:
-                    continue   # the deadline check above expires it
+                except (_Expired, _Stopping):
+                    continue   # the checks above expire, drain or close it
+                except hubs.IOClosed:
+                    pass   # refused by another green thread (head budget): process() sees it closed
                 finally:
                     self.waiting.pop(conn, None)
                 keep = conn.process()
+                self.heads.update(conn)
+                for victim in self.heads.over():
+                    victim.refuse_head()   # its own green thread wakes to linger or to find it closed
+                    self.heads.update(victim)
                 self.count_request()   # also for a request whose connection then closed
                 if not keep:
                     return
                 served = True
+        except _Overdue:
+            conn.close()
         except GreenletExit:
-            self.let_go(conn)
+            if not self.let_go(conn):
+                conn.close()
         except Exception:
             log.exception("Error serving a connection")
             conn.close()
         finally:
-            self.capacity.release()
+            self.heads.forget(conn)
+            if counted:
+                self.capacity.release()
+            self.held -= 1
+            self.held_connections(self.held)
 
     def count_request(self) -> None:
         super().count_request()
         if not self.alive:
             self.stop_accepting()   # retiring after max_requests
 
-    def let_go(self, conn: Connection) -> None:
-        """An idle connection at shutdown: a sibling takes it when retiring, else it is closed."""
+    def let_go(self, conn: Connection) -> bool:
+        """An idle connection at shutdown: True if a sibling took it (only when retiring)."""
         if self.retiring and conn.idle and self.hand_off([conn]):
             conn.sock.close()
-        else:
-            conn.close()
+            return True
+        return False
+
+    def stop_serving(self, retire: bool) -> None:
+        if self.alive:
+            self.stopped_at = time.monotonic()
+        super().stop_serving(retire)
 
     def finish(self) -> None:
-        """Let in-flight requests finish (bounded by graceful_timeout); idle connections go at once."""
+        """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
+        connections go to a sibling or are drained (see `keep_serving`). What is left at the end
+        is stopped, its connection closed."""
         for greenlet in list(self.waiting.values()):
-            eventlet.kill(greenlet)
-        with eventlet.Timeout(self.settings.graceful_timeout, False):
+            eventlet.kill(greenlet, _Stopping)
+        if not self.retiring:
+            for conn in self.drain_handoff():
+                if _readable_now(conn.fileno()):
+                    # Its client sent a request already: answer it (capacity no longer matters).
+                    self.pool.spawn_n(self.keep_serving, conn, False)
+                else:
+                    conn.close()   # idle: nothing is lost
+        grace = self.settings.graceful_timeout
+        # Counted from the signal, and ending a little early: we close what is left ourselves
+        # before the master, counting from when it sent the signal, would have to kill us.
+        left = (self.stopped_at or time.monotonic()) + grace - min(1.0, grace / 10) - time.monotonic()
+        busy = self.pool.running()
+        if busy:
+            log.info("Worker (pid %s) stopped accepting; waiting up to %.1fs for %d open connection(s)",
+                     self.pid, max(left, 0.0), busy)
+        with eventlet.Timeout(max(left, 0.0), False):
             self.pool.waitall()
-
-    # A signal handler runs inside whichever green thread was interrupted; leave at once.
-    def handle_quit(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_int", self)
-        _exit_now(0)
-
-    def handle_abort(self, signum: int, frame: Any) -> None:
-        self.hooks.call("worker_abort", self)
-        _exit_now(1)
+        for greenlet in list(self.pool.coroutines_running):
+            eventlet.kill(greenlet, _Overdue)   # the app's cleanup runs, then keep_serving closes the socket
 
 
-def _exit_now(status: int) -> None:
-    logging.shutdown()
-    sys.stdout.flush()
-    os._exit(status)
+def _readable_now(fd: int) -> bool:
+    poller = _select.poll()   # the unpatched poll: a check that never waits
+    poller.register(fd, _select.POLLIN)
+    return bool(poller.poll(0))

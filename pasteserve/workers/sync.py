@@ -10,6 +10,7 @@ Gunicorn's sync worker give up keep-alive).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -24,7 +25,8 @@ from typing import Any
 
 from .. import logs
 from ..connection import Connection
-from .base import Worker
+from .base import ACCEPT_PAUSE, Worker
+from .budget import HeadBudget
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -63,8 +65,9 @@ class Lender(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.delay):
             with self.lock:
-                if self.busy_with is None or time.monotonic() - self.busy_since < self.delay:
-                    continue
+                if (self.busy_with is None or not self.worker.alive
+                        or time.monotonic() - self.busy_since < self.delay):
+                    continue   # stopping: siblings stop too, nobody would take it
                 waiting = self.waiting_connections()
                 if waiting:
                     self.lent.extend(self.worker.hand_off(waiting))
@@ -105,14 +108,15 @@ class SyncWorker(Worker):
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
         self.handshakes: set[Handshake] = set()
+        self.heads = HeadBudget(self.settings.limit_head_buffer)
         # A signal wakes the selector at once (PEP 475 would otherwise resume the wait); so can a
         # byte another thread writes to wake_w.
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, WAKE)
         self.accepting = self.taking = False
+        self.accept_resume = 0.0
         self.start_accepting()
-        self.start_taking()
         self.lender = self.make_lender()
         if self.lender:
             self.lender.start()
@@ -120,14 +124,16 @@ class SyncWorker(Worker):
         try:
             while self.alive:
                 self.notify()
+                # Every turn, not only on a wakeup: a signal that came before the wakeup fd was
+                # set (right after fork) still gets its work done within a turn.
+                self.run_pending()
                 for key, _ in self.sel.select(self.before_wait(next_sweep)):
                     tag = key.data
                     if tag is ACCEPT:
                         if self.alive:   # a stop signal may wake us in the same turn
                             self.accept(key.fileobj)
                     elif tag is HANDOFF:
-                        for conn in self.take_handoff():
-                            self.watch(conn)
+                        self.take_lent()
                     elif tag is WAKE:
                         _drain(self.wake_r)
                     elif tag in self.conns:   # not lent away or closed earlier in this batch
@@ -136,6 +142,7 @@ class SyncWorker(Worker):
                         self.handshake(tag)
                 if time.monotonic() >= next_sweep:
                     self.sweep()
+                    self.resume_accepting()
                     self.check_parent()
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
             self.finish()
@@ -145,7 +152,9 @@ class SyncWorker(Worker):
 
     def make_lender(self) -> Lender | None:
         """The thread that lends connections ready while the app runs (None: nothing to lend)."""
-        return Lender(self) if self.settings.keepalive > 0 and self.ssl is None else None
+        # With no sibling, lending would only queue a connection for this same worker.
+        lend = self.settings.keepalive > 0 and self.ssl is None and self.settings.workers > 1
+        return Lender(self) if lend else None
 
     def before_wait(self, next_sweep: float) -> float:
         """Work due before the selector waits; returns how long it may wait (until the next sweep)."""
@@ -154,36 +163,86 @@ class SyncWorker(Worker):
     # --- connections ----------------------------------------------------------------------------
 
     def start_accepting(self) -> None:
+        """Watch the listeners and the hand-off socket: both bring new connections."""
         if not self.accepting:
             for sock in self.listeners:
                 self.sel.register(sock, selectors.EVENT_READ, ACCEPT)
             self.accepting = True
+        self.update_taking()
 
     def stop_accepting(self) -> None:
         if self.accepting:
             for sock in self.listeners:
                 self.sel.unregister(sock)
             self.accepting = False
+        self.update_taking()
 
-    def start_taking(self) -> None:
-        """Watch the hand-off socket: take connections siblings pass on."""
-        if not self.taking:
+    def update_taking(self) -> None:
+        """Watch the hand-off socket while accepting and `may_take()`."""
+        take = self.accepting and self.may_take()
+        if take and not self.taking:
             self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
-            self.taking = True
-
-    def stop_taking(self) -> None:
-        if self.taking:
+        elif self.taking and not take:
             self.sel.unregister(self.handoff_recv)
-            self.taking = False
+        self.taking = take
+
+    def may_take(self) -> bool:
+        """Whether hand-offs are welcome while accepting (the gthread worker: with a free thread)."""
+        return True
+
+    def held(self) -> int:
+        """Connections this worker holds, for the worker_connections limit."""
+        return len(self.conns)
+
+    def pause_accepting(self) -> None:
+        """Out of descriptors: the listeners stay readable, so watching them would spin."""
+        self.stop_accepting()
+        self.accept_resume = time.monotonic() + ACCEPT_PAUSE
 
     def accept(self, listener: socket.socket) -> None:
-        try:
-            sock, peer = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return   # a sibling took it
-        except OSError as exc:
-            log.error("accept() failed: %s", exc)
-            return
+        """Take what the backlog holds, up to worker_connections, not one per loop turn."""
+        room = self.settings.worker_connections - self.held() - len(self.handshakes)
+        for _ in range(max(room, 1)):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return   # the backlog is empty, or a sibling took it
+            except OSError as exc:
+                if self.accept_failed(exc):
+                    self.pause_accepting()
+                return
+            self.accepted()
+            self.add(sock, peer)
+            if not self.accepting:
+                return   # worker_connections reached
+
+    def take_lent(self) -> None:
+        """Connections siblings passed us, never more than worker_connections allows.
+
+        They were lent because a request was waiting, and have waited already: each is served at
+        once, before anything else this loop turn found. Only this loop takes them, between
+        requests, so one that comes back to the worker that lent it (no sibling was free) is served
+        by that worker idle, never queued behind its next request.
+        """
+        for conn in self.take_handoff(self.handoff_room()):
+            self.watch(conn)
+            if conn in self.conns and self.alive:
+                self.serve(conn)
+        if self.spare_fd < 0:
+            self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
+            self.pause_accepting()
+
+    def handoff_room(self) -> int:
+        """How many hand-offs to take at once."""
+        return self.settings.worker_connections - self.held()
+
+    def resume_accepting(self) -> None:
+        """After an out-of-descriptors pause, try again (a connection closing tries sooner)."""
+        if (self.starved and not self.accepting and self.alive and time.monotonic() >= self.accept_resume
+                and self.held() < self.settings.worker_connections):
+            self.start_accepting()
+
+    def add(self, sock: socket.socket, peer: Any) -> None:
         if self.ssl is None:
             self.watch(self.new_connection(sock, peer))
             return
@@ -213,6 +272,10 @@ class SyncWorker(Worker):
             log.debug("TLS handshake with %s failed: %s", shake.peer, exc)
             self.drop_handshake(shake)
             return
+        except Exception:
+            log.exception("Error in the TLS handshake with %s; closing the connection", shake.peer)
+            self.drop_handshake(shake)
+            return
         self.handshakes.discard(shake)
         self.sel.unregister(shake.sock)
         conn = self.new_connection(shake.sock, shake.peer)
@@ -225,18 +288,23 @@ class SyncWorker(Worker):
         self.sel.unregister(shake.sock)
         shake.sock.close()
 
-    def held(self) -> int:
-        """Connections this worker holds, for the worker_connections limit."""
-        return len(self.conns)
+    def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+        # The selector waits, the socket never blocks: a client sending part of a TLS record
+        # (or of anything) goes back to the selector instead of holding the worker.
+        sock.settimeout(0.0)
+        return Connection(sock, peer, self.ctx)
 
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.sel.register(conn, selectors.EVENT_READ, conn)
+        self.held_connections(self.held())
         if self.held() >= self.settings.worker_connections:
             self.stop_accepting()
 
     def forget(self, conn: Connection) -> None:
         self.conns.discard(conn)
+        self.held_connections(self.held())
+        self.heads.forget(conn)
         try:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
@@ -249,13 +317,29 @@ class SyncWorker(Worker):
             self.lender.busy(conn)
         try:
             keep = conn.process()
+        except Exception:
+            # A bug met by one connection must not end the others this worker holds.
+            log.exception("Error serving a connection; closing it")
+            conn.close()
+            keep = False
         finally:
             if self.lender:
                 self.forget_handed(self.lender.idle())
         if not keep:
             self.forget(conn)
+        elif conn in self.conns:
+            self.heads.update(conn)
+            for victim in self.heads.over():
+                self.refuse_head(victim)
         self.notify()
         self.count_request()
+
+    def refuse_head(self, conn: Connection) -> None:
+        """Over the worker's head budget: this unfinished head gets 431 and closes."""
+        keep = conn.refuse_head()
+        self.heads.update(conn)
+        if not keep:
+            self.forget(conn)
 
     def forget_handed(self, handed: list[Connection]) -> None:
         """Forget connections a sibling took over; close our descriptors without a shutdown."""
@@ -266,7 +350,14 @@ class SyncWorker(Worker):
     def sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if c.deadline <= now]:
-            if not conn.expire():
+            try:
+                keep = conn.expire()
+            except Exception:
+                log.exception("Error expiring a connection; closing it")
+                conn.close()
+                keep = False
+            self.heads.update(conn)
+            if not keep:
                 self.forget(conn)
         for shake in [h for h in self.handshakes if h.deadline <= now]:
             self.drop_handshake(shake)
@@ -274,20 +365,56 @@ class SyncWorker(Worker):
     # --- stopping ---------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Serve what has already arrived, then hand off (retiring) or close the idle connections."""
+        """Serve what has already arrived, hand idle connections to a sibling when retiring, and
+        drain the rest (see `drain`)."""
         self.stop_accepting()
-        self.stop_taking()
-        for key, _ in self.sel.select(0):
-            if key.data in self.conns:
-                self.serve(key.data)
+        self.release_listeners()
+        if self.lender and not self.retiring:
+            # Every sibling stops too: nobody would take what the lender passes on.
+            self.lender.stop()
+            self.lender.join()
+        if not self.retiring:
+            for conn in self.drain_handoff():
+                self.watch(conn)
+        self.serve_ready(0)
         idle = [c for c in self.conns if c.idle]
         if self.retiring and idle:
             self.forget_handed(self.hand_off(idle))
+        self.drain()
         for conn in list(self.conns):
             self.forget(conn)
             conn.close()
         for shake in list(self.handshakes):
             self.drop_handshake(shake)
+
+    def drain(self) -> None:
+        """Keep serving our connections until `drain_until`, each response with `Connection:
+        close`; then close the idle ones (those with a request under way are finished first, each
+        bounded by its own deadline)."""
+        while self.conns or self.handshakes:
+            self.notify()
+            left = self.drain_until - time.monotonic()
+            if left <= 0:
+                self.serve_ready(0)   # a last look right before closing: serve what just came
+                for conn in [c for c in self.conns if c.idle]:
+                    self.forget(conn)
+                    conn.close()
+                if not self.conns and not self.handshakes:
+                    return
+            self.serve_ready(min(left, SWEEP_INTERVAL) if left > 0 else SWEEP_INTERVAL)
+            self.sweep()
+
+    def serve_ready(self, timeout: float) -> None:
+        """While stopping: serve the connections that have bytes within `timeout` seconds."""
+        for key, _ in self.sel.select(timeout):
+            tag = key.data
+            if tag is WAKE:
+                _drain(key.fileobj)
+                self.run_pending()
+            elif tag in self.conns:
+                self.serve(tag)
+            elif tag in self.handshakes:
+                self.handshake(tag)
 
 
 def _drain(fd: int) -> None:

@@ -7,7 +7,7 @@ thread serves every request the connection has sent (keep-alive, pipelining) and
 and the selector watches it again.
 
 While every thread is busy, the worker still accepts (up to `worker_connections`, counting queued
-and running connections) but takes no hand-offs. A connection that waited `LEND_AFTER` in the
+and running connections) but takes no hand-offs (`may_take`). A connection that waited `LEND_AFTER` in the
 queue is passed to the hand-off socket, where a sibling with a free thread takes it: the
 head-of-line guarantee of the sync worker's Lender, per process. (The sync worker needs a second
 thread for that because the app holds its only one; here the selector thread is free and lends
@@ -17,6 +17,10 @@ time, every one is as busy: the first to look takes them back and lending pauses
 Liveness: the heartbeat carries the oldest progress of any busy thread (its request began, or
 body bytes arrived), so a thread stuck in one request past `timeout` gets the worker aborted like
 a stuck sync worker, while threads that finish their requests keep it alive.
+
+Stopping: the threads finish what they hold (what arrives meanwhile is served too, with
+`Connection: close`), then the sync worker's finish runs (hand-off when retiring, drain), its
+requests still going to the threads.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 
 from .. import logs
 from ..connection import Connection
-from .sync import SWEEP_INTERVAL, WAKE, Lender, SyncWorker, _drain
+from .sync import SWEEP_INTERVAL, Lender, SyncWorker
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -73,6 +77,23 @@ class AppThread:
         return f"{env['REQUEST_METHOD']} {env['RAW_URI']} from {env['REMOTE_ADDR']}"
 
 
+class SerializedObserver:
+    """The status slot's observer, called from one app thread at a time (it keeps which request
+    is shown in plain attributes)."""
+
+    def __init__(self, observer: Any) -> None:
+        self.observer = observer
+        self.lock = threading.Lock()
+
+    def begin(self, req: Any, started: float) -> Any:
+        with self.lock:
+            return self.observer.begin(req, started)
+
+    def end(self, token: Any, status: str, seconds: float) -> None:
+        with self.lock:
+            self.observer.end(token, status, seconds)
+
+
 class ThreadedWorker(SyncWorker):
     """`worker_class = gthread`, or `sync` with `threads` > 1 (see the module docstring)."""
 
@@ -95,12 +116,14 @@ class ThreadedWorker(SyncWorker):
         self.lend_resume = 0.0                        # lend nothing before this
         self.begun = 0     # requests begun, for max_requests
         self.count_lock = threading.Lock()
-        self.inline = False
         self.waiting = False   # the selector thread may be waiting: wake it for what is done
+        self.aborted: list[tuple[float, str]] = []   # what ABRT found the threads running (logged later)
 
     def make_context(self) -> Any:
         ctx = super().make_context()
         ctx.multithread = self.threads > 1
+        if ctx.observer is not None:
+            ctx.observer = SerializedObserver(ctx.observer)
         user_hook = ctx.pre_request
 
         def pre_request(req: Any, environ: dict) -> None:
@@ -119,15 +142,13 @@ class ThreadedWorker(SyncWorker):
         """Retire once max_requests requests have begun (from the thread that begins one).
 
         Counted as they end, the selector thread could accept new connections while the
-        response that reached the limit is on its way, and serve them too. (While stopping, the
-        sync worker's serve() calls this once more per connection; we retire already then.)
+        response that reached the limit is on its way, and serve them too.
         """
         with self.count_lock:
             self.begun += 1
             reached = self.begun >= self.max_requests
         if reached and self.alive:
-            log.info("Worker (pid %s) reached max_requests (%s); retiring", self.pid, self.max_requests)
-            self.stop_serving(retire=True)
+            self.retire_at_max_requests()
 
     def run(self) -> None:
         self.pool = [threading.Thread(target=self.work, args=(me,), name=me.name, daemon=True)
@@ -138,6 +159,7 @@ class ThreadedWorker(SyncWorker):
             super().run()
         finally:
             self.stop_pool(wait=False)   # after finish(), or on the way out of an abort
+            self.log_aborted()
 
     def make_lender(self) -> Lender | None:
         return None   # the selector thread lends (before_wait)
@@ -155,29 +177,42 @@ class ThreadedWorker(SyncWorker):
         self.heartbeat.beat(self.slot, min(busy, default=now))
 
     def serve(self, conn: Connection) -> None:
-        if self.inline:
-            super().serve(conn)
-            return
         # A connection a sibling passed on has waited its turn there already: it goes first.
         first = conn in self.from_siblings
-        self.running += 1
+        self.running += 1   # before forget(): it still counts towards worker_connections
         self.forget(conn)   # off the selector while a thread owns it
+        # What it buffered of a head still counts in the worker's budget while it waits and runs.
+        self.heads.update(conn)
         with self.cond:
             if first:
                 self.ready.appendleft((conn, time.monotonic()))
             else:
                 self.ready.append((conn, time.monotonic()))
             self.cond.notify()
-        self.update_intake()
+        self.update_taking()
 
     def forget(self, conn: Connection) -> None:
         self.from_siblings.discard(conn)
         super().forget(conn)
 
-    def take_handoff(self) -> list[Connection]:
-        taken = super().take_handoff()
+    def take_handoff(self, limit: int) -> list[Connection]:
+        taken = super().take_handoff(limit)
         self.from_siblings.update(taken)
         return taken
+
+    def may_take(self) -> bool:
+        """Take hand-offs while a thread is free, or to reclaim what no sibling took.
+
+        New connections are accepted even while every thread is busy (up to worker_connections):
+        they queue in arrival order with the others instead of waiting unseen in the listen
+        queue, and a sibling with a free thread gets them once they waited LEND_AFTER.
+        """
+        return self.alive and (self.running < self.threads or self.reclaiming)
+
+    def handoff_room(self) -> int:
+        # One per free thread: a hand-off was lent to be served now, not to queue here.
+        room = super().handoff_room()
+        return room if self.reclaiming else min(room, self.threads - self.running)
 
     def before_wait(self, next_sweep: float) -> float:
         # Set before collecting: an app thread that finishes after this sees it and wakes us.
@@ -194,23 +229,35 @@ class ThreadedWorker(SyncWorker):
         while self.done:
             conn, keep = self.done.popleft()
             self.running -= 1
-            if keep:
-                self.watch(conn)
-        self.update_intake()
+            if not keep:
+                self.forget(conn)   # accepting resumes below worker_connections, as on any close
+                continue
+            self.watch(conn)
+            self.heads.update(conn)   # what the thread read of a head
+        self.refuse_heads()
+        self.update_taking()
 
-    def update_intake(self) -> None:
-        """Take hand-offs while a thread is free, or to reclaim what no sibling took.
+    def refuse_heads(self) -> None:
+        """Over the head budget: refuse the largest unfinished heads, as the sync worker does,
+        whether the selector watches them or they wait for a thread."""
+        for victim in self.heads.over():
+            if victim not in self.conns:
+                if not self.unqueue(victim):
+                    continue   # a thread reads it now: weighed again when it comes back
+                self.watch(victim)
+            self.refuse_head(victim)
 
-        New connections are accepted even while every thread is busy (up to worker_connections):
-        they queue in arrival order with the others instead of waiting unseen in the listen
-        queue, and a sibling with a free thread gets them once they waited LEND_AFTER.
-        """
-        if self.alive and (self.running < self.threads or self.reclaiming):
-            self.start_taking()
-        else:
-            self.stop_taking()
-        if self.alive and self.held() < self.settings.worker_connections:
-            self.start_accepting()
+    def unqueue(self, conn: Connection) -> bool:
+        """Take a connection back from the queue before a thread does; False if none has it."""
+        with self.cond:
+            for i, (queued, _) in enumerate(self.ready):
+                if queued is conn:
+                    del self.ready[i]
+                    break
+            else:
+                return False
+        self.running -= 1
+        return True
 
     def held(self) -> int:
         return len(self.conns) + self.running   # the selector's, and the queued or served ones
@@ -234,12 +281,12 @@ class ThreadedWorker(SyncWorker):
                 # (first in our queue: they waited longest), and lend nothing for a while.
                 self.reclaiming = True
                 self.lend_resume = now + LEND_PAUSE
-                self.update_intake()
+                self.update_taking()
             return LEND_AFTER
         self.pending_since = None
         if self.reclaiming:
             self.reclaiming = False
-            self.update_intake()
+            self.update_taking()
         if now < self.lend_resume:
             return self.lend_resume - now
         try:
@@ -263,9 +310,10 @@ class ThreadedWorker(SyncWorker):
                 self.ready = deque(item for item in self.ready if id(item[0]) not in gone)
         for conn in lent:
             self.running -= 1
+            self.forget(conn)
             conn.sock.close()   # the sibling's descriptor stays open: no shutdown
         if lent:
-            self.update_intake()
+            self.update_taking()
         return LEND_AFTER
 
     # --- the app threads --------------------------------------------------------------------------
@@ -285,8 +333,8 @@ class ThreadedWorker(SyncWorker):
             try:
                 keep = conn.process()
             except BaseException:
-                # Connection answers app errors itself: this is a bug of ours. Keep the thread.
-                log.exception("Error serving a connection in %s", me.name)
+                # A bug met by one connection must not end the others, nor this thread.
+                log.exception("Error serving a connection in %s; closing it", me.name)
                 conn.close()
             finally:
                 me.conn = None
@@ -304,25 +352,34 @@ class ThreadedWorker(SyncWorker):
     # --- stopping ---------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Let the threads finish what they hold, then stop them and finish as the sync worker."""
+        """Let the threads finish what they hold, then finish as the sync worker (its drain still
+        serves through the threads), then stop them."""
         self.stop_accepting()
-        self.stop_taking()
+        self.release_listeners()
+        # Responses begun now close their connection, so each connection is served once more at
+        # most and this ends; the master kills us after graceful_timeout if it does not. Waiting
+        # first lets a retiring worker hand the connections its threads give back to a sibling.
         while self.running:
             self.notify()
-            # Responses begun now close their connection, so each connection is served once more
-            # at most and this ends; the master kills us after graceful_timeout if it does not.
-            for key, _ in self.sel.select(self.before_wait(time.monotonic() + SWEEP_INTERVAL)):
-                tag = key.data
-                if tag is WAKE:
-                    _drain(self.wake_r)
-                elif tag in self.conns:
-                    self.serve(tag)
-                elif tag in self.handshakes:
-                    self.handshake(tag)
-        self.stop_pool(wait=True)
-        # What arrives from here on, the selector thread serves itself.
-        self.inline = True
+            self.serve_ready(SWEEP_INTERVAL)
+            self.sweep()
         super().finish()
+        self.stop_pool(wait=True)
+
+    def drain(self) -> None:
+        super().drain()
+        # What the threads still serve comes back (idle, or closed) before we close the rest.
+        while self.running:
+            self.notify()
+            self.serve_ready(SWEEP_INTERVAL)
+            super().drain()
+
+    def serve_ready(self, timeout: float) -> None:
+        self.waiting = True   # before collecting: a thread done after this wakes us
+        self.collect()
+        super().serve_ready(0.0 if self.done else timeout)
+        self.waiting = False
+        self.collect()
 
     def stop_pool(self, wait: bool) -> None:
         with self.cond:
@@ -333,13 +390,17 @@ class ThreadedWorker(SyncWorker):
                 thread.join(1.0)
 
     def handle_abort(self, signum: int, frame: Any) -> None:
+        # Only note what each busy thread runs: the log is written once the selector thread has
+        # unwound (log_aborted), never from inside the handler.
         now = time.monotonic()
-        timeout = self.settings.timeout
-        for me in sorted(self.app_threads, key=lambda t: t.since):
-            if me.conn is None:
-                continue
-            stuck = now - me.since
-            level = logging.CRITICAL if timeout and stuck >= timeout else logging.WARNING
-            log.log(level, "Worker (pid %s) aborted while %s ran %s for %.1f s%s", self.pid, me.name,
-                    me.describe(), stuck, " (stuck past timeout)" if level == logging.CRITICAL else "")
+        self.aborted = [(now - me.since, f"{me.name} ran {me.describe()}")
+                        for me in sorted(self.app_threads, key=lambda t: t.since) if me.conn is not None]
         super().handle_abort(signum, frame)
+
+    def log_aborted(self) -> None:
+        timeout = self.settings.timeout
+        for stuck, what in self.aborted:
+            past = bool(timeout) and stuck >= timeout
+            log.log(logging.CRITICAL if past else logging.WARNING, "Worker (pid %s) aborted while %s for %.1f s%s",
+                    self.pid, what, stuck, " (stuck past timeout)" if past else "")
+        self.aborted = []

@@ -36,21 +36,24 @@ AFTER = b"GET /after-the-case HTTP/1.1\r\nHost: localhost\r\nConnection: close\r
 
 
 @pytest.fixture(scope="module")
-def server_for(tmp_path_factory) -> Iterator[Callable[[Limits], Server]]:
-    """server_for(limits) -> a running server with those limits (one per distinct limits)."""
+def server_for(tmp_path_factory) -> Iterator[Callable[[Limits, str | None, str], Server]]:
+    """server_for(limits, forwarded_allow_ips, proxy_protocol) -> a running server with those settings (one per distinct set)."""
     cwd = tmp_path_factory.mktemp("corpus-live")
-    servers: dict[Limits, Server] = {}
+    servers: dict[tuple[Limits, str | None, str], Server] = {}
 
-    def get(limits: Limits) -> Server:
-        if limits not in servers:
+    def get(limits: Limits, allow: str | None, proxy_protocol: str) -> Server:
+        key = (limits, allow, proxy_protocol)
+        if key not in servers:
             argv = [str(BIN / "pasteserve"), "-w", "1", "-k", "sync", "-b", "127.0.0.1:0",
                     "--limit-request-line", str(limits.limit_request_line),
                     "--limit-request-fields", str(limits.limit_request_fields),
                     "--limit-request-field_size", str(limits.limit_request_field_size),
+                    *(["--forwarded-allow-ips", allow] if allow is not None else []),
+                    "--proxy-protocol", proxy_protocol,
                     "tests.integration.echo_app:app"]
-            servers[limits] = Server(argv, cwd)
-            servers[limits].start()
-        return servers[limits]
+            servers[key] = Server(argv, cwd)
+            servers[key].start()
+        return servers[key]
 
     try:
         yield get
@@ -137,11 +140,11 @@ def _check_invalid(case: Case, port: int) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_case_live(case: Case, server_for: Callable[[Limits], Server]) -> None:
-    reason = skip_reason(case)
+def test_case_live(case: Case, server_for: Callable[[Limits, str | None, str], Server]) -> None:
+    reason = skip_reason(case, live=True)
     if reason:
         pytest.skip(reason)
-    port = server_for(case.limits()).port
+    port = server_for(case.limits(), case.forwarded_allow_ips(), case.proxy_protocol).port
     if case.valid:
         _check_valid(case, port)
     else:

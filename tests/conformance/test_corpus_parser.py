@@ -22,6 +22,7 @@ from pasteserve.http.parser import (
     Request,
     RequestParser,
 )
+from pasteserve.http.proxy_protocol import parse_proxy_header
 from tests.conformance.corpus import Case, ExpectedRequest, load_cases, skip_reason
 
 CASES = load_cases()
@@ -36,11 +37,20 @@ def _splits(case: Case) -> Iterator[tuple[str, list[bytes]]]:
     yield "random", [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
 
 
-def _drive(pieces: list[bytes], limits: Limits, send_eof: bool) -> list[ExpectedRequest]:
-    """Requests the parser reports, as a connection would consume them."""
+def _drive(pieces: list[bytes], limits: Limits, send_eof: bool, proxy: str = "off") -> list[ExpectedRequest]:
+    """Requests the parser reports, as a connection would consume them (a PROXY header first)."""
     parser = RequestParser(limits)
     seen: list[list] = []  # [request, body, trailers]
+    header = b"" if proxy != "off" else None
     for piece in [*pieces, b""] if send_eof else pieces:
+        if header is not None:
+            header += piece
+            found = parse_proxy_header(header, proxy)
+            if found is None:
+                continue
+            piece, header = header[found[1]:], None
+            if not piece:
+                continue   # the header ended with this piece; b"" would tell the parser EOF
         parser.feed(piece)
         while (event := parser.next_event()) is not NEED_DATA:
             if event is CLOSED:
@@ -80,7 +90,7 @@ def test_case(case: Case) -> None:
     accepted = case.accepted_statuses()
     for how, pieces in _splits(case):
         try:
-            requests = _drive(pieces, case.limits(), send_eof=not case.truncated)
+            requests = _drive(pieces, case.limits(), send_eof=not case.truncated, proxy=case.proxy_protocol)
         except ProtocolError as exc:
             assert exc.status in accepted, f"{how}: {type(exc).__name__}({exc.detail!r})"
             continue

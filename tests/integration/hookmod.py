@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -167,6 +168,24 @@ def worker_abort(worker: Any) -> None:
 
 def worker_int(worker: Any) -> None:
     record("worker_int", worker.pid)
+
+
+def in_signal_handler() -> bool:
+    """True when called (at any depth) from a Python signal handler of the worker."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name.startswith("handle_") and "signum" in frame.f_code.co_varnames:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def worker_int_where(worker: Any) -> None:
+    record("worker_int", "in-signal-handler" if in_signal_handler() else "outside-handler")
+
+
+def worker_abort_where(worker: Any) -> None:
+    record("worker_abort", "in-signal-handler" if in_signal_handler() else "outside-handler")
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -1,4 +1,4 @@
-"""A bounded load generator: client threads doing GETs on 127.0.0.1, keeping every failure.
+"""A bounded load generator: client threads doing GETs (or POSTs) on 127.0.0.1, keeping every failure.
 
 Some threads keep one connection alive across requests, others open a new connection for each
 request. Every thread stops by itself after `duration` seconds or once `max_requests` requests
@@ -38,9 +38,12 @@ class _Stale(Exception):
 
 class Load:
     def __init__(self, port: int, *, keepalive: int = 2, fresh: int = 2, path: str = "/pid",
-                 duration: float = 30.0, max_requests: int | None = None, timeout: float = 10.0) -> None:
+                 duration: float = 30.0, max_requests: int | None = None, timeout: float = 10.0,
+                 body: bytes | None = None) -> None:
         self.port = port
         self.path = path
+        # With a body: POSTs, and the answer must echo it (path /echo of tests.apps).
+        self.body = body
         self.duration = duration
         self.max_requests = max_requests
         self.timeout = timeout
@@ -119,7 +122,7 @@ class Load:
                 self._record(self.failures, mode, repr(exc))
                 client = _close(client)
                 continue
-            if status != 200:
+            if status != 200 or (self.body is not None and body != self.body):
                 self._record(self.failures, mode, f"status {status}: {body[:200]!r}")
             else:
                 last_pid = body
@@ -133,7 +136,11 @@ class Load:
 
     def _exchange(self, client: Client, mode: Mode, reused: bool) -> tuple[int, dict[str, str], bytes]:
         close = "Connection: close\r\n" if mode == "fresh" else ""
-        raw = f"GET {self.path} HTTP/1.1\r\nHost: localhost\r\n{close}\r\n".encode()
+        if self.body is None:
+            raw = f"GET {self.path} HTTP/1.1\r\nHost: localhost\r\n{close}\r\n".encode()
+        else:
+            raw = (f"POST {self.path} HTTP/1.1\r\nHost: localhost\r\n{close}"
+                   f"Content-Length: {len(self.body)}\r\n\r\n").encode() + self.body
         try:
             client.send(raw)
             first = client.rfile.peek(1)

@@ -201,3 +201,21 @@ def test_logging_sections_of_the_ini_route_the_access_log(start_server, tmp_path
     # The error logger follows the INI's root logger and format.
     assert "INI pasteserve.error Listening at:" in server.log()
     assert os.path.getsize(routed) == len(line) + 1
+
+
+def test_access_line_with_percent_in_the_url_under_an_always_interpolating_formatter(start_server, tmp_path):
+    # Paginated URLs carry "%" escapes; a formatter that always does `msg % args` lost the whole line.
+    logging_ini = LOGGING_INI.replace(
+        "[formatter_plain]\n",
+        "[formatter_plain]\nclass = tests.integration.logging_helpers.AlwaysInterpolating\n")
+    server = start_server("pasteserve_paster", ini=ini_text("bind = 127.0.0.1:0\nworkers = 1", APP, logging_ini))
+    server.wait_workers(1)
+    assert get(server.port, "/hello?q=100%25&page=%2s%(h)s")[0] == 200
+    assert get(server.port, "/hello?page=2")[0] == 200
+    routed = tmp_path / "routed-access.log"
+    server.wait_for(lambda: routed.exists() and routed.read_text().count("\n") >= 2, 10, "two access lines")
+    first, second = routed.read_text().splitlines()
+    assert first.startswith("pasteserve.access 127.0.0.1 - - [")
+    assert '"GET /hello?q=100%25&page=%2s%(h)s HTTP/1.1" 200 13' in first
+    assert '"GET /hello?page=2 HTTP/1.1" 200 13' in second
+    assert "Logging error" not in server.log()

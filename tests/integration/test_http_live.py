@@ -124,6 +124,34 @@ def test_chunked_request_body_with_extensions_and_trailers(server):
         assert client.get("/hello")[2] == b"Hello, World!"  # the trailers were consumed exactly
 
 
+@pytest.mark.parametrize("coding", [", chunked", "chunked,"])
+def test_transfer_encoding_with_an_empty_element_is_refused_and_closed(server, coding):
+    # Every peer refuses these; a proxy that ignored the field would read "0\r\n\r\n..." as the next request.
+    with Client(server.port, TIMEOUT) as client:
+        client.send(f"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {coding}\r\n\r\n".encode()
+                    + b"5\r\nhello\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+        head, rest = _head_and_rest(client)
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Hello" not in rest
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 5", "Transfer-Encoding: chunked"])
+def test_connect_with_content_is_refused_and_closed(server, framing):
+    # RFC 9110 section 9.3.6: the bytes after a CONNECT head are tunnel data, never a body.
+    with Client(server.port, TIMEOUT) as client:
+        client.send(f"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n{framing}\r\n\r\n".encode()
+                    + b"5\r\nhello\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+        head, rest = _head_and_rest(client)
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Hello" not in rest
+
+
+def test_chunk_size_with_many_leading_zeros_is_read(server):
+    with Client(server.port, TIMEOUT) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"0" * 30 + b"5\r\nhello\r\n" + b"0" * 30 + b"\r\n\r\n")
+        assert client.response()[::2] == (200, b"hello")
+        assert client.get("/hello")[2] == b"Hello, World!"
+
+
 def test_app_without_content_length_is_chunked_to_http11(server):
     with Client(server.port, TIMEOUT) as client:
         client.send(b"GET /stream?chunks=4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")

@@ -483,6 +483,14 @@ def test_hop_by_hop_header_from_app_is_a_500(serve, client_of, caplog):
     assert client.request(get("/hello")).status == 200
 
 
+def test_connection_close_from_app_closes_after_its_response(serve, client_of):
+    client = client_of(serve())
+    resp = client.request(get("/connection-close"))
+    assert (resp.status, resp.body) == (400, b"refused\n")
+    assert resp.header("connection") == "close"
+    assert client.at_eof()
+
+
 def test_app_crash_is_a_500_and_the_connection_goes_on(serve, client_of, caplog):
     client = client_of(serve())
     with caplog.at_level(logging.ERROR, logger="pasteserve.error"):
@@ -914,3 +922,82 @@ def test_unix_socket_peer(serve):
         assert env["wsgi.url_scheme"] == "https"
     finally:
         client.close()
+
+
+# -- PROXY protocol ----------------------------------------------------------------------------------
+
+def proxy_ctx() -> ServerContext:
+    from pasteserve.allowlist import AllowList
+
+    # A unix socketpair's peer is allowed, as a local front proxy would be.
+    return ServerContext(app=apps.echo_environ, limits=Limits(), proxy_protocol="v1",
+                         proxy_allow=AllowList(["127.0.0.1"]))
+
+
+def test_proxy_header_makes_the_connection_unportable(pair):
+    server, client = pair
+    conn = Connection(server, "", proxy_ctx())
+    client.sendall(b"PROXY TCP4 192.0.2.1 1")
+    assert conn.process() is True
+    assert not conn.idle   # part of the header lives in this process
+    client.sendall(b"92.0.2.2 1234 80\r\n" + get("/"))
+    assert conn.process() is True
+    environ = json.loads(Client(client).response().body)
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("192.0.2.1", "1234")
+    # Idle again, but a sibling given the descriptor would wait for a header that never comes.
+    assert conn.idle and not conn.portable
+    conn.close()
+
+
+def test_eof_before_the_proxy_header_closes_silently(pair):
+    server, client = pair
+    conn = Connection(server, "", proxy_ctx())
+    client.sendall(b"PROXY TCP4")
+    assert conn.process() is True
+    client.shutdown(socket.SHUT_WR)
+    assert conn.process() is False
+    assert client.recv(100) == b""
+
+
+def test_without_proxy_protocol_an_idle_connection_is_portable(pair):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits()))
+    client.sendall(get("/"))
+    conn.process()
+    Client(client).response()
+    assert conn.portable
+
+
+def taking_app(environ, start_response):
+    """Answers on the socket itself, then says so as Gunicorn apps do (simple-websocket)."""
+    if environ["PATH_INFO"] != "/ws":
+        return apps.hello(environ, start_response)
+    environ["gunicorn.socket"].sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\nmine")
+    raise StopIteration
+
+
+def test_taken_over_connection_is_left_to_the_app(pair):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=taking_app, limits=Limits(), takeover=True))
+    client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert conn.process() is False   # the worker forgets it
+    assert client.recv(100) == b"HTTP/1.1 101 Switching Protocols\r\n\r\nmine"
+    assert not readable(client, 0.2)  # we wrote nothing after the app
+    conn.close()
+    assert server.fileno() != -1      # and did not close the app's socket
+    assert server.gettimeout() is None
+
+
+def test_without_takeover_websocket_upgrades_are_refused_before_the_app(pair, caplog):
+    server, client = pair
+    conn = Connection(server, "", ServerContext(app=taking_app, limits=Limits()))
+    client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                   b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with caplog.at_level(logging.WARNING, logger="pasteserve.error"):
+        assert conn.process() is True
+    reader = Client(client)
+    resp = reader.response()
+    assert resp.status == 400 and b"worker_class = eventlet" in resp.body
+    assert reader.response().body == b"Hello, World!"   # the next request, same connection
+    assert "Refused a websocket upgrade" in caplog.text
+    conn.close()

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from pasteserve.heartbeat import Heartbeat, SlotAllocator
+from pasteserve.heartbeat import Heartbeat, SlotAllocator, read_status
 
 
 @pytest.fixture
@@ -95,3 +95,68 @@ def test_allocator_refuses_releasing_a_free_slot():
     slots.release(slots.acquire())
     with pytest.raises(ValueError, match="slot 0 is not in use"):
         slots.release(0)
+
+
+# --- the status map read from outside ---------------------------------------------------------------
+
+def test_status_map_round_trip(tmp_path):
+    path = str(tmp_path / "map.status")
+    hb = Heartbeat(slots=4, path=path)
+    try:
+        hb.describe_master(1234, "app.ini")
+        hb.master_beat(2, 3, 7)
+        hb.reset(1)
+        hb.assign(1, 4321, 2)
+        hb.request_done(1, 2)
+        hb.set_connections(1, 5)
+        hb.set_dropped(1, 9)
+        hb.show_request(1, time.monotonic() - 3.0, ("POST /upload/" + "é" * 200).encode())
+        hb.reset(2)
+        hb.assign(2, 4322, 1)
+        hb.set_stopping(2)
+        report = read_status(path)
+        master = report["master"]
+        assert (master["pid"], master["name"], master["generation"], master["workers_wanted"],
+                master["metrics_dropped"]) == (1234, "app.ini", 2, 3, 7)
+        first, second = report["workers"]
+        assert (first["pid"], first["slot"], first["generation"], first["requests"], first["connections"],
+                first["metrics_dropped"]) == (4321, 1, 2, 2, 5, 9)
+        assert first["request"]["method"] == "POST" and first["request"]["path"].startswith("/upload/éé")
+        assert 3.0 <= first["request"]["seconds"] < 10
+        assert 0 <= second["stopping"] < 10 and second["request"] is None and first["stopping"] is None
+        hb.request_done(1, 3, time.monotonic() - 1.0, b"GET /next")
+        (first, _) = read_status(path)["workers"]
+        assert first["requests"] == 3 and first["request"]["path"] == "/next"
+        hb.request_done(1, 4)
+        hb.free(2)
+        (only,) = read_status(path)["workers"]
+        assert only["pid"] == 4321 and only["request"] is None and only["requests"] == 4
+    finally:
+        hb.close()
+    assert not os.path.exists(path)
+
+
+def test_a_file_that_is_not_a_map_is_refused(tmp_path):
+    path = tmp_path / "other"
+    path.write_bytes(b"x" * 1000)
+    with pytest.raises(ValueError, match="not a pasteserve status map"):
+        read_status(str(path))
+
+
+def test_a_stale_map_of_the_same_pid_is_replaced(tmp_path):
+    path = tmp_path / "map.status"
+    path.write_bytes(b"left over by a killed master")
+    hb = Heartbeat(slots=2, path=str(path))
+    try:
+        assert read_status(str(path))["workers"] == []
+    finally:
+        hb.close()
+
+
+def test_stopping_is_per_slot_and_reset_clears_it(heartbeat):
+    heartbeat.beat(1)
+    heartbeat.set_stopping(1)
+    assert [heartbeat.retiring(slot) for slot in range(4)] == [False, True, False, False]
+    assert heartbeat.last(1) > 0.0   # the beat is untouched
+    heartbeat.reset(1)
+    assert not heartbeat.retiring(1)

@@ -60,12 +60,23 @@ class TestCheckHeaders:
 
     @pytest.mark.parametrize(
         "name",
-        ["Connection", "keep-alive", "Transfer-Encoding", "TE", "Trailer", "Upgrade", "Proxy-Authenticate",
+        ["keep-alive", "Transfer-Encoding", "TE", "Trailer", "Upgrade", "Proxy-Authenticate",
          "proxy-authorization"],
     )
     def test_hop_by_hop_is_refused(self, name):
         with pytest.raises(r.ResponseError, match="hop-by-hop"):
             r.check_headers([(name, "x")])
+
+    @pytest.mark.parametrize("value", ["keep-alive", "upgrade", "x"])
+    def test_connection_other_than_close_is_refused(self, value):
+        with pytest.raises(r.ResponseError, match="hop-by-hop"):
+            r.check_headers([("Connection", value)])
+
+    @pytest.mark.parametrize("value", ["close", " Close "])
+    def test_connection_close_closes_and_leaves_framing_to_the_server(self, value):
+        h = r.check_headers([("X", "1"), ("Connection", value)])
+        assert h.close and h.block == b"X: 1\r\n"
+        assert not r.check_headers([("X", "1")]).close
 
     @pytest.mark.parametrize("name", ["", "X Y", "X:Y", "X\r\nY", "X\x00", "\xe9t\xe9", "X(Y)"])
     def test_invalid_names(self, name):

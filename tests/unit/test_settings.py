@@ -55,21 +55,6 @@ def test_every_problem_is_reported_at_once_with_what_is_allowed():
     assert len(info.value.problems) == 6
 
 
-@pytest.mark.parametrize("raw,bind", [
-    ({"host": "0.0.0.0", "port": "6543"}, ["0.0.0.0:6543"]),
-    ({"port": "6543"}, ["127.0.0.1:6543"]),
-    ({"host": "::1", "port": "80"}, ["[::1]:80"]),
-    ({"listen": "127.0.0.1:1 unix:/tmp/x.sock"}, ["127.0.0.1:1", "unix:/tmp/x.sock"]),
-])
-def test_paste_and_waitress_spellings_of_bind(raw, bind):
-    assert s.settings_from_mapping(raw, "test", "INI").bind == bind
-
-
-def test_bind_and_host_together_is_an_error():
-    with pytest.raises(s.ConfigError, match="give either bind, or host/port, or listen"):
-        s.validate({"bind": "127.0.0.1:1", "port": "2"}, "test")
-
-
 def test_cli_flags_come_from_the_table():
     parser = argparse.ArgumentParser()
     s.add_arguments(parser)
@@ -82,13 +67,37 @@ def test_cli_flags_come_from_the_table():
     assert s.cli_values(parser.parse_args([])) == {}
 
 
-def test_config_file_values_are_a_base_layer(tmp_path):
-    conf = tmp_path / "conf.py"
-    conf.write_text("workers = 3\ntimeout = 7\n\ndef post_fork(server, worker):\n    pass\n")
-    base = s.load_config_file_settings(str(conf))
-    assert base.workers == 3 and callable(base.post_fork)
-    st = s.settings_from_mapping({"workers": "5"}, "test", "INI", base)
-    assert (st.workers, st.timeout) == (5, 7.0)
+def test_runtime_options_are_typed():
+    st = s.settings_from_mapping({
+        "limit_request_body": "1048576", "limit_request_fields": "0", "limit_request_field_size": "0",
+        "forwarded_allow_ips": "10.0.0.0/8 fd00::/8", "trusted_proxy_headers": "X-Forwarded-For, x-forwarded-proto",
+        "trusted_proxy_count": "2", "clear_untrusted_proxy_headers": "true", "url_scheme": "HTTPS",
+        "ident": "shop/1.0", "expose_tracebacks": "on", "unix_socket_perms": "660",
+        "ca_certs": "/etc/ca.pem", "cert_reqs": "required", "ciphers": "ECDHE+AESGCM", "tls_min_version": "1.3",
+    }, "test", "INI")
+    assert (st.limit_request_body, st.limit_request_fields, st.limit_request_field_size) == (1048576, 0, 0)
+    assert st.forwarded_allow_ips == ["10.0.0.0/8", "fd00::/8"]
+    assert (st.trusted_proxy_headers, st.trusted_proxy_count) == (["x-forwarded-for", "x-forwarded-proto"], 2)
+    assert (st.clear_untrusted_proxy_headers, st.url_scheme, st.ident, st.expose_tracebacks) == (True, "https", "shop/1.0", True)
+    assert (st.unix_socket_perms, st.cert_reqs, st.tls_min_version) == (0o660, 2, "1.3")
+    assert s.check_cert_reqs(1) == s.check_cert_reqs("optional") == 1
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("trusted_proxy_headers", "x-real-ip", "unknown proxy header x-real-ip"),
+    ("trusted_proxy_headers", "forwarded x-forwarded-for", "exclude each other"),
+    ("cert_reqs", "3", "expected 0/none, 1/optional or 2/required"),
+    ("tls_min_version", "1.1", "expected one of: 1.2, 1.3"),
+    ("url_scheme", "ftp", "expected one of: http, https"),
+    ("ident", "bad\x01name", "printable ASCII"),
+    ("limit_request_body", "-1", ">= 0"),
+    ("trusted_proxy_count", "0", ">= 1"),
+    ("forwarded_allow_ips", "10.0.0.0/33", "not an IP address or network"),
+])
+def test_runtime_options_refuse_bad_values(key, value, message):
+    with pytest.raises(s.ConfigError) as info:
+        s.settings_from_mapping({key: value}, "file app.ini, section [server:main]", "INI")
+    assert message in str(info.value) and key in str(info.value)
 
 
 def test_threads_choose_the_gthread_worker():

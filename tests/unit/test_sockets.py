@@ -18,6 +18,7 @@ from pasteserve.sockets import (
     describe,
     fds_env,
     inherited_fds,
+    inherited_specs,
     parse_bind,
     ssl_context,
 )
@@ -428,6 +429,13 @@ def test_tls_client_verification(certificate):
     assert context.cert_store_stats()["x509_ca"] == 1
 
 
+def test_tls_minimum_version_and_numeric_cert_reqs(certificate):
+    cert, key = certificate
+    context = ssl_context(cert, key, ca_certs=cert, cert_reqs=1, min_version="1.3")
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert context.verify_mode == ssl.CERT_OPTIONAL
+
+
 def test_tls_certificate_in_the_key_file(certificate, tmp_path):
     cert, key = certificate
     both = tmp_path / "both.pem"
@@ -450,3 +458,13 @@ def test_tls_errors_name_the_culprit(certificate, make_args, words):
     with pytest.raises(ValueError) as caught:
         ssl_context(certfile, keyfile, **options)
     assert words in str(caught.value)
+
+
+def test_inherited_specs_leave_os_environ_for_inherited_fds(monkeypatch):
+    # The arbiter asks what to serve without a bind, then adopts the fds (which clears the variables).
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    assert inherited_specs() == [BindSpec("fd", fd=3), BindSpec("fd", fd=4)]
+    assert os.environ["LISTEN_FDS"] == "2"
+    assert inherited_fds() == [3, 4]
+    assert inherited_specs() == []

@@ -17,6 +17,7 @@ from webtest.lint import middleware as lint
 
 from pasteserve.http.errors import BadRequest, ProtocolError
 from pasteserve.http.parser import Limits, Request, RequestParser
+from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, FileWrapper, Input
 from tests import apps
 from tests.unit.test_connection import client_of, get, post, serve  # noqa: F401 (fixtures)
@@ -348,6 +349,26 @@ class TestEnviron:
         finally:
             a.close()
             b.close()
+
+    def test_unix_socket_peer_is_a_trusted_proxy_and_its_port_wins(self):
+        a, b = socket.socketpair()
+        proxy = ProxyHeaders(frozenset({"x-forwarded-for", "x-forwarded-port"}))
+        try:
+            env = EnvironBuilder(a, "", proxy_headers=proxy).build(parse(
+                b"GET / HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 192.0.2.9\r\nX-Forwarded-Port: 8443\r\n\r\n"),
+                make_input())
+            assert (env["REMOTE_ADDR"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("192.0.2.9", "shop", "8443")
+        finally:
+            a.close()
+            b.close()
+
+    def test_proxy_headers_from_a_trusted_network(self, tcp_pair):
+        sock, peer = tcp_pair
+        kw = dict(proxy_headers=ProxyHeaders(frozenset({"x-forwarded-for"}), clear_untrusted=True))
+        raw = get("/", "X-Forwarded-For: 192.0.2.9")
+        assert build(sock, peer, raw, forwarded_allow_ips={"127.0.0.0/8"}, **kw)["REMOTE_ADDR"] == "192.0.2.9"
+        env = build(sock, peer, raw, forwarded_allow_ips={"10.0.0.0/8"}, **kw)
+        assert (env["REMOTE_ADDR"], "HTTP_X_FORWARDED_FOR" in env) == ("127.0.0.1", False)
 
     def test_unix_socket_without_host(self):
         a, b = socket.socketpair()

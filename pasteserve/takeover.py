@@ -1,0 +1,82 @@
+"""Apps that take the connection over (websockets): what they need from the server.
+
+What the libraries read, from their source:
+
+- ``eventlet.websocket.WebSocketWSGI`` (and python-engineio's eventlet driver, which subclasses
+  it) finds the socket at ``environ["eventlet.input"].get_socket()`` (eventlet.wsgi's name for
+  ``wsgi.input``), else at ``environ["gunicorn.socket"]``; engineio's driver insists on
+  ``eventlet.input``, and engineio's middleware builds one from ``gunicorn.socket`` when that is
+  there. simple-websocket (flask-sock) reads ``gunicorn.socket``.
+- They write the ``101`` handshake and every frame themselves, and return only when the
+  websocket is over. The server must then write nothing, log no error, and forget the
+  connection. They say so in one of three ways: eventlet >= 0.30.3 sets
+  ``eventlet.wsgi.WSGI_LOCAL.already_handled`` (a green-thread local); older eventlet returns
+  ``eventlet.wsgi.ALREADY_HANDLED``; Gunicorn's convention (simple-websocket) raises
+  ``StopIteration``.
+
+Nothing here imports eventlet: the flag is read only if the app imported ``eventlet.wsgi``.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+__all__ = ["REFUSAL", "EventletInput", "handled_by_app", "is_websocket_upgrade", "offer", "reset"]
+
+# The answer of a worker whose apps cannot own a connection (the sync worker: one websocket
+# would hold the whole process for as long as it lives).
+REFUSAL = "websocket upgrades need the eventlet worker (worker_class = eventlet)"
+
+
+class EventletInput:
+    """``environ["eventlet.input"]``: ``wsgi.input`` that also hands out the socket."""
+
+    __slots__ = ("_input", "_sock")
+
+    def __init__(self, wsgi_input: Any, sock: socket.socket) -> None:
+        self._input = wsgi_input
+        self._sock = sock
+
+    def get_socket(self) -> socket.socket:
+        return self._sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._input, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._input)
+
+
+def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
+    return environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+
+
+def offer(environ: dict[str, Any], sock: socket.socket) -> None:
+    """Put the socket where eventlet and Gunicorn apps look for it."""
+    environ["eventlet.input"] = EventletInput(environ["wsgi.input"], sock)
+    environ["gunicorn.socket"] = sock
+
+
+def _eventlet_local() -> Any:
+    wsgi = sys.modules.get("eventlet.wsgi")
+    return getattr(wsgi, "WSGI_LOCAL", None)
+
+
+def reset() -> None:
+    """Before the app runs: the flag belongs to the green thread, which serves many requests."""
+    local = _eventlet_local()
+    if local is not None and getattr(local, "already_handled", False):
+        local.already_handled = False
+
+
+def handled_by_app(result: Any) -> bool:
+    """Did the app, returning ``result``, say that it answered on the socket itself?"""
+    wsgi = sys.modules.get("eventlet.wsgi")
+    if wsgi is None:
+        return False
+    if getattr(getattr(wsgi, "WSGI_LOCAL", None), "already_handled", False):
+        return True
+    marker = getattr(wsgi, "ALREADY_HANDLED", None)
+    return marker is not None and result is marker

@@ -1,0 +1,34 @@
+"""Apps that take their connection over, as users write them for eventlet.
+
+``echo_app``: eventlet.websocket.WebSocketWSGI at /ws echoing every message (``/ws`` also
+answers "pid" with the worker's pid); any other path is a plain WSGI response.
+"""
+
+from __future__ import annotations
+
+import os
+
+import eventlet.websocket
+
+
+@eventlet.websocket.WebSocketWSGI
+def _echo(ws) -> None:
+    while True:
+        message = ws.wait()
+        if message is None:
+            return
+        if message in ("pid", b"pid"):
+            message = str(os.getpid())
+        ws.send(message)
+
+
+def echo_app(environ, start_response):
+    if environ["PATH_INFO"] == "/ws":
+        return _echo(environ, start_response)
+    body = f"plain {os.getpid()} multithread={environ['wsgi.multithread']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def app_factory(global_conf, **local_conf):
+    return echo_app

@@ -1,0 +1,50 @@
+"""pasteserve.takeover: the environ keys and the "already handled" conventions, read from
+eventlet.wsgi itself (imported here as an app using eventlet.websocket would)."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+
+from pasteserve import takeover
+
+wsgi = pytest.importorskip("eventlet.wsgi")
+
+
+@pytest.mark.parametrize("headers,expected", [
+    ({"HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"}, True),
+    ({"HTTP_UPGRADE": "WebSocket"}, True),
+    ({"HTTP_UPGRADE": "h2c"}, False),
+    ({}, False),
+])
+def test_is_websocket_upgrade(headers, expected):
+    assert takeover.is_websocket_upgrade(headers) is expected
+
+
+def test_offer_puts_the_socket_where_eventlet_and_gunicorn_apps_look():
+    a, b = socket.socketpair()
+    with a, b:
+        environ = {"wsgi.input": io.BytesIO(b"body")}
+        takeover.offer(environ, a)
+        assert environ["gunicorn.socket"] is a
+        assert environ["eventlet.input"].get_socket() is a
+        assert environ["eventlet.input"].read() == b"body"   # still the request body
+
+
+def test_already_handled_flag_of_eventlet_wsgi():
+    takeover.reset()
+    assert not takeover.handled_by_app([])
+    wsgi.WSGI_LOCAL.already_handled = True
+    assert takeover.handled_by_app([])
+    takeover.reset()
+    assert not takeover.handled_by_app([])
+
+
+def test_already_handled_marker_of_older_eventlet(monkeypatch):
+    marker = object()
+    monkeypatch.setattr(wsgi, "ALREADY_HANDLED", marker, raising=False)
+    takeover.reset()
+    assert takeover.handled_by_app(marker)
+    assert not takeover.handled_by_app([])
