@@ -30,6 +30,7 @@ from typing import Any
 from .. import logs, metrics, reloader, users
 from ..allowlist import AllowList
 from ..connection import Connection, ServerContext
+from ..green import original
 from ..hooks import HookRequest
 from ..http.parser import Limits
 from ..loader import AppLoadError
@@ -229,16 +230,24 @@ class Worker:
             self.reopen_logs = False
             logs.reopen_files()
 
-    def release_listeners(self) -> None:
-        """Close this worker's copies of the listening sockets once it stops accepting.
+    def release_listeners(self) -> list[tuple[socket.socket, Any]]:
+        """Close this worker's copies of the listening sockets once it stops accepting; return
+        the connections still queued on them, for the worker to answer.
 
         The master (or the new master after USR2) holds its own: while it runs, the port stays
         open for the other workers. After the master closed its copies (TERM), the port closes now,
         so new connections are refused (a balancer tries another instance at once) instead of
-        queueing for nobody while this worker drains.
+        queueing for nobody while this worker drains. Closing the last copy of a listener resets
+        the connections the kernel had queued on it, on which a proxy may have sent a request
+        already: so a stopping worker takes them first. (Retiring ones leave them to their
+        siblings: the master keeps the port open.)
         """
+        queued: list[tuple[socket.socket, Any]] = []
         for sock in self.listeners:
+            if not self.retiring and sock.fileno() != -1:
+                queued += accept_queued(sock)
             sock.close()
+        return queued
 
     # --- while serving ------------------------------------------------------------------------
 
@@ -353,6 +362,28 @@ class Worker:
         """Stopping (not retiring): take what siblings passed and nobody took, rather than
         leaving the clients' descriptors queued in the master's socket pair until it exits."""
         return self.take_handoff(HANDOFF_DRAIN)
+
+
+def accept_queued(listener: socket.socket) -> list[tuple[socket.socket, Any]]:
+    """Every connection queued on ``listener`` now, never waiting (also under eventlet: plain
+    sockets on a duplicate of the descriptor)."""
+    plain = original("socket")
+    raw = plain.socket(fileno=os.dup(listener.fileno()))
+    raw.setblocking(False)
+    taken = []
+    try:
+        while True:
+            try:
+                taken.append(raw.accept())
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                break
+            except OSError as exc:   # out of descriptors: what is left is lost with the port
+                log.error("Worker (pid %s) could not take a queued connection while stopping: %s",
+                          os.getpid(), exc)
+                break
+    finally:
+        raw.close()
+    return taken
 
 
 class RequestObserver:

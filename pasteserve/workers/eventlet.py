@@ -145,8 +145,9 @@ class EventletWorker(Worker):
         for acceptor in self.acceptors:
             acceptor.kill()
         # Open websockets may keep us for graceful_timeout: drop our copies of the listening
-        # sockets now (see Worker.release_listeners).
-        self.release_listeners()
+        # sockets now (see Worker.release_listeners), answering what was queued on them.
+        for sock, peer in self.release_listeners():
+            self.pool.spawn_n(self.serve, self.greened(sock), peer, False)
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
@@ -187,7 +188,8 @@ class EventletWorker(Worker):
                     self.accept_failed(OSError(errno.EMFILE, "no descriptor to receive a hand-off"))
                     eventlet.sleep(ACCEPT_PAUSE)
 
-    def serve(self, sock: socket.socket, peer: Any) -> None:
+    def serve(self, sock: socket.socket, peer: Any, counted: bool = True) -> None:
+        """Serve a new connection; ``counted``: it holds a unit of capacity (see keep_serving)."""
         try:
             if self.ssl is not None:
                 sock = self.tls_handshake(sock)
@@ -197,10 +199,11 @@ class EventletWorker(Worker):
         except Exception:
             log.exception("Error setting up a connection from %s; closing it", peer)
         else:
-            self.keep_serving(conn)
+            self.keep_serving(conn, counted)
             return
         sock.close()
-        self.capacity.release()
+        if counted:
+            self.capacity.release()
 
     def tls_handshake(self, sock: socket.socket) -> socket.socket:
         """The handshake, bounded by header_timeout in all (a per-read timeout alone lets a

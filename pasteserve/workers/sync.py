@@ -368,7 +368,8 @@ class SyncWorker(Worker):
         """Serve what has already arrived, hand idle connections to a sibling when retiring, and
         drain the rest (see `drain`)."""
         self.stop_accepting()
-        self.release_listeners()
+        for sock, peer in self.release_listeners():
+            self.add(sock, peer)
         if self.lender and not self.retiring:
             # Every sibling stops too: nobody would take what the lender passes on.
             self.lender.stop()
