@@ -355,7 +355,8 @@ class ThreadedWorker(SyncWorker):
         """Let the threads finish what they hold, then finish as the sync worker (its drain still
         serves through the threads), then stop them."""
         self.stop_accepting()
-        self.release_listeners()
+        for sock, peer in self.release_listeners():   # queued on the listeners: answered too
+            self.add(sock, peer)
         # Responses begun now close their connection, so each connection is served once more at
         # most and this ends; the master kills us after graceful_timeout if it does not. Waiting
         # first lets a retiring worker hand the connections its threads give back to a sibling.

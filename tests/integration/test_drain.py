@@ -101,3 +101,20 @@ def test_port_closes_while_the_last_workers_drain(start_server, worker_class):
         assert server.proc.poll() is None   # still draining our connection
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=DRAIN_WINDOW).close()
+
+
+@pytest.mark.parametrize("worker_class", WORKERS)
+def test_connections_queued_on_the_listener_at_term_are_answered(start_server, worker_class):
+    # At worker_connections the worker leaves new connections in the listen queue; closing the
+    # last copy of the listener would reset them, with their requests sent already.
+    server, worker = serve(start_server, worker_class, "--worker-connections", "1")
+    with Client(server.port) as busy, Client(server.port) as queued:
+        busy.send(b"GET /sleep?seconds=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        queued.send(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        server.signal(signal.SIGTERM)
+        assert busy.response()[0] == 200
+        status, headers, body = queued.response()
+        assert (status, int(body)) == (200, worker)
+        assert headers.get("connection") == "close"
+    assert server.wait_exit(20) == 0
