@@ -7,8 +7,8 @@ thread serves every request the connection has sent (keep-alive, pipelining) and
 and the selector watches it again.
 
 While every thread is busy, the worker still accepts (up to `worker_connections`, counting queued
-and running connections) but takes no hand-offs (`may_take`). A connection that waited `LEND_AFTER` in the
-queue is passed to the hand-off socket, where a sibling with a free thread takes it: the
+and running connections) but takes no hand-offs (`may_take`). A connection that waited
+`LEND_AFTER` in the queue is passed to the hand-off socket, where a sibling with a free thread takes it: the
 head-of-line guarantee of the sync worker's Lender, per process. (The sync worker needs a second
 thread for that because the app holds its only one; here the selector thread is free and lends
 itself, without a second thread racing over the connection set.) When no sibling takes them in
