@@ -134,15 +134,22 @@ Event = Union[Request, Data, EndOfMessage, _Sentinel]
 
 _TCHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(f"[{_TCHARS}]+")
-# All field names of a section joined by ":"; an empty name breaks the match.
-_NAME_LIST = re.compile(f"[{_TCHARS}]+(?::[{_TCHARS}]+)*")
 _REQUEST_LINE = re.compile(f"([{_TCHARS}]+) ([\\x21-\\x7e]+) HTTP/([0-9])\\.([0-9])")
 _VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+_VERSIONS = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
+_COMMON_METHODS = frozenset(
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
+)
 # A field value may hold HTAB, SP, VCHAR and obs-text, nothing else.
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Bytes allowed anywhere in a head or trailer section; CR/LF pairing and the
 # stricter request-line grammar are checked separately.
-_SECTION_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+# As a translation table: allowed bytes become 1, the others 0, so one table lookup per
+# byte and a memchr find a bad byte (cheaper than translate() with deletechars, which
+# builds its table on every call).
+_SECTION_CLASSES = bytes(
+    1 if b in (9, 10, 13) or 0x20 <= b < 0x7F or b >= 0x80 else 0 for b in range(256)
+)
 _BARE_CR_OR_LF = re.compile(rb"\r[^\n]|(?<!\r)\n")
 
 _SUB = "A-Za-z0-9\\-._~!$&'()*+,;="  # unreserved and sub-delims (RFC 3986)
@@ -177,6 +184,12 @@ _FORBIDDEN_TRAILERS = frozenset(
     ["CONTENT-LENGTH", "TRANSFER-ENCODING", "TRAILER", "HOST", "CONNECTION", "KEEP-ALIVE",
      "UPGRADE", "TE", "EXPECT"]
 )
+
+# Clients send the same few field names over and over: a name checked once is then
+# looked up, with its upper-case form. Bounded so that a client inventing names per
+# request cannot grow it forever.
+_FIELD_NAMES_MAX = 1024
+_field_names: dict[str, str] = {}
 
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
@@ -217,7 +230,7 @@ def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
     count = len(lines)
     if text.count("\n") != count or text.count("\r") != count:
         raise BadRequest(f"bare CR or LF in the {what}")
-    if section.translate(None, _SECTION_BYTES):
+    if 0 in section.translate(_SECTION_CLASSES):
         number = next(n for n, line in enumerate(lines, 1) if _BAD_VALUE_CHAR.search(line))
         raise BadRequest(f"control character in line {number} of the {what}")
     return lines
@@ -342,6 +355,7 @@ class RequestParser:
         self._skipped_empty_line = False
         self._remaining = 0
         self._body_total = 0
+        self._valid_host: str | None = None
 
     # --- public interface ---------------------------------------------------
 
@@ -426,17 +440,20 @@ class RequestParser:
                     )
         fields = []
         append = fields.append
-        names = []
-        append_name = names.append
+        known = _field_names
         try:
             for line in lines:
                 name, value = line.split(":", 1)
-                append_name(name)
-                append((name.upper(), value.strip(" \t")))
+                upper = known.get(name)
+                if upper is None:
+                    if _TOKEN.fullmatch(name) is None:
+                        raise _field_error(lines, what)
+                    upper = name.upper()
+                    if len(known) < _FIELD_NAMES_MAX:
+                        known[name] = upper
+                append((upper, value.strip(" \t")))
         except ValueError:
             raise _field_error(lines, what) from None
-        if names and _NAME_LIST.fullmatch(":".join(names)) is None:
-            raise _field_error(lines, what)
         return fields
 
     # --- readers, one per state ----------------------------------------------
@@ -503,14 +520,29 @@ class RequestParser:
         line = lines[0]
         if len(line) > self._line_max:
             raise URITooLong(f"request line longer than {self._line_max} bytes")
-        match = _REQUEST_LINE.fullmatch(line)
-        if match is None:
-            raise _request_line_error(line)
-        method, target, major, minor = match.groups()
-        if major != "1":
-            raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
-        version = (1, 0) if minor == "0" else (1, 1)
-        _check_target(method, target)
+        # Fast path for the usual line: string methods are cheaper than the regex, which
+        # decides (and words the error) whenever they do not vouch for the line.
+        parts = line.split(" ")
+        if (
+            len(parts) == 3
+            and parts[0] in _COMMON_METHODS
+            and parts[2] in _VERSIONS
+            and parts[1]
+            and parts[1].isascii()
+            and parts[1].isprintable()  # with isascii and no space: VCHAR only
+        ):
+            method, target, protocol = parts
+            version = _VERSIONS[protocol]
+        else:
+            match = _REQUEST_LINE.fullmatch(line)
+            if match is None:
+                raise _request_line_error(line)
+            method, target, major, minor = match.groups()
+            if major != "1":
+                raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
+            version = (1, 0) if minor == "0" else (1, 1)
+        if target[0] != "/" or method == "CONNECT":
+            _check_target(method, target)
         del lines[0]
         headers = self._parse_fields(lines, "header", len(head))
 
@@ -534,9 +566,11 @@ class RequestParser:
                 if seen_host:
                     raise BadRequest("more than one Host header")
                 seen_host = True
-                host = _HOST_FIELD.fullmatch(value)
-                if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
-                    raise BadRequest(f"invalid Host header: {_excerpt(value)}")
+                if value != self._valid_host:  # a connection's requests name one host
+                    host = _HOST_FIELD.fullmatch(value)
+                    if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
+                        raise BadRequest(f"invalid Host header: {_excerpt(value)}")
+                    self._valid_host = value
             elif name == "CONTENT-TYPE":
                 if seen_type:
                     raise BadRequest("more than one Content-Type header")
