@@ -54,7 +54,8 @@ _names: dict[str, int] = {}
 _STATUS_CACHE_MAX = 256
 _statuses: dict[str, tuple[int, bytes]] = {}
 
-_date_cache: list = [0, b""]
+# [the time at which the cached line goes stale, the line]
+_date_cache: list = [0.0, b""]
 
 
 class ResponseError(AssertionError):
@@ -63,11 +64,15 @@ class ResponseError(AssertionError):
 
 def date_line(now: float | None = None) -> bytes:
     """``Date: <IMF-fixdate>\\r\\n``, formatted once per second."""
-    second = int(time.time() if now is None else now)
-    if second != _date_cache[0]:
-        _date_cache[1] = b"Date: %s\r\n" % formatdate(second, usegmt=True).encode("ascii")
-        _date_cache[0] = second
-    return _date_cache[1]
+    if now is None:
+        now = time.time()
+    cache = _date_cache
+    # One float comparison per response; a clock that steps back re-renders too.
+    if not cache[0] - 1.0 <= now < cache[0]:
+        second = int(now)
+        cache[1] = b"Date: %s\r\n" % formatdate(second, usegmt=True).encode("ascii")
+        cache[0] = second + 1.0
+    return cache[1]
 
 
 def server_line(server_software: str) -> bytes:
@@ -153,7 +158,8 @@ def check_headers(headers: object) -> AppHeaders:
         kind = names.get(name) if type(name) is str else None
         if kind is None:
             kind = _check_name(name)
-        _check_value(name, value)
+        if type(value) is not str or not value.isprintable():  # the common case without a call
+            _check_value(name, value)
         if kind:
             if kind == _HOP:
                 raise ResponseError(f"hop-by-hop header {name!r} is not allowed from a WSGI app")
