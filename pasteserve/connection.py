@@ -199,7 +199,9 @@ class Connection:
             if event is CLOSED:  # the client closed an idle connection
                 self.close()
                 return False
-            # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
+            if type(event) is EndOfMessage:  # of a request without a body, which Input never pulls
+                continue
+            # A Request: _handle consumes its body, so Data never reaches here.
             if not self._handle(event):
                 return self._state != _CLOSED
 

@@ -114,7 +114,7 @@ class Input:
     def __init__(self, pull: Callable[[], bytes], length: int | None = None) -> None:
         self._pull = pull
         self._buf = bytearray()
-        self._done = False
+        self._done = length == 0  # nothing to pull: the connection ends such a request itself
         self.on_first_read: Callable[[], None] | None = None
         self._length = length  # None for a chunked body
         self.consumed = 0  # bytes pulled so far (some may still be in our buffer)
