@@ -227,8 +227,8 @@ def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
     text = section.decode("latin-1")
     lines = text.split("\r\n")
     lines.pop()
-    count = len(lines)
-    if text.count("\n") != count or text.count("\r") != count:
+    rest = "".join(lines)  # a CR or LF left once the CRLFs are gone is a bare one
+    if "\r" in rest or "\n" in rest:
         raise BadRequest(f"bare CR or LF in the {what}")
     if 0 in section.translate(_SECTION_CLASSES):
         number = next(n for n, line in enumerate(lines, 1) if _BAD_VALUE_CHAR.search(line))
@@ -427,8 +427,11 @@ class RequestParser:
         del buf[:count]  # cheap: a bytearray drops its head without moving the rest
         return data
 
-    def _parse_fields(self, lines: list[str], what: str, size: int) -> list[tuple[str, str]]:
-        """Header or trailer fields from their lines (``size`` bytes in all)."""
+    def _parse_fields(
+        self, lines: list[str], what: str, size: int, watch: frozenset[str]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Header or trailer fields from their lines (``size`` bytes in all), and
+        those of them whose names are in ``watch``."""
         if len(lines) > self._fields_max:
             raise HeaderFieldsTooLarge(f"more than {self._fields_max} {what} fields")
         field_max = self._field_max
@@ -440,6 +443,7 @@ class RequestParser:
                     )
         fields = []
         append = fields.append
+        watched = []
         known = _field_names
         try:
             for line in lines:
@@ -451,10 +455,13 @@ class RequestParser:
                     upper = name.upper()
                     if len(known) < _FIELD_NAMES_MAX:
                         known[name] = upper
-                append((upper, value.strip(" \t")))
+                field = (upper, value.strip(" \t"))
+                append(field)
+                if upper in watch:
+                    watched.append(field)
         except ValueError:
             raise _field_error(lines, what) from None
-        return fields
+        return fields, watched
 
     # --- readers, one per state ----------------------------------------------
 
@@ -477,7 +484,10 @@ class RequestParser:
             del buf[:2]
             return self._read_head()
         scanned = self._scanned
-        end = self._find(b"\r\n\r\n")
+        # Usually the whole head came in one piece: found without the incremental scan.
+        end = -1 if scanned else buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = self._find(b"\r\n\r\n")  # checks the new bytes, remembers how far
         if end < 0:
             self._check_partial_head(scanned)
             return NEED_DATA
@@ -544,16 +554,14 @@ class RequestParser:
         if target[0] != "/" or method == "CONNECT":
             _check_target(method, target)
         del lines[0]
-        headers = self._parse_fields(lines, "header", len(head))
+        headers, special = self._parse_fields(lines, "header", len(head), _SPECIAL)
 
         lengths: list[str] = []
         codings: list[str] = []
         connection: list[str] = []
         expect: list[str] = []
         seen_host = seen_type = False
-        for name, value in headers:
-            if name not in _SPECIAL:
-                continue
+        for name, value in special:
             if name == "CONTENT-LENGTH":
                 lengths.append(value)
             elif name == "TRANSFER-ENCODING":
@@ -709,10 +717,9 @@ class RequestParser:
         section = buf[: end + 2]
         del buf[: end + 4]
         lines = _split_lines(section, "trailer section")
-        trailers = self._parse_fields(lines, "trailer", len(section))
-        for name, _ in trailers:
-            if name in _FORBIDDEN_TRAILERS:
-                raise BadRequest(f"{_excerpt(name)} is not allowed in a trailer section")
+        trailers, forbidden = self._parse_fields(lines, "trailer", len(section), _FORBIDDEN_TRAILERS)
+        if forbidden:
+            raise BadRequest(f"{_excerpt(forbidden[0][0])} is not allowed in a trailer section")
         self._state = _IDLE
         return EndOfMessage(trailers)
 
