@@ -358,6 +358,7 @@ class EnvironBuilder:
             ("HTTP_" + name.upper().replace("-", "_"), value.lower())
             for name, value in (secure_scheme_headers or {}).items()
         ] if trusted else []
+        self._scheme_key_set = frozenset(key for key, _ in self._scheme_keys)
         self._trusted = trusted
         self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
 
@@ -399,7 +400,8 @@ class EnvironBuilder:
         if authority is not None:
             # RFC 9112 3.2.2: with an absolute-form target the server ignores Host.
             env["HTTP_HOST"] = authority
-        if self._scheme_keys:
+        # In C, over the few scheme keys (a keys view against a set iterates the set).
+        if self._scheme_keys and not env.keys().isdisjoint(self._scheme_key_set):
             self._apply_scheme_headers(env)
         if self._unix:
             default_port = "443" if env["wsgi.url_scheme"] == "https" else "80"
@@ -611,7 +613,7 @@ class Response:
         keep = self.keep_alive and self._ctx.alive and not self._input.blocks_reuse(self._ctx.max_drain)
         code = self.code
         framing = b""
-        if body_forbidden(self._method, code):
+        if code < 200 or code == 204 or code == 304 or self._method == "HEAD":  # body_forbidden(), inlined
             self._mode = _NONE
             if app.content_length is not None and (code < 200 or code == 204):
                 # RFC 9110 8.6: never a Content-Length on 1xx or 204.

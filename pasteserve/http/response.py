@@ -193,11 +193,17 @@ def render_head(status: bytes, server: bytes, headers: AppHeaders, framing: byte
     ``status`` is a :func:`status_line`, ``server`` a :func:`server_line`, ``framing`` the
     headers the server adds itself (Content-Length / Transfer-Encoding / Connection lines).
     """
+    date = b""
+    if not headers.has_date:
+        date = _date_cache[1]
+        now = time.time()
+        if not _date_cache[0] - 1.0 <= now < _date_cache[0]:  # date_line()'s check, without the call
+            date = date_line(now)
     return b"".join(
         (
             status,
             b"" if headers.has_server else server,
-            b"" if headers.has_date else date_line(),
+            date,
             headers.block,
             framing,
             b"\r\n",
