@@ -178,6 +178,10 @@ _CHUNK_LINE = re.compile(
 _SPECIAL = frozenset(
     ["CONTENT-LENGTH", "TRANSFER-ENCODING", "HOST", "CONNECTION", "EXPECT", "CONTENT-TYPE"]
 )
+# What clients usually send as their one Connection field, already split and lower-cased.
+_USUAL_CONNECTION = {
+    (value,): (value.lower(),) for value in ("keep-alive", "Keep-Alive", "close", "Close")
+}
 # Trailers that would change framing or routing if anything merged them into
 # the header section (RFC 9110 section 6.5.1); refusing them is cheap.
 _FORBIDDEN_TRAILERS = frozenset(
@@ -302,7 +306,7 @@ def _check_target(method: str, target: str) -> None:
             raise BadRequest(f"invalid request target: {_excerpt(target)}")
 
 
-def _list_members(values: list[str]) -> list[str]:
+def _list_members(values: tuple[str, ...]) -> list[str]:
     """Members of a comma-separated list field, lower-cased, empties dropped."""
     members = []
     for value in values:
@@ -313,7 +317,7 @@ def _list_members(values: list[str]) -> list[str]:
     return members
 
 
-def _transfer_codings(values: list[str]) -> None:
+def _transfer_codings(values: tuple[str, ...]) -> None:
     """Validate Transfer-Encoding: ``chunked`` exactly once and last."""
     codings = _list_members(values)
     names = [coding.split(";", 1)[0].rstrip(" \t") for coding in codings]
@@ -539,7 +543,7 @@ class RequestParser:
             and parts[2] in _VERSIONS
             and parts[1]
             and parts[1].isascii()
-            and parts[1].isprintable()  # with isascii and no space: VCHAR only
+            and "\t" not in parts[1]  # the bulk check refused other controls: VCHAR only
         ):
             method, target, protocol = parts
             version = _VERSIONS[protocol]
@@ -556,20 +560,21 @@ class RequestParser:
         del lines[0]
         headers, special = self._parse_fields(lines, "header", len(head), _SPECIAL)
 
-        lengths: list[str] = []
-        codings: list[str] = []
-        connection: list[str] = []
-        expect: list[str] = []
+        # Tuples: nothing allocated for the fields a request does not have.
+        lengths: tuple[str, ...] = ()
+        codings: tuple[str, ...] = ()
+        connection: tuple[str, ...] = ()
+        expect: tuple[str, ...] = ()
         seen_host = seen_type = False
         for name, value in special:
             if name == "CONTENT-LENGTH":
-                lengths.append(value)
+                lengths += (value,)
             elif name == "TRANSFER-ENCODING":
-                codings.append(value)
+                codings += (value,)
             elif name == "CONNECTION":
-                connection.append(value)
+                connection += (value,)
             elif name == "EXPECT":
-                expect.append(value)
+                expect += (value,)
             elif name == "HOST":
                 if seen_host:
                     raise BadRequest("more than one Host header")
@@ -596,7 +601,9 @@ class RequestParser:
         elif lengths:
             content_length = self._content_length(lengths)
 
-        members = _list_members(connection) if connection else ()
+        members = _USUAL_CONNECTION.get(connection) if connection else ()
+        if members is None:
+            members = _list_members(connection)
         if "close" in members:
             keep_alive = False
         else:
@@ -625,7 +632,7 @@ class RequestParser:
             method, target, version, headers, content_length, chunked, keep_alive, expect_continue
         )
 
-    def _content_length(self, values: list[str]) -> int:
+    def _content_length(self, values: tuple[str, ...]) -> int:
         if len(values) > 1:
             raise BadRequest("more than one Content-Length header")
         value = values[0]
