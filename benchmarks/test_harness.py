@@ -353,3 +353,13 @@ def test_engine_benchmark_refuses_to_measure_a_wrong_answer(monkeypatch):
     monkeypatch.setitem(engine.HEADS, "wrk", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
     with pytest.raises(AssertionError):
         engine.main(["--head", "wrk", "--requests", "1", "--repeat", "1"])
+
+
+def test_cpu_per_request_of_one_worker(capsys):
+    from benchmarks import cpu
+
+    user, system = cpu.cpu_seconds(os.getpid())
+    assert user > 0 and system >= 0
+    assert cpu.main(["--servers", "pasteserve-sync", "--duration", "1", "--warmup", "0"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"\| pasteserve-sync \| [\d,]+ \| [\d.]+ \| [\d.]+ \|", row), row
