@@ -152,9 +152,12 @@ def check_headers(headers: object) -> AppHeaders:
     has_date = has_server = False
     names = _names
     for item in headers:
-        if type(item) is not tuple or len(item) != 2:
+        if type(item) is not tuple:
             raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}")
-        name, value = item
+        try:
+            name, value = item
+        except ValueError:
+            raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}") from None
         kind = names.get(name) if type(name) is str else None
         if kind is None:
             kind = _check_name(name)
@@ -166,10 +169,10 @@ def check_headers(headers: object) -> AppHeaders:
             if kind == _LENGTH:
                 if content_length is not None:
                     raise ResponseError("more than one Content-Length header")
-                stripped = value.strip(" \t")
-                if not stripped.isdigit() or not stripped.isascii():
+                digits = value if value.isdigit() else value.strip(" \t")  # rarely anything to strip
+                if not digits.isdigit() or not digits.isascii():
                     raise ResponseError(f"invalid Content-Length {value!r}")
-                content_length = int(stripped)
+                content_length = int(digits)
             elif kind == _DATE:
                 has_date = True
             else:
