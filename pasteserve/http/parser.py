@@ -243,8 +243,8 @@ def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
 def _field_error(lines: list[str], what: str) -> BadRequest:
     """Name the first malformed field line (the slow path, errors only).
 
-    Only called once a bulk check failed, after ``_split_lines`` vouched for
-    the characters, so one of these syntax problems is certain to be found.
+    Only called once a line had no colon or its name was no token, after
+    ``_split_lines`` vouched for the characters, so one of these problems is found.
     """
     number, line = next(
         (number, line)
