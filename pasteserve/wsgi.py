@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import stat
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -312,6 +313,21 @@ def peer_certificate(sock: ssl.SSLSocket) -> dict[str, Any]:
     return {PEERCERT_KEY: info, CLIENT_CERT_KEY: ssl.DER_cert_to_PEM_cert(der)}
 
 
+# Per connection, these would be the costliest part of its setup (parsing the peer's address
+# takes more than serving a request); their inputs come from the settings and the few peers
+# a worker sees, so they are computed once per distinct input.
+@lru_cache(maxsize=1024)
+def _trusted_peer(address: str, allow: frozenset[str]) -> bool:
+    return trusted_peer(address, allow)
+
+
+@lru_cache(maxsize=16)
+def _scheme_keys(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    """(environ key, lower-case value meaning https) for each trusted scheme header, and the keys."""
+    keys = tuple(("HTTP_" + name.upper().replace("-", "_"), value.lower()) for name, value in headers)
+    return keys, frozenset(key for key, _ in keys)
+
+
 class EnvironBuilder:
     """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
 
@@ -338,7 +354,8 @@ class EnvironBuilder:
         if isinstance(peer, tuple):
             base["REMOTE_ADDR"] = peer[0]
             base["REMOTE_PORT"] = str(peer[1])
-            trusted = trusted_peer(peer[0], forwarded_allow_ips)
+            trusted = _trusted_peer(peer[0], forwarded_allow_ips if type(forwarded_allow_ips) is frozenset
+                                    else frozenset(forwarded_allow_ips))
         else:
             # Unix socket: the peer has no address (Gunicorn passes "" too). Only local
             # processes can connect, typically a front proxy, so it is trusted like one.
@@ -353,12 +370,10 @@ class EnvironBuilder:
         # The client certificate is read at the first request: by then the handshake is done.
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._sock = sock
-        # (environ key, lower-case value meaning https) for the trusted scheme headers.
-        self._scheme_keys = [
-            ("HTTP_" + name.upper().replace("-", "_"), value.lower())
-            for name, value in (secure_scheme_headers or {}).items()
-        ] if trusted else []
-        self._scheme_key_set = frozenset(key for key, _ in self._scheme_keys)
+        self._scheme_keys, self._scheme_key_set = (
+            _scheme_keys(tuple(secure_scheme_headers.items())) if trusted and secure_scheme_headers
+            else ((), frozenset())
+        )
         self._trusted = trusted
         self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from functools import lru_cache
 
 __all__ = [
     "LAST_CHUNK",
@@ -75,6 +76,7 @@ def date_line(now: float | None = None) -> bytes:
     return cache[1]
 
 
+@lru_cache(maxsize=16)  # called per connection, with the one configured string
 def server_line(server_software: str) -> bytes:
     """``Server: ...\\r\\n`` for a configured server string (validated like app headers)."""
     if not server_software:
