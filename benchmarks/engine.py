@@ -5,9 +5,11 @@
 
 A :class:`pasteserve.connection.Connection` serves requests from an in-memory socket: each
 ``recv`` returns one request head, each ``sendall`` is kept for checking. That is everything a
-worker does per keep-alive request between its ``recv`` and its ``send`` (parser, environ,
+worker does per request between its ``recv`` and its ``send`` (parser, environ,
 ``start_response``, header checks and rendering, framing, bookkeeping), with neither the kernel
-nor the other processes on the machine in the number. ``--instructions`` runs this file under
+nor the other processes on the machine in the number. ``wrk`` and ``browser`` are keep-alive
+requests on one connection; ``close`` asks to close, so each gets a connection of its own and
+the connection's setup and end count too. ``--instructions`` runs this file under
 ``valgrind --tool=callgrind`` twice with different request counts and prints the difference per
 request, which does not move when the machine is busy.
 """
@@ -51,7 +53,10 @@ HEADS = {
         b"Priority: u=0, i\r\n"
         b"\r\n"
     ),
+    "close": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n",
 }
+# Requests that close their connection: each is served on a connection of its own.
+CLOSE = frozenset(["close"])
 
 
 class MemorySocket:
@@ -78,27 +83,37 @@ class MemorySocket:
     def getsockname(self) -> tuple[str, int]:
         return ("127.0.0.1", 8000)
 
+    def shutdown(self, how: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
+CONTEXT = ServerContext(app=hello, limits=Limits())  # one per worker, with the default settings
+
+
 def connection(head: bytes) -> tuple[Connection, MemorySocket]:
-    """A connection as the sync worker makes one, with the default settings."""
+    """A connection as the sync worker makes one."""
     sock = MemorySocket(head)
-    conn = Connection(sock, ("127.0.0.1", 40000), ServerContext(app=hello, limits=Limits()))  # type: ignore[arg-type]
-    return conn, sock
+    return Connection(sock, ("127.0.0.1", 40000), CONTEXT), sock  # type: ignore[arg-type]
 
 
-def check(head: bytes) -> None:
-    """Refuse to measure anything but a correct keep-alive answer."""
-    conn, sock = connection(head)
-    assert conn.process(), "the connection closed"
+def check(name: str) -> None:
+    """Refuse to measure anything but a correct answer (keep-alive, except for ``close``)."""
+    conn, sock = connection(HEADS[name])
+    assert conn.process() is (name not in CLOSE), "the connection state is wrong"
     (answer,) = sock.sent
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nHello, World!"), answer
-    assert b"Connection: close" not in answer, answer
+    assert (b"Connection: close\r\n" in answer) is (name in CLOSE), answer
 
 
-def serve(head: bytes, requests: int) -> None:
+def serve(name: str, requests: int) -> None:
+    head = HEADS[name]
+    if name in CLOSE:  # a connection per request: its setup and its end are in the number
+        for _ in range(requests):
+            connection(head)[0].process()
+        return
     conn, sock = connection(head)
     process = conn.process
     sent = sock.sent
@@ -107,9 +122,9 @@ def serve(head: bytes, requests: int) -> None:
         sent.clear()
 
 
-def microseconds(head: bytes, requests: int, repeat: int) -> float:
+def microseconds(name: str, requests: int, repeat: int) -> float:
     """Best of ``repeat`` runs of ``requests`` requests: the least disturbed by other processes."""
-    best = min(timeit.repeat(lambda: serve(head, requests), number=1, repeat=repeat))
+    best = min(timeit.repeat(lambda: serve(name, requests), number=1, repeat=repeat))
     return best / requests * 1e6
 
 
@@ -144,15 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=argparse.SUPPRESS)  # one untimed run: what --instructions counts
     args = parser.parse_args(argv)
     for name in args.head or sorted(HEADS):
-        head = HEADS[name]
-        check(head)
+        check(name)
         if args.once:
-            serve(head, args.requests)
+            serve(name, args.requests)
         elif args.instructions:
-            per = instructions(name, min(args.requests, 2000))
+            per = instructions(name, min(args.requests, 1000))
             print(f"{name:8} {per:10,.0f} instructions per request")
         else:
-            per = microseconds(head, args.requests, args.repeat)
+            per = microseconds(name, args.requests, args.repeat)
             print(f"{name:8} {per:8.2f} µs per request")
     return 0
 

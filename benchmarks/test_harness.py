@@ -336,7 +336,7 @@ def test_engine_benchmark_runs_and_checks_its_answers(capsys):
 
     assert engine.main(["--requests", "20", "--repeat", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["browser", "wrk"]
+    assert [line.split()[0] for line in lines] == ["browser", "close", "wrk"]
     assert all(re.fullmatch(r"\w+ +[\d.]+ µs per request", line) for line in lines), lines
     # The loop really serves: every request gets the same complete keep-alive answer.
     conn, sock = engine.connection(engine.HEADS["browser"])
@@ -353,6 +353,9 @@ def test_engine_benchmark_refuses_to_measure_a_wrong_answer(monkeypatch):
     monkeypatch.setitem(engine.HEADS, "wrk", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
     with pytest.raises(AssertionError):
         engine.main(["--head", "wrk", "--requests", "1", "--repeat", "1"])
+    monkeypatch.setitem(engine.HEADS, "close", b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(AssertionError):
+        engine.main(["--head", "close", "--requests", "1", "--repeat", "1"])
 
 
 def test_cpu_per_request_of_one_worker(capsys):
