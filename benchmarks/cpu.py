@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cpu.py                       # pasteserve-sync, hello, 6 s
     .venv/bin/python benchmarks/cpu.py --servers pasteserve-sync bare-loop --duration 10
+    .venv/bin/python benchmarks/cpu.py --close                # a connection per request
 
 Each server runs one worker; wrk drives it (after a warm-up) while the worker's user and system
 CPU time is read from ``/proc/PID/stat`` before and after. Divided by the requests wrk counted,
@@ -55,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=6, help="measured seconds (default 6)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of load before, 0 for none")
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--close", action="store_true", help="wrk sends Connection: close (a connection per request)")
     args = parser.parse_args(argv)
-    load = wrk.Load(url="", duration=args.duration, connections=args.connections, threads=1, timeout=2)
+    load = wrk.Load(url="", duration=args.duration, connections=args.connections, threads=1, timeout=2,
+                    headers=("Connection: close",) if args.close else ())
     print("| server (1 worker) | requests | user µs/request | system µs/request |")
     print("|---|--:|--:|--:|")
     for name in args.servers:
