@@ -29,7 +29,7 @@ import timeit
 if __package__ in (None, ""):  # run as a script: import the apps the server benchmarks use
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.apps import hello  # noqa: E402
+from benchmarks.apps import echo, hello  # noqa: E402
 from pasteserve.connection import Connection, ServerContext  # noqa: E402
 from pasteserve.http.parser import Limits  # noqa: E402
 
@@ -54,7 +54,14 @@ HEADS = {
         b"\r\n"
     ),
     "close": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n",
+    # run.py's post scenario: 1 KiB read through wsgi.input by the echo app.
+    "post": (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024
+    ),
 }
+# The app each request goes to (hello unless named here) and the body it answers.
+APPS = {"post": (echo, b"1024")}
 # Requests that close their connection: each is served on a connection of its own.
 CLOSE = frozenset(["close"])
 
@@ -90,31 +97,33 @@ class MemorySocket:
         pass
 
 
-CONTEXT = ServerContext(app=hello, limits=Limits())  # one per worker, with the default settings
+# One per worker and app, with the default settings.
+CONTEXTS = {app: ServerContext(app=app, limits=Limits()) for app in (hello, echo)}
 
 
-def connection(head: bytes) -> tuple[Connection, MemorySocket]:
-    """A connection as the sync worker makes one."""
-    sock = MemorySocket(head)
-    return Connection(sock, ("127.0.0.1", 40000), CONTEXT), sock  # type: ignore[arg-type]
+def connection(name: str) -> tuple[Connection, MemorySocket]:
+    """A connection as the sync worker makes one, for the request ``name``."""
+    sock = MemorySocket(HEADS[name])
+    ctx = CONTEXTS[APPS.get(name, (hello,))[0]]
+    return Connection(sock, ("127.0.0.1", 40000), ctx), sock  # type: ignore[arg-type]
 
 
 def check(name: str) -> None:
     """Refuse to measure anything but a correct answer (keep-alive, except for ``close``)."""
-    conn, sock = connection(HEADS[name])
+    conn, sock = connection(name)
     assert conn.process() is (name not in CLOSE), "the connection state is wrong"
     (answer,) = sock.sent
-    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nHello, World!"), answer
+    body = APPS.get(name, (hello, b"Hello, World!"))[1]
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n" + body), answer
     assert (b"Connection: close\r\n" in answer) is (name in CLOSE), answer
 
 
 def serve(name: str, requests: int) -> None:
-    head = HEADS[name]
     if name in CLOSE:  # a connection per request: its setup and its end are in the number
         for _ in range(requests):
-            connection(head)[0].process()
+            connection(name)[0].process()
         return
-    conn, sock = connection(head)
+    conn, sock = connection(name)
     process = conn.process
     sent = sock.sent
     for _ in range(requests):

@@ -115,7 +115,7 @@ class Input:
     def __init__(self, pull: Callable[[], bytes], length: int | None = None) -> None:
         self._pull = pull
         self._buf = bytearray()
-        self._done = length == 0  # nothing to pull: the connection ends such a request itself
+        self._done = length == 0  # nothing to pull: the connection takes the end from the parser
         self.on_first_read: Callable[[], None] | None = None
         self._length = length  # None for a chunked body
         self.consumed = 0  # bytes pulled so far (some may still be in our buffer)
@@ -147,6 +147,10 @@ class Input:
             raise
         if data:
             self.consumed += len(data)
+            if self.consumed == self._length:
+                # All of a Content-Length body: the connection takes its end from the parser,
+                # so no further pull (and no drain after the app) is needed.
+                self._done = True
         else:
             self._done = True
         return data
@@ -171,6 +175,11 @@ class Input:
                 if not data:
                     return b"".join(parts)
                 parts.append(data)
+        if not buf and size:
+            data = self._next()
+            if len(data) == size or not data:
+                return data  # the usual read of a whole body that came in one piece: no copy
+            buf += data
         while len(buf) < size:
             data = self._next()
             if not data:
