@@ -51,6 +51,12 @@ _SPECIAL.update(dict.fromkeys(_HOP_BY_HOP, _HOP))
 _NAME_CACHE_MAX = 1024
 _names: dict[str, int] = {}
 
+# Whole header items repeat too (Content-Type, Vary, X-Frame-Options ...): one checked once is
+# rendered from here afterwards. Only plain ones: Content-Length, Date and Server need their
+# kind handled every time. Bounded like the names.
+_ITEMS_MAX = 1024
+_items: dict[tuple[str, str], str] = {}
+
 # Status strings repeat even more ("200 OK"); same idea.
 _STATUS_CACHE_MAX = 256
 _statuses: dict[str, tuple[int, bytes]] = {}
@@ -153,9 +159,18 @@ def check_headers(headers: object) -> AppHeaders:
     content_length = None
     has_date = has_server = False
     names = _names
+    items = _items
     for item in headers:
         if type(item) is not tuple:
             raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}")
+        try:
+            line = items.get(item)
+        except TypeError:  # an unhashable member: the checks below name it
+            line = None
+        # Equal to a checked item; exact types too, as equality alone would let a str subclass in.
+        if line is not None and type(item[0]) is str and type(item[1]) is str:
+            lines.append(line)
+            continue
         try:
             name, value = item
         except ValueError:
@@ -179,7 +194,10 @@ def check_headers(headers: object) -> AppHeaders:
                 has_date = True
             else:
                 has_server = True
-        lines.append(f"{name}: {value}\r\n")
+        line = f"{name}: {value}\r\n"
+        if not kind and len(items) < _ITEMS_MAX:
+            items[item] = line
+        lines.append(line)
     try:
         block = "".join(lines).encode("latin-1")
     except UnicodeEncodeError as exc:
