@@ -84,7 +84,7 @@ class Connection:
         self._sock = sock
         self._ctx = ctx
         self._peer = peer
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if isinstance(peer, tuple):  # TCP (a unix peer is a str); cheaper than sock.family, an enum lookup
             try:
                 # The head and a small body leave in one send; never wait for an ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
