@@ -329,3 +329,40 @@ def test_failure_reason_prefers_the_exception_over_later_log_lines():
 def test_failure_reason_without_exception_is_the_last_line():
     log = "[INFO] Booting\n[INFO] Shutting down\n\n"
     assert servers.failure_reason(log) == "[INFO] Shutting down"
+
+
+def test_engine_benchmark_runs_and_checks_its_answers(capsys):
+    from benchmarks import engine
+
+    assert engine.main(["--requests", "20", "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["browser", "close", "post", "wrk"]
+    assert all(re.fullmatch(r"\w+ +[\d.]+ µs per request", line) for line in lines), lines
+    # The loop really serves: every request gets the same complete keep-alive answer.
+    conn, sock = engine.connection("browser")
+    for _ in range(3):
+        assert conn.process()
+    undated = {re.sub(rb"Date: [^\r]*\r\n", b"", answer) for answer in sock.sent}
+    assert len(sock.sent) == 3 and len(undated) == 1, sock.sent
+    assert sock.sent[0].endswith(b"Content-Length: 13\r\n\r\nHello, World!")
+
+
+def test_engine_benchmark_refuses_to_measure_a_wrong_answer(monkeypatch):
+    from benchmarks import engine
+
+    monkeypatch.setitem(engine.HEADS, "wrk", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    with pytest.raises(AssertionError):
+        engine.main(["--head", "wrk", "--requests", "1", "--repeat", "1"])
+    monkeypatch.setitem(engine.HEADS, "close", b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(AssertionError):
+        engine.main(["--head", "close", "--requests", "1", "--repeat", "1"])
+
+
+def test_cpu_per_request_of_one_worker(capsys):
+    from benchmarks import cpu
+
+    user, system = cpu.cpu_seconds(os.getpid())
+    assert user > 0 and system >= 0
+    assert cpu.main(["--servers", "pasteserve-sync", "--duration", "1", "--warmup", "0"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"\| pasteserve-sync \| [\d,]+ \| [\d.]+ \| [\d.]+ \|", row), row

@@ -1,80 +1,42 @@
-"""The master process: binds once, forks workers, watches them and answers signals.
+"""The master process: binds once, keeps its workers going and answers signals.
 
 Signal handlers only queue the signal and wake the loop; `Arbiter.run` does the work in
 `handle_<name>` methods, between which it reaps children, kills silent workers and keeps the
-number of workers right. See docs/signals.md for what each signal does.
+number of workers right. The workers themselves are `workforce.py`'s, the USR2 upgrade is
+`upgrade.py`'s, and the process setup before the master starts is `serve.py`'s.
+See docs/signals.md for what each signal does.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
 import signal
 import socket
-import sys
 import traceback
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
-from . import __version__, logs, metrics, pidfile, sockets, systemd, users, workers
+from . import __version__, logs, metrics, pidfile, sockets, systemd, upgrade, users, workers
 from . import hooks as hooks_mod
-from .heartbeat import Heartbeat, SlotAllocator, status_map_path
-from .loader import AppLoadError, prepare_import
+from .green import original
+from .heartbeat import Heartbeat, status_map_path
+from .loader import AppLoadError
 from .proctitle import set_title
 from .settings import ConfigError, Settings
+from .workforce import WORKER_BOOT_ERROR, HaltServer, WorkerInfo, Workforce
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
-# A worker that cannot load the app exits with this, so the master stops instead of forking forever.
-WORKER_BOOT_ERROR = 3
-# Seconds before booting again after a worker failed to boot while others serve; doubles up to the max.
-BOOT_BACKOFF_FIRST = 1.0
-BOOT_BACKOFF_MAX = 60.0
 HEARTBEAT_SLOTS = 4096
-MASTER_PID_ENV = "PASTESERVE_MASTER_PID"
-# The directory the first master was started in, kept across upgrades (see Arbiter.reexec).
-START_DIR_ENV = "PASTESERVE_START_DIR"
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 _HANDLED = {getattr(signal, "SIG" + name) for name in SIGNALS}
 
 
-def _unpatched(name: str) -> ModuleType:
-    """The standard module, not eventlet's green copy: the master never runs a hub."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched(name):
-        return patcher.original(name)
-    return importlib.import_module(name)
-
-
 # eventlet's green os.read waits in the hub for more bytes, which never come in the master.
-_read = _unpatched("os").read
-select = _unpatched("select")
-time = _unpatched("time")
-
-
-@dataclass
-class WorkerInfo:
-    pid: int
-    slot: int
-    generation: int
-    spawned: float              # heartbeat value written at fork; a later beat means "booted"
-    retiring: float = 0.0       # when it was told to stop (0: not told)
-    aborted: float = 0.0        # when it was sent SIGABRT for silence
-
-    @property
-    def age(self) -> int:
-        """Gunicorn's name for the generation, for child_exit hooks written for it."""
-        return self.generation
-
-
-class HaltServer(Exception):
-    def __init__(self, reason: str, exit_status: int = 1) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.exit_status = exit_status
+_read = original("os").read
+select = original("select")
+time = original("time")
 
 
 class Arbiter:
@@ -83,30 +45,18 @@ class Arbiter:
         self.settings = settings
         self.logging_by_ini = logging_by_ini
         self.pid = os.getpid()
-        self.workers: dict[int, WorkerInfo] = {}
-        self.generation = 0
-        self.num_workers = settings.workers
         self.listeners: list[socket.socket] = []
         self.app: Any = None
         self.ssl: Any = None   # the TLS context shared with the workers, or None
         self.signals: list[int] = []
-        self.stopping = False
-        self.reexec_pid = 0
-        # After a worker failed to boot while others still serve: one trial worker at a time
-        # (`retry_pid`), none before `next_boot`; the pause doubles with each failure in a row.
-        self.boot_failures = 0
-        self.next_boot = 0.0
-        self.retry_pid = 0
-        # Set when we are the new master of a USR2 upgrade: our parent is the old master.
-        self.old_master_pid = int(os.environ.pop(MASTER_PID_ENV, "0") or 0)
-        self.start_dir = os.environ.pop(START_DIR_ENV, "") or os.getcwd()
+        self.upgrade = upgrade.Upgrade()
         self.heartbeat = self.make_heartbeat()
         self.metrics: metrics.Metrics | None = None
         self.reported_workers = -1
         self.ready_sent = False   # systemd's READY=1 for the current generation
         self.activated = False    # listeners from systemd's socket activation
-        self.watchdog = systemd.Watchdog(upgraded_from=self.old_master_pid)
-        self.slots = SlotAllocator(HEARTBEAT_SLOTS)
+        self.watchdog = systemd.Watchdog(upgraded_from=self.upgrade.old_master_pid)
+        self.workforce = Workforce(self, self.heartbeat, HEARTBEAT_SLOTS, _HANDLED, settings.workers)
         self.hooks = hooks_mod.Hooks(settings.hooks(), log)
         self.pidfile: str | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -125,6 +75,19 @@ class Arbiter:
     @property
     def WORKERS(self) -> dict[int, WorkerInfo]:
         return self.workers
+
+    # The worker table and count live in the workforce; hooks read them here, as on Gunicorn's arbiter.
+    @property
+    def workers(self) -> dict[int, WorkerInfo]:
+        return self.workforce.workers
+
+    @property
+    def num_workers(self) -> int:
+        return self.workforce.num_workers
+
+    @num_workers.setter
+    def num_workers(self, count: int) -> None:
+        self.workforce.num_workers = count
 
     # --- start and stop ---------------------------------------------------------------------------
 
@@ -166,7 +129,7 @@ class Arbiter:
         log.info("Using worker: %s", f"{name} ({threads} thread{'s' if threads > 1 else ''})" if name == "gthread" else name)
         if self.settings.preload_app or self.settings.reload:
             self.app = self.load_app_or_halt()
-        self.manage_workers()
+        self.workforce.manage_workers()
         self.hooks.call("when_ready", self)
 
     def log_sources(self, settings: Settings) -> None:
@@ -220,7 +183,7 @@ class Arbiter:
                                                  existing=existing, unix_mode=settings.unix_socket_perms)
         except sockets.BindError as exc:
             raise HaltServer(f"Cannot listen: {exc}", 1) from None
-        if existing or self.old_master_pid:
+        if existing or self.upgrade.old_master_pid:
             # Reused listeners (HUP) and inherited ones (USR2) were listening with the old backlog:
             # listen() again takes the new one, and queued connections stay queued.
             for sock in listeners:
@@ -253,10 +216,7 @@ class Arbiter:
     def write_pidfile(self) -> None:
         if not self.settings.pidfile:
             return
-        path = self.settings.pidfile
-        # The new master of an upgrade writes PIDFILE.2 and takes PIDFILE once the old one is gone.
-        if self.old_master_pid:
-            path += ".2"
+        path = self.upgrade.pidfile_path(self.settings.pidfile)
         try:
             pidfile.write(path, self.pid)
         except OSError as exc:
@@ -269,21 +229,19 @@ class Arbiter:
 
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker: TERM and wait graceful_timeout, or QUIT; then KILL what is left."""
-        self.stopping = True
-        if not self.reexec_pid:   # after USR2 the service goes on in the new master
+        self.workforce.stopping = True
+        new_master = self.upgrade.new_master_pid
+        if not new_master:   # after USR2 the service goes on in the new master
             systemd.notify("STOPPING=1")
         # A new master from USR2 still uses the unix socket files, systemd keeps its own: leave them.
-        sockets.close_listeners(self.listeners, unlink=not (self.reexec_pid or self.activated))
+        sockets.close_listeners(self.listeners, unlink=not (new_master or self.activated))
         self.listeners = []
-        sig = signal.SIGTERM if graceful else signal.SIGQUIT
-        for pid in list(self.workers):
-            self.kill_worker(pid, sig)
+        self.workforce.kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
         limit = time.monotonic() + (self.settings.graceful_timeout if graceful else 2.0)
         while self.workers and time.monotonic() < limit:
             self.reap_workers()
             time.sleep(0.05)
-        for pid in list(self.workers):
-            self.kill_worker(pid, signal.SIGKILL)
+        self.workforce.kill_all(signal.SIGKILL)
         while self.workers:
             self.reap_workers()
             time.sleep(0.01)
@@ -317,30 +275,30 @@ class Arbiter:
                 if getattr(self, "handle_" + name)() is StopLoop:
                     return
             self.reap_workers()
-            self.murder_workers()
-            self.manage_workers()
+            self.workforce.murder_workers()
+            self.workforce.manage_workers()
             self.report()
             self.watch_upgrade()
             self.sleep()
 
     def report(self) -> None:
         """Once per turn: systemd's watchdog and READY, the master's row of the status map, the workers gauge."""
+        workforce = self.workforce
         self.watchdog.ping()
-        self.heartbeat.master_beat(self.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
+        self.heartbeat.master_beat(workforce.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
         if self.metrics is not None and len(self.workers) != self.reported_workers:
             self.metrics.gauge("workers", len(self.workers))
         self.reported_workers = len(self.workers)
-        if not self.ready_sent and not self.stopping:
-            current = self.current_workers()
-            older = [w for w in self.workers.values() if w.generation < self.generation and not w.retiring]
-            if current and not older and all(self.is_ready(w) for w in current):
+        if not self.ready_sent and not workforce.stopping:
+            current = workforce.current_workers()
+            if current and not workforce.older_workers() and all(workforce.is_ready(w) for w in current):
                 self.ready_sent = True
                 systemd.notify("READY=1", f"MAINPID={self.pid}",
-                               f"STATUS=Serving with {len(current)} workers, generation {self.generation}")
+                               f"STATUS=Serving with {len(current)} workers, generation {workforce.generation}")
 
     def sleep(self) -> None:
         # Poll faster while new workers boot, so old ones retire as soon as the new ones serve.
-        booting = any(not self.is_ready(w) for w in self.workers.values() if not w.retiring)
+        booting = any(not self.workforce.is_ready(w) for w in self.workers.values() if not w.retiring)
         try:
             ready, _, _ = select.select([self.wake_r], [], [], 0.05 if booting else 1.0)
             if ready:
@@ -353,6 +311,18 @@ class Arbiter:
 
     def handle_chld(self) -> None:
         self.reap_workers()
+
+    def reap_workers(self) -> None:
+        """Collect every child that exited: the new master of an upgrade, or a worker."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            if not self.upgrade.new_master_exited(pid, status):
+                self.workforce.worker_exited(pid, status)
 
     def handle_hup(self) -> None:
         """Re-read the configuration, start new workers, retire the old ones once the new serve."""
@@ -423,9 +393,9 @@ class Arbiter:
                             "imported at start; to load new code, upgrade with USR2 (or restart)")
         self.app = app
         self.hooks.call("on_reload", self)
-        self.generation += 1
+        self.workforce.generation += 1
         set_title(f"master [{self.title_name}]")
-        self.manage_workers()
+        self.workforce.manage_workers()
 
     def handle_term(self) -> Any:
         self.stop(graceful=True)
@@ -447,15 +417,15 @@ class Arbiter:
     def set_num_workers(self, count: int) -> None:
         old, self.num_workers = self.num_workers, count
         self.hooks.call("nworkers_changed", self, count, old)
-        self.manage_workers()
+        self.workforce.manage_workers()
 
     def handle_usr1(self) -> None:
         logs.reopen_files()
         for pid in self.workers:
-            self.kill_worker(pid, signal.SIGUSR1)
+            self.workforce.kill_worker(pid, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
-        self.reexec()
+        self.upgrade.reexec(self)
 
     def handle_winch(self) -> None:
         if self.settings.daemon:
@@ -464,87 +434,18 @@ class Arbiter:
         else:
             log.debug("SIGWINCH ignored: not daemonized")
 
-    # --- workers ----------------------------------------------------------------------------------
+    # --- what the workforce asks back ------------------------------------------------------------
 
-    def is_ready(self, info: WorkerInfo) -> bool:
-        return self.heartbeat.last(info.slot) > info.spawned
-
-    def manage_workers(self) -> None:
-        if self.stopping:
-            return
-        current = self.current_workers()
-        retry = self.workers.get(self.retry_pid)
-        if retry is not None and self.is_ready(retry):
-            log.info("Worker (pid %s) booted: the app loads again after %d failed boot(s)", retry.pid,
-                     self.boot_failures)
-            self.boot_failures, self.next_boot, self.retry_pid = 0, 0.0, 0
-        missing = self.num_workers - len(current)
-        if missing > 0 and not self.boot_failures:
-            for _ in range(missing):
-                self.spawn_worker()
-        elif missing > 0 and retry is None and time.monotonic() >= self.next_boot:
-            self.retry_pid = self.spawn_worker()
-        if len(current) > self.num_workers:
-            for info in sorted(current, key=lambda w: w.spawned)[: len(current) - self.num_workers]:
-                self.retire_worker(info)
-        older = [w for w in self.workers.values() if w.generation < self.generation and not w.retiring]
-        current = self.current_workers()
-        # Old workers serve until every new one has booted: a reload never leaves nobody accepting.
-        if older and all(self.is_ready(w) for w in current):
-            for info in older:
-                self.retire_worker(info)
-
-    def current_workers(self) -> list[WorkerInfo]:
-        return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
-
-    def spawn_worker(self) -> int:
-        slot = self.slots.acquire()
-        self.heartbeat.reset(slot)
-        info = WorkerInfo(0, slot, self.generation, self.heartbeat.last(slot))
+    def build_worker(self, slot: int, generation: int) -> Any:
+        """The worker a new child runs, with what it gets from the master (listeners, app, settings...)."""
         worker_cls = workers.load(workers.chosen(self.settings.worker_class, self.settings.threads))
-        worker = worker_cls(age=self.generation, ppid=self.pid, listeners=self.listeners,
-                            source=self.source, app=self.app, settings=self.settings,
-                            heartbeat=self.heartbeat, slot=slot, hooks=self.hooks,
-                            handoff=self.handoff, title=self.title_name, ssl=self.ssl)
-        self.hooks.call("pre_fork", self, worker)
-        # A signal meant for the worker that lands between fork and its own handlers would be
-        # queued for a master loop the child never runs: hold signals until the worker is ready.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-            raise
-        if pid:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-            info.pid = worker.pid = pid
-            self.workers[pid] = info
-            self.heartbeat.assign(slot, pid, self.generation)
-            log.info("Booting worker with pid %s", pid)
-            return pid
-        # In the child: never return into the master's loop.
-        status = 0
-        try:
-            self._reset_in_child()
-            worker.pid = os.getpid()
-            self.hooks.call("post_fork", self, worker)
-            worker.init_process()
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
-        except AppLoadError as exc:
-            log.error("Worker failed to boot: %s", exc)
-            status = WORKER_BOOT_ERROR
-        except BaseException:
-            log.error("Exception in worker process:\n%s", traceback.format_exc())
-            status = 1
-        finally:
-            try:
-                self.hooks.call("worker_exit", self, worker)
-                logging.shutdown()
-            finally:
-                os._exit(status)
+        return worker_cls(age=generation, ppid=self.pid, listeners=self.listeners,
+                          source=self.source, app=self.app, settings=self.settings,
+                          heartbeat=self.heartbeat, slot=slot, hooks=self.hooks,
+                          handoff=self.handoff, title=self.title_name, ssl=self.ssl)
 
-    def _reset_in_child(self) -> None:
+    def reset_in_child(self) -> None:
+        """In a new worker: the master's signal handlers and wake-up pipe are not its own."""
         signal.set_wakeup_fd(-1)
         for name in SIGNALS:
             signal.signal(getattr(signal, "SIG" + name), signal.SIG_DFL)
@@ -552,202 +453,14 @@ class Arbiter:
         os.close(self.wake_w)
         random.seed()
 
-    def retire_worker(self, info: WorkerInfo) -> None:
-        # HUP to a worker: finish in-flight requests, hand idle keep-alive connections to siblings, exit.
-        info.retiring = time.monotonic()
-        self.kill_worker(info.pid, signal.SIGHUP)
-
-    def kill_worker(self, pid: int, sig: int) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            self.forget_worker(pid)
-        else:
-            info = self.workers.get(pid)
-            if info is not None and sig in (signal.SIGTERM, signal.SIGQUIT) and not info.retiring:
-                info.retiring = time.monotonic()
-
-    def forget_worker(self, pid: int) -> WorkerInfo | None:
-        info = self.workers.pop(pid, None)
-        if info is not None:
-            self.heartbeat.free(info.slot)
-            self.slots.release(info.slot)
-        return info
-
-    def reap_workers(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
-            if pid == self.reexec_pid:
-                log.error("The new master (pid %s) from USR2 exited: %s", pid, _describe_status(status))
-                self.reexec_pid = 0
-                continue
-            info = self.forget_worker(pid)
-            if info is None:
-                continue
-            self.hooks.call("child_exit", self, info)
-            code = os.waitstatus_to_exitcode(status)
-            if code == WORKER_BOOT_ERROR:
-                self.boot_failed(info)
-            elif info.retiring or self.stopping:
-                log.info("Worker exited (pid %s): %s", pid, _describe_status(status))
-            elif code == 0:
-                log.info("Worker (pid %s) exited on its own (max_requests, or a signal sent to it); replacing it",
-                         pid)
-            else:
-                log.warning("Worker (pid %s) %s; replacing it", pid, _describe_status(status))
-
-    def boot_failed(self, info: WorkerInfo) -> None:
-        if self.stopping:
-            log.info("Worker (pid %s) failed to boot while the server stops", info.pid)
-            return
-        serving = [w for w in self.workers.values() if w.generation < info.generation and not w.retiring]
-        if serving:
-            # A reload whose app cannot load: keep the workers that still serve the old code.
-            log.error("Reload failed: new workers cannot load the app; keeping the running workers")
-            for w in list(self.workers.values()):
-                if w.generation == info.generation:
-                    self.kill_worker(w.pid, signal.SIGKILL)
-            self.generation = max(w.generation for w in serving)
-            return
-        serving = [w for w in self.workers.values() if not w.retiring and self.is_ready(w)]
-        if not serving:
-            raise HaltServer(f"Worker (pid {info.pid}) failed to boot and no worker is left serving: the app "
-                             "cannot be loaded (traceback above); stopping", WORKER_BOOT_ERROR)
-        # A bad deploy met a worker that died or retired: the healthy workers keep serving.
-        self.boot_failures += 1
-        delay = min(BOOT_BACKOFF_MAX, BOOT_BACKOFF_FIRST * 2 ** (self.boot_failures - 1))
-        self.next_boot = time.monotonic() + delay
-        log.critical("WORKER BOOT FAILED (pid %s, %d in a row): the app cannot be loaded (traceback above); "
-                     "%d worker(s) still serve; trying again in %.0f s", info.pid, self.boot_failures,
-                     len(serving), delay)
-
-    def murder_workers(self) -> None:
-        """Abort workers silent for longer than `timeout`; kill those that overstay a retirement."""
-        now = time.monotonic()
-        timeout = self.settings.timeout
-        for info in list(self.workers.values()):
-            if info.aborted:
-                if now - info.aborted > 2.0:
-                    self.kill_worker(info.pid, signal.SIGKILL)
-                continue
-            if not info.retiring and self.heartbeat.retiring(info.slot):
-                # It reached max_requests: its replacement starts now, not once it has finished.
-                log.info("Worker (pid %s) retires on its own; starting its replacement", info.pid)
-                info.retiring = now
-            if info.retiring and now - info.retiring > self.settings.graceful_timeout:
-                log.warning("Worker (pid %s) did not stop within graceful_timeout; killing it", info.pid)
-                info.aborted = now
-                self.kill_worker(info.pid, signal.SIGKILL)
-            elif timeout and now - self.heartbeat.last(info.slot) > timeout:
-                log.critical("WORKER TIMEOUT (pid %s): silent for over %ss; aborting it", info.pid, timeout)
-                info.aborted = now
-                self.kill_worker(info.pid, signal.SIGABRT)
-
     # --- upgrade (USR2) ---------------------------------------------------------------------------
-
-    def reexec(self) -> None:
-        if self.reexec_pid:
-            log.warning("USR2 ignored: an upgraded master (pid %s) is already running", self.reexec_pid)
-            return
-        if self.old_master_pid:
-            log.warning("USR2 ignored: this master is itself an upgrade still waiting for the old one to stop")
-            return
-        env = dict(os.environ)
-        env.update(sockets.fds_env(self.listeners))
-        env[MASTER_PID_ENV] = str(self.pid)
-        env[START_DIR_ENV] = self.start_dir
-        argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
-        argv[0] = sys.executable
-        pid = os.fork()
-        if pid:
-            self.reexec_pid = pid
-            log.info("Upgrading: started a new master (pid %s); stop this one (pid %s) when it serves",
-                     pid, self.pid)
-            return
-        try:
-            self.hooks.call("pre_exec", self)
-            signal.set_wakeup_fd(-1)
-            # The command line may name files relative to where the server was started (`chdir`
-            # moved us away since): run it from there.
-            try:
-                os.chdir(self.start_dir)
-            except OSError as exc:
-                log.warning("Upgrade: cannot change back to %s (%s); starting from %s", self.start_dir,
-                            exc.strerror, os.getcwd())
-            os.execve(sys.executable, argv, env)
-        finally:
-            os._exit(1)
 
     def watch_upgrade(self) -> None:
         # The new master of an upgrade takes the real pidfile once its parent, the old master, exits.
-        if self.old_master_pid and os.getppid() != self.old_master_pid:
-            log.info("The old master (pid %s) is gone; this master (pid %s) takes over", self.old_master_pid,
-                     self.pid)
-            self.old_master_pid = 0
-            if self.pidfile and self.settings.pidfile:
-                os.replace(self.pidfile, self.settings.pidfile)
-                self.pidfile = self.settings.pidfile
+        if self.upgrade.old_master_gone(self.pid) and self.pidfile and self.settings.pidfile:
+            os.replace(self.pidfile, self.settings.pidfile)
+            self.pidfile = self.settings.pidfile
 
 
 class StopLoop:
     """Returned by a handler to end the master loop."""
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        return f"was killed by signal {sig} ({signal.Signals(sig).name})"
-    return f"exited with code {os.WEXITSTATUS(status)}"
-
-
-def daemonize() -> None:
-    """Detach: fork twice, new session, stdio to /dev/null."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-
-
-def run(source: Any, settings: Settings, logging_by_ini: bool = False) -> int:
-    """Serve until stopped; the exit status for the command."""
-    if settings.capture_output:
-        # First, so every line (the app's prints, our log lines on stderr) lands in the file.
-        logs.capture_output(settings.errorlog)
-    try:
-        logging_by_ini = logs.configure_from(settings.logconfig, settings.logconfig_dict) or logging_by_ini
-    except (ValueError, TypeError, AttributeError, ImportError, KeyError, OSError) as exc:
-        print(f"pasteserve: cannot configure logging from logconfig/logconfig_dict: {exc}", file=sys.stderr)
-        return 2
-    logs.setup_logging(settings.errorlog, settings.loglevel, settings.accesslog, configured_by_ini=logging_by_ini)
-    # The new master of a USR2 upgrade is already detached (its parent, the old master, was):
-    # forking away again would make the old master believe the upgrade died at once.
-    if settings.daemon and MASTER_PID_ENV not in os.environ:
-        if settings.errorlog == "-" and not logging_by_ini:
-            log.warning("daemon with errorlog = - sends the error log to /dev/null; set errorlog to a file")
-        daemonize()
-        if settings.capture_output:
-            logs.capture_output(settings.errorlog)   # daemonize pointed stdio at /dev/null
-    # `umask` applies only while unix sockets are bound (sockets.create_listeners), never to the
-    # files the app creates: the process keeps the umask it was started with.
-    if settings.chdir:
-        # Before any app module is imported: `chdir` is where MODULE:CALLABLE is found.
-        os.environ.setdefault(START_DIR_ENV, os.getcwd())
-        os.chdir(settings.chdir)
-    prepare_import(settings)
-    try:
-        arbiter = Arbiter(source, settings, logging_by_ini)
-    except hooks_mod.HookError as exc:
-        log.error("Cannot start: %s", exc)
-        return 2
-    return arbiter.run()
-

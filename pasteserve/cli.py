@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Patch before the app's modules are imported (eventlet), whichever way they get loaded.
     workers.prepare(current.worker_class)
     logging_by_ini = configure_logging_from_ini(ini_path) if args.paste else False
-    from .arbiter import run
+    from .serve import run
 
     try:
         status = run(source, current, logging_by_ini=logging_by_ini)

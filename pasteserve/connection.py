@@ -111,7 +111,7 @@ class Connection:
         self._sock = sock
         self._ctx = ctx
         self._peer = peer
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if isinstance(peer, tuple):  # TCP (a unix peer is a str); cheaper than sock.family, an enum lookup
             try:
                 # The head and a small body leave in one send; never wait for an ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -261,7 +261,9 @@ class Connection:
             if event is CLOSED:  # the client closed an idle connection
                 self.close()
                 return False
-            # A Request: _handle consumes its body, so Data/EndOfMessage never reach here.
+            if type(event) is EndOfMessage:  # of a request without a body, which Input never pulls
+                continue
+            # A Request: _handle consumes its body, so Data never reaches here.
             if not self._handle(event):
                 return self._state == _LINGER
 

@@ -33,7 +33,7 @@ class PasteServer:
         self.global_conf = global_conf
 
     def __call__(self, app: Callable | None) -> None:
-        from .arbiter import run
+        from .serve import run
 
         if self.settings.reload:
             log.warning("reload = true is for pasteserve_paster and pasteserve; with pserve use `pserve --reload`")
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if server.settings.reload:
         reloader.start("pasteserve.paste.main", server.settings.graceful_timeout,
                        [source.path, server.settings.config, *server.settings.reload_extra_files])
-    from .arbiter import run
+    from .serve import run
 
     try:
         status = run(source, server.settings, logging_by_ini=logging_by_ini)

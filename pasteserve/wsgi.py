@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import stat
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -114,7 +115,7 @@ class Input:
     def __init__(self, pull: Callable[[], bytes], length: int | None = None) -> None:
         self._pull = pull
         self._buf = bytearray()
-        self._done = False
+        self._done = length == 0  # nothing to pull: the connection takes the end from the parser
         self.on_first_read: Callable[[], None] | None = None
         self._length = length  # None for a chunked body
         self.consumed = 0  # bytes pulled so far (some may still be in our buffer)
@@ -146,6 +147,10 @@ class Input:
             raise
         if data:
             self.consumed += len(data)
+            if self.consumed == self._length:
+                # All of a Content-Length body: the connection takes its end from the parser,
+                # so no further pull (and no drain after the app) is needed.
+                self._done = True
         else:
             self._done = True
         return data
@@ -170,6 +175,11 @@ class Input:
                 if not data:
                     return b"".join(parts)
                 parts.append(data)
+        if not buf and size:
+            data = self._next()
+            if len(data) == size or not data:
+                return data  # the usual read of a whole body that came in one piece: no copy
+            buf += data
         while len(buf) < size:
             data = self._next()
             if not data:
@@ -312,6 +322,21 @@ def peer_certificate(sock: ssl.SSLSocket) -> dict[str, Any]:
     return {PEERCERT_KEY: info, CLIENT_CERT_KEY: ssl.DER_cert_to_PEM_cert(der)}
 
 
+# Per connection, these would be the costliest part of its setup (parsing the peer's address
+# takes more than serving a request); their inputs come from the settings and the few peers
+# a worker sees, so they are computed once per distinct input.
+@lru_cache(maxsize=1024)
+def _trusted_peer(address: str, allow: frozenset[str]) -> bool:
+    return trusted_peer(address, allow)
+
+
+@lru_cache(maxsize=16)
+def _scheme_keys(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    """(environ key, lower-case value meaning https) for each trusted scheme header, and the keys."""
+    keys = tuple(("HTTP_" + name.upper().replace("-", "_"), value.lower()) for name, value in headers)
+    return keys, frozenset(key for key, _ in keys)
+
+
 class EnvironBuilder:
     """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
 
@@ -338,7 +363,8 @@ class EnvironBuilder:
         if isinstance(peer, tuple):
             base["REMOTE_ADDR"] = peer[0]
             base["REMOTE_PORT"] = str(peer[1])
-            trusted = trusted_peer(peer[0], forwarded_allow_ips)
+            trusted = _trusted_peer(peer[0], forwarded_allow_ips if type(forwarded_allow_ips) is frozenset
+                                    else frozenset(forwarded_allow_ips))
         else:
             # Unix socket: the peer has no address (Gunicorn passes "" too). Only local
             # processes can connect, typically a front proxy, so it is trusted like one.
@@ -353,11 +379,10 @@ class EnvironBuilder:
         # The client certificate is read at the first request: by then the handshake is done.
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._sock = sock
-        # (environ key, lower-case value meaning https) for the trusted scheme headers.
-        self._scheme_keys = [
-            ("HTTP_" + name.upper().replace("-", "_"), value.lower())
-            for name, value in (secure_scheme_headers or {}).items()
-        ] if trusted else []
+        self._scheme_keys, self._scheme_key_set = (
+            _scheme_keys(tuple(secure_scheme_headers.items())) if trusted and secure_scheme_headers
+            else ((), frozenset())
+        )
         self._trusted = trusted
         self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
 
@@ -409,7 +434,8 @@ class EnvironBuilder:
         if authority is not None:
             # RFC 9112 3.2.2: with an absolute-form target the server ignores Host.
             env["HTTP_HOST"] = authority
-        if self._scheme_keys:
+        # In C, over the few scheme keys (a keys view against a set iterates the set).
+        if self._scheme_keys and not env.keys().isdisjoint(self._scheme_key_set):
             self._apply_scheme_headers(env)
         if self._unix:
             default_port = "443" if env["wsgi.url_scheme"] == "https" else "80"
@@ -623,7 +649,7 @@ class Response:
                 and not self._input.blocks_reuse(self._ctx.max_drain))
         code = self.code
         framing = b""
-        if body_forbidden(self._method, code):
+        if code < 200 or code == 204 or code == 304 or self._method == "HEAD":  # body_forbidden(), inlined
             self._mode = _NONE
             if app.content_length is not None and (code < 200 or code == 204):
                 # RFC 9110 8.6: never a Content-Length on 1xx or 204.

@@ -134,15 +134,22 @@ Event = Union[Request, Data, EndOfMessage, _Sentinel]
 
 _TCHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(f"[{_TCHARS}]+")
-# All field names of a section joined by ":"; an empty name breaks the match.
-_NAME_LIST = re.compile(f"[{_TCHARS}]+(?::[{_TCHARS}]+)*")
 _REQUEST_LINE = re.compile(f"([{_TCHARS}]+) ([\\x21-\\x7e]+) HTTP/([0-9])\\.([0-9])")
 _VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+_VERSIONS = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
+_COMMON_METHODS = frozenset(
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
+)
 # A field value may hold HTAB, SP, VCHAR and obs-text, nothing else.
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Bytes allowed anywhere in a head or trailer section; CR/LF pairing and the
 # stricter request-line grammar are checked separately.
-_SECTION_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+# As a translation table: allowed bytes become 1, the others 0, so one table lookup per
+# byte and a memchr find a bad byte (cheaper than translate() with deletechars, which
+# builds its table on every call).
+_SECTION_CLASSES = bytes(
+    1 if b in (9, 10, 13) or 0x20 <= b < 0x7F or b >= 0x80 else 0 for b in range(256)
+)
 _BARE_CR_OR_LF = re.compile(rb"\r[^\n]|(?<!\r)\n")
 
 _SUB = "A-Za-z0-9\\-._~!$&'()*+,;="  # unreserved and sub-delims (RFC 3986)
@@ -171,12 +178,22 @@ _CHUNK_LINE = re.compile(
 _SPECIAL = frozenset(
     ["CONTENT-LENGTH", "TRANSFER-ENCODING", "HOST", "CONNECTION", "EXPECT", "CONTENT-TYPE"]
 )
+# What clients usually send as their one Connection field, already split and lower-cased.
+_USUAL_CONNECTION = {
+    (value,): (value.lower(),) for value in ("keep-alive", "Keep-Alive", "close", "Close")
+}
 # Trailers that would change framing or routing if anything merged them into
 # the header section (RFC 9110 section 6.5.1); refusing them is cheap.
 _FORBIDDEN_TRAILERS = frozenset(
     ["CONTENT-LENGTH", "TRANSFER-ENCODING", "TRAILER", "HOST", "CONNECTION", "KEEP-ALIVE",
      "UPGRADE", "TE", "EXPECT"]
 )
+
+# Clients send the same few field names over and over: a name checked once is then
+# looked up, with its upper-case form. Bounded so that a client inventing names per
+# request cannot grow it forever.
+_FIELD_NAMES_MAX = 1024
+_field_names: dict[str, str] = {}
 
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
@@ -214,10 +231,10 @@ def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
     text = section.decode("latin-1")
     lines = text.split("\r\n")
     lines.pop()
-    count = len(lines)
-    if text.count("\n") != count or text.count("\r") != count:
+    rest = "".join(lines)  # a CR or LF left once the CRLFs are gone is a bare one
+    if "\r" in rest or "\n" in rest:
         raise BadRequest(f"bare CR or LF in the {what}")
-    if section.translate(None, _SECTION_BYTES):
+    if 0 in section.translate(_SECTION_CLASSES):
         number = next(n for n, line in enumerate(lines, 1) if _BAD_VALUE_CHAR.search(line))
         raise BadRequest(f"control character in line {number} of the {what}")
     return lines
@@ -226,8 +243,8 @@ def _split_lines(section: bytes | bytearray, what: str) -> list[str]:
 def _field_error(lines: list[str], what: str) -> BadRequest:
     """Name the first malformed field line (the slow path, errors only).
 
-    Only called once a bulk check failed, after ``_split_lines`` vouched for
-    the characters, so one of these syntax problems is certain to be found.
+    Only called once a line had no colon or its name was no token, after
+    ``_split_lines`` vouched for the characters, so one of these problems is found.
     """
     number, line = next(
         (number, line)
@@ -289,7 +306,7 @@ def _check_target(method: str, target: str) -> None:
             raise BadRequest(f"invalid request target: {_excerpt(target)}")
 
 
-def _list_members(values: list[str]) -> list[str]:
+def _list_members(values: tuple[str, ...]) -> list[str]:
     """Members of a comma-separated list field, lower-cased, empties dropped."""
     members = []
     for value in values:
@@ -300,7 +317,7 @@ def _list_members(values: list[str]) -> list[str]:
     return members
 
 
-def _transfer_codings(values: list[str]) -> None:
+def _transfer_codings(values: tuple[str, ...]) -> None:
     """Validate Transfer-Encoding: ``chunked`` exactly once and last."""
     # An empty element (", chunked", "chunked,") is legal list syntax, but peers refuse it and a
     # proxy that ignores such a field would frame the body differently: refuse it too.
@@ -346,6 +363,7 @@ class RequestParser:
         self._skipped_empty_line = False
         self._remaining = 0
         self._body_total = 0
+        self._valid_host: str | None = None
 
     # --- public interface ---------------------------------------------------
 
@@ -422,8 +440,11 @@ class RequestParser:
         del buf[:count]  # cheap: a bytearray drops its head without moving the rest
         return data
 
-    def _parse_fields(self, lines: list[str], what: str, size: int) -> list[tuple[str, str]]:
-        """Header or trailer fields from their lines (``size`` bytes in all)."""
+    def _parse_fields(
+        self, lines: list[str], what: str, size: int, watch: frozenset[str]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Header or trailer fields from their lines (``size`` bytes in all), and
+        those of them whose names are in ``watch``."""
         if len(lines) > self._fields_max:
             raise HeaderFieldsTooLarge(f"more than {self._fields_max} {what} fields")
         field_max = self._field_max
@@ -435,18 +456,25 @@ class RequestParser:
                     )
         fields = []
         append = fields.append
-        names = []
-        append_name = names.append
+        watched = []
+        known = _field_names
         try:
             for line in lines:
                 name, value = line.split(":", 1)
-                append_name(name)
-                append((name.upper(), value.strip(" \t")))
+                upper = known.get(name)
+                if upper is None:
+                    if _TOKEN.fullmatch(name) is None:
+                        raise _field_error(lines, what)
+                    upper = name.upper()
+                    if len(known) < _FIELD_NAMES_MAX:
+                        known[name] = upper
+                field = (upper, value.strip(" \t"))
+                append(field)
+                if upper in watch:
+                    watched.append(field)
         except ValueError:
             raise _field_error(lines, what) from None
-        if names and _NAME_LIST.fullmatch(":".join(names)) is None:
-            raise _field_error(lines, what)
-        return fields
+        return fields, watched
 
     # --- readers, one per state ----------------------------------------------
 
@@ -469,7 +497,10 @@ class RequestParser:
             del buf[:2]
             return self._read_head()
         scanned = self._scanned
-        end = self._find(b"\r\n\r\n")
+        # Usually the whole head came in one piece: found without the incremental scan.
+        end = -1 if scanned else buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = self._find(b"\r\n\r\n")  # checks the new bytes, remembers how far
         if end < 0:
             self._check_partial_head(scanned)
             return NEED_DATA
@@ -512,40 +543,56 @@ class RequestParser:
         line = lines[0]
         if len(line) > self._line_max:
             raise URITooLong(f"request line longer than {self._line_max} bytes")
-        match = _REQUEST_LINE.fullmatch(line)
-        if match is None:
-            raise _request_line_error(line)
-        method, target, major, minor = match.groups()
-        if major != "1":
-            raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
-        version = (1, 0) if minor == "0" else (1, 1)
-        _check_target(method, target)
+        # Fast path for the usual line: string methods are cheaper than the regex, which
+        # decides (and words the error) whenever they do not vouch for the line.
+        parts = line.split(" ")
+        if (
+            len(parts) == 3
+            and parts[0] in _COMMON_METHODS
+            and parts[2] in _VERSIONS
+            and parts[1]
+            and parts[1].isascii()
+            and "\t" not in parts[1]  # the bulk check refused other controls: VCHAR only
+        ):
+            method, target, protocol = parts
+            version = _VERSIONS[protocol]
+        else:
+            match = _REQUEST_LINE.fullmatch(line)
+            if match is None:
+                raise _request_line_error(line)
+            method, target, major, minor = match.groups()
+            if major != "1":
+                raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
+            version = (1, 0) if minor == "0" else (1, 1)
+        if target[0] != "/" or method == "CONNECT":
+            _check_target(method, target)
         del lines[0]
-        headers = self._parse_fields(lines, "header", len(head))
+        headers, special = self._parse_fields(lines, "header", len(head), _SPECIAL)
 
-        lengths: list[str] = []
-        codings: list[str] = []
-        connection: list[str] = []
-        expect: list[str] = []
+        # Tuples: nothing allocated for the fields a request does not have.
+        lengths: tuple[str, ...] = ()
+        codings: tuple[str, ...] = ()
+        connection: tuple[str, ...] = ()
+        expect: tuple[str, ...] = ()
         seen_host = seen_type = False
-        for name, value in headers:
-            if name not in _SPECIAL:
-                continue
+        for name, value in special:
             if name == "CONTENT-LENGTH":
-                lengths.append(value)
+                lengths += (value,)
             elif name == "TRANSFER-ENCODING":
-                codings.append(value)
+                codings += (value,)
             elif name == "CONNECTION":
-                connection.append(value)
+                connection += (value,)
             elif name == "EXPECT":
-                expect.append(value)
+                expect += (value,)
             elif name == "HOST":
                 if seen_host:
                     raise BadRequest("more than one Host header")
                 seen_host = True
-                host = _HOST_FIELD.fullmatch(value)
-                if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
-                    raise BadRequest(f"invalid Host header: {_excerpt(value)}")
+                if value != self._valid_host:  # a connection's requests name one host
+                    host = _HOST_FIELD.fullmatch(value)
+                    if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
+                        raise BadRequest(f"invalid Host header: {_excerpt(value)}")
+                    self._valid_host = value
             elif name == "CONTENT-TYPE":
                 if seen_type:
                     raise BadRequest("more than one Content-Type header")
@@ -567,7 +614,9 @@ class RequestParser:
         elif lengths:
             content_length = self._content_length(lengths)
 
-        members = _list_members(connection) if connection else ()
+        members = _USUAL_CONNECTION.get(connection) if connection else ()
+        if members is None:
+            members = _list_members(connection)
         if "close" in members:
             keep_alive = False
         else:
@@ -596,7 +645,7 @@ class RequestParser:
             method, target, version, headers, content_length, chunked, keep_alive, expect_continue
         )
 
-    def _content_length(self, values: list[str]) -> int:
+    def _content_length(self, values: tuple[str, ...]) -> int:
         if len(values) > 1:
             raise BadRequest("more than one Content-Length header")
         value = values[0]
@@ -690,10 +739,9 @@ class RequestParser:
         section = buf[: end + 2]
         del buf[: end + 4]
         lines = _split_lines(section, "trailer section")
-        trailers = self._parse_fields(lines, "trailer", len(section))
-        for name, _ in trailers:
-            if name in _FORBIDDEN_TRAILERS:
-                raise BadRequest(f"{_excerpt(name)} is not allowed in a trailer section")
+        trailers, forbidden = self._parse_fields(lines, "trailer", len(section), _FORBIDDEN_TRAILERS)
+        if forbidden:
+            raise BadRequest(f"{_excerpt(forbidden[0][0])} is not allowed in a trailer section")
         self._state = _IDLE
         return EndOfMessage(trailers)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from functools import lru_cache
 
 __all__ = [
     "LAST_CHUNK",
@@ -51,11 +52,18 @@ _SPECIAL["connection"] = _CONNECTION
 _NAME_CACHE_MAX = 1024
 _names: dict[str, int] = {}
 
+# Whole header items repeat too (Content-Type, Vary, X-Frame-Options ...): one checked once is
+# rendered from here afterwards. Only plain ones: Content-Length, Date and Server need their
+# kind handled every time. Bounded like the names.
+_ITEMS_MAX = 1024
+_items: dict[tuple[str, str], str] = {}
+
 # Status strings repeat even more ("200 OK"); same idea.
 _STATUS_CACHE_MAX = 256
 _statuses: dict[str, tuple[int, bytes]] = {}
 
-_date_cache: list = [0, b""]
+# [the time at which the cached line goes stale, the line]
+_date_cache: list = [0.0, b""]
 
 
 class ResponseError(AssertionError):
@@ -64,13 +72,18 @@ class ResponseError(AssertionError):
 
 def date_line(now: float | None = None) -> bytes:
     """``Date: <IMF-fixdate>\\r\\n``, formatted once per second."""
-    second = int(time.time() if now is None else now)
-    if second != _date_cache[0]:
-        _date_cache[1] = b"Date: %s\r\n" % formatdate(second, usegmt=True).encode("ascii")
-        _date_cache[0] = second
-    return _date_cache[1]
+    if now is None:
+        now = time.time()
+    cache = _date_cache
+    # One float comparison per response; a clock that steps back re-renders too.
+    if not cache[0] - 1.0 <= now < cache[0]:
+        second = int(now)
+        cache[1] = b"Date: %s\r\n" % formatdate(second, usegmt=True).encode("ascii")
+        cache[0] = second + 1.0
+    return cache[1]
 
 
+@lru_cache(maxsize=16)  # called per connection, with the one configured string
 def server_line(server_software: str) -> bytes:
     """``Server: ...\\r\\n`` for a configured server string (validated like app headers)."""
     if not server_software:
@@ -149,14 +162,27 @@ def check_headers(headers: object) -> AppHeaders:
     content_length = None
     has_date = has_server = close = False
     names = _names
+    items = _items
     for item in headers:
-        if type(item) is not tuple or len(item) != 2:
+        if type(item) is not tuple:
             raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}")
-        name, value = item
+        try:
+            line = items.get(item)
+        except TypeError:  # an unhashable member: the checks below name it
+            line = None
+        # Equal to a checked item; exact types too, as equality alone would let a str subclass in.
+        if line is not None and type(item[0]) is str and type(item[1]) is str:
+            lines.append(line)
+            continue
+        try:
+            name, value = item
+        except ValueError:
+            raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}") from None
         kind = names.get(name) if type(name) is str else None
         if kind is None:
             kind = _check_name(name)
-        _check_value(name, value)
+        if type(value) is not str or not value.isprintable():  # the common case without a call
+            _check_value(name, value)
         if kind:
             if kind == _CONNECTION:
                 # Only "close" (eventlet.websocket and many apps send it with a refusal): the
@@ -171,15 +197,18 @@ def check_headers(headers: object) -> AppHeaders:
             if kind == _LENGTH:
                 if content_length is not None:
                     raise ResponseError("more than one Content-Length header")
-                stripped = value.strip(" \t")
-                if not stripped.isdigit() or not stripped.isascii():
+                digits = value if value.isdigit() else value.strip(" \t")  # rarely anything to strip
+                if not digits.isdigit() or not digits.isascii():
                     raise ResponseError(f"invalid Content-Length {value!r}")
-                content_length = int(stripped)
+                content_length = int(digits)
             elif kind == _DATE:
                 has_date = True
             else:
                 has_server = True
-        lines.append(f"{name}: {value}\r\n")
+        line = f"{name}: {value}\r\n"
+        if not kind and len(items) < _ITEMS_MAX:
+            items[item] = line
+        lines.append(line)
     try:
         block = "".join(lines).encode("latin-1")
     except UnicodeEncodeError as exc:
@@ -198,11 +227,17 @@ def render_head(status: bytes, server: bytes, headers: AppHeaders, framing: byte
     ``status`` is a :func:`status_line`, ``server`` a :func:`server_line`, ``framing`` the
     headers the server adds itself (Content-Length / Transfer-Encoding / Connection lines).
     """
+    date = b""
+    if not headers.has_date:
+        date = _date_cache[1]
+        now = time.time()
+        if not _date_cache[0] - 1.0 <= now < _date_cache[0]:  # date_line()'s check, without the call
+            date = date_line(now)
     return b"".join(
         (
             status,
             b"" if headers.has_server else server,
-            b"" if headers.has_date else date_line(),
+            date,
             headers.block,
             framing,
             b"\r\n",

@@ -189,7 +189,7 @@ class Worker:
         signal.signal(signal.SIGQUIT, self.handle_quit)
         signal.signal(signal.SIGABRT, self.handle_abort)
         signal.signal(signal.SIGUSR1, self.handle_usr1)
-        # The master blocked its signals across the fork (see Arbiter.spawn_worker); with our own
+        # The master blocked its signals across the fork (see Workforce.spawn_worker); with our own
         # handlers in place, a worker starts with nothing blocked.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 

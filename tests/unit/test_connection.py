@@ -1001,3 +1001,17 @@ def test_without_takeover_websocket_upgrades_are_refused_before_the_app(pair, ca
     assert reader.response().body == b"Hello, World!"   # the next request, same connection
     assert "Refused a websocket upgrade" in caplog.text
     conn.close()
+
+
+def test_tcp_connections_send_without_delay_and_unix_ones_need_no_option():
+    ctx = ServerContext(app=apps.hello, limits=Limits())
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()) as client:
+        server_side, peer = listener.accept()
+        with server_side:
+            conn = Connection(server_side, peer, ctx)
+            assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            conn.close()
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        Connection(left, "", ctx).close()

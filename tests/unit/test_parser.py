@@ -271,6 +271,8 @@ def test_data_is_bytes(style: str) -> None:
 
 BAD_REQUEST_LINES = [
     pytest.param(b"GET  / HTTP/1.1", BadRequest, id="double-space"),
+    pytest.param(b"GET  HTTP/1.1", BadRequest, id="empty-target"),
+    pytest.param(b"GET /a\tb HTTP/1.1", BadRequest, id="target-tab"),
     pytest.param(b"GET / HTTP/1.1 ", BadRequest, id="trailing-space"),
     pytest.param(b" GET / HTTP/1.1", BadRequest, id="leading-space"),
     pytest.param(b"GET /", BadRequest, id="no-version"),
@@ -649,6 +651,25 @@ def test_limits_reject_negative_values() -> None:
         Limits(limit_request_fields=-1)
     with pytest.raises(ValueError):
         Limits(max_chunk_size_digits=0)
+
+
+# --- what was checked once (caches) vouches for nothing else ------------------
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", id="host-changes-to-invalid"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-Token\r\n\r\n", id="known-name-without-colon"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-Token : 1\r\n\r\n", id="known-name-then-space"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-Token: \x01\r\n\r\n", id="known-name-bad-value"),
+    ],
+)
+def test_a_valid_request_does_not_vouch_for_the_next(second: bytes, style: str) -> None:
+    first = b"GET / HTTP/1.1\r\nHost: a\r\nX-Token: 1\r\n\r\n"
+    with pytest.raises(BadRequest):
+        parse(first + second, style)
+    assert parse(first, style)[0] == req(headers=[("HOST", "a"), ("X-TOKEN", "1")])
 
 
 # --- pipelining, streaming, EOF, state ---------------------------------------

@@ -111,6 +111,20 @@ class TestCheckHeaders:
         with pytest.raises(r.ResponseError):
             r.check_headers([("X-Cached", "1"), ("Upgrade", "h2c")])
 
+    def test_an_item_checked_before_vouches_only_for_itself(self):
+        class Text(str):
+            pass
+
+        first = r.check_headers([("X-Seen", "yes"), ("Content-Length", "3")])
+        again = r.check_headers([("X-Seen", "yes"), ("Content-Length", "3")])
+        assert again.block == first.block == b"X-Seen: yes\r\nContent-Length: 3\r\n"
+        assert again.content_length == 3
+        for item in [(Text("X-Seen"), "yes"), ("X-Seen", Text("yes")), ("X-Seen", ["yes"])]:
+            with pytest.raises(r.ResponseError):
+                r.check_headers([item])
+        with pytest.raises(r.ResponseError):  # Content-Length is checked every time
+            r.check_headers([("X-Seen", "yes"), ("Content-Length", "3"), ("Content-Length", "3")])
+
 
 class TestDate:
     def test_format(self):

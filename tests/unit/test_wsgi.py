@@ -80,12 +80,21 @@ class TestInputRead:
         inp = make_input()
         assert inp.read() == b"" and inp.readline() == b"" and inp.readlines() == [] and list(inp) == []
 
+    def test_an_empty_body_is_never_pulled(self):
+        # The connection ends a request without a body itself; wsgi.input must not ask it for bytes.
+        source = Source()
+        inp = Input(source, 0)
+        assert inp.done and inp.received and not inp.blocks_reuse(0)
+        assert inp.read() == b"" and inp.readline() == b"" and inp.read(5) == b""
+        assert inp.drain(0)
+        assert source.calls == 0
+
     def test_read_never_pulls_past_the_end(self):
         source = Source(b"ab")
         inp = Input(source, 2)
         assert inp.read(10) == b"ab"
         assert inp.read(10) == b""
-        assert source.calls == 2  # the piece, then the end; nothing after
+        assert source.calls == 1  # the piece; the end of a Content-Length body is the connection's to take
 
     def test_read_after_partial_buffer(self):
         inp = make_input(b"line1\nrest", b"more")
