@@ -85,6 +85,10 @@ class Worker:
         self.alive = True
         self.retiring = False
         self.drain_until = 0.0   # set when told to stop (see DRAIN_WINDOW)
+        # Under a development reloader no proxy is in front, and pserve --reload waits one second
+        # for the server to stop: a browser's idle keep-alive connection must not hold the restart.
+        # Decided here, not in the signal handler that starts the stop (no imports in there).
+        self.drain_window = 0.0 if reloader.active() else min(DRAIN_WINDOW, settings.graceful_timeout)
         # Set by signal handlers, acted on by the worker's loop (reopen) or init_process (hook).
         self.reopen_logs = False
         self.exit_hook: str | None = None
@@ -193,14 +197,9 @@ class Worker:
         # handlers in place, a worker starts with nothing blocked.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
-    def drain_window(self) -> float:
-        # Under a development reloader no proxy is in front, and pserve --reload waits one second
-        # for the server to stop: a browser's idle keep-alive connection must not hold the restart.
-        return 0.0 if reloader.active() else min(DRAIN_WINDOW, self.settings.graceful_timeout)
-
     def stop_serving(self, retire: bool) -> None:
         if self.alive:
-            self.drain_until = time.monotonic() + self.drain_window()
+            self.drain_until = time.monotonic() + self.drain_window
         self.alive = False
         self.heartbeat.set_stopping(self.slot)
         self.retiring = self.retiring or retire

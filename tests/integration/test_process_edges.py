@@ -36,6 +36,18 @@ def worker_lines(worker_class: str) -> str:
 
 # --- 5. signals ------------------------------------------------------------------------------------
 
+def test_term_to_the_whole_process_group_stops_cleanly(start_server, worker_class):
+    """What `systemctl stop` (KillMode=control-group) and `timeout` do: every process gets TERM at
+    once, the workers also a second one from the master. A signal handler that did real work (an
+    import, once) was re-entered and the worker died with a traceback."""
+    server = start_server("pasteserve_paster", ini=ini("workers = 2", worker_class))
+    server.wait_workers(2)
+    assert get(server.port, "/")[0] == 200
+    os.killpg(server.pid, signal.SIGTERM)
+    assert server.wait_exit(20) == 0
+    assert "Traceback" not in server.log()
+
+
 def test_a_burst_of_signals_never_drops_a_new_kind(start_server, tmp_path):
     # The master is busy (a slow on_reload hook) while a burst of CHLD arrives, then TERM.
     conf = tmp_path / "conf.py"
