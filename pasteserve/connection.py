@@ -20,7 +20,6 @@ from a green thread. A connection is in one of five states:
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import ssl
 import time
@@ -30,6 +29,7 @@ from typing import Any, Callable
 
 from pasteserve import __version__, takeover
 from pasteserve.allowlist import AllowList
+from pasteserve.green import original
 from pasteserve.http.errors import HeaderFieldsTooLarge, IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.proxy_protocol import BadProxyHeader, parse_proxy_header
@@ -37,7 +37,7 @@ from pasteserve.http.response import error_response, server_line
 from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
 
-__all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
+__all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE", "poll_readable"]
 
 RECV_SIZE = 65536
 LINGER = 2.0
@@ -49,8 +49,13 @@ def _secure_scheme_headers() -> dict[str, str]:
     return {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
 
 
-def poll_readable(sock: socket.socket, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``sock`` to have bytes to read (or to be closed)."""
+def poll_readable(sock: socket.socket | int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``sock`` to have bytes to read (or to be closed).
+
+    The unpatched poll: under eventlet this waits the process, so there it is only for a check
+    with ``seconds = 0`` (the eventlet worker waits in its hub instead, see wait_readable).
+    """
+    select = original("select")
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(seconds * 1000))

@@ -25,11 +25,9 @@ from eventlet.greenpool import GreenPool
 from eventlet.semaphore import Semaphore
 
 from .. import logs
-from ..connection import Connection, ServerContext
+from ..connection import Connection, ServerContext, poll_readable
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
-
-_select = eventlet.patcher.original("select")
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
@@ -53,7 +51,7 @@ class _Overdue(GreenletExit):
 
 def green_wait_readable(sock: socket.socket, seconds: float) -> bool:
     """Wait in the hub, not the process, for ``sock`` to have bytes (or be closed)."""
-    if _readable_now(sock.fileno()):
+    if poll_readable(sock.fileno(), 0):
         return True   # the usual case while a body streams in: no timer, no switch
     try:
         hubs.trampoline(sock.fileno(), read=True, timeout=seconds, timeout_exc=_Expired)
@@ -298,7 +296,7 @@ class EventletWorker(Worker):
             eventlet.kill(greenlet, _Stopping)
         if not self.retiring:
             for conn in self.drain_handoff():
-                if _readable_now(conn.fileno()):
+                if poll_readable(conn.fileno(), 0):
                     # Its client sent a request already: answer it (capacity no longer matters).
                     self.pool.spawn_n(self.keep_serving, conn, False)
                 else:
@@ -315,9 +313,3 @@ class EventletWorker(Worker):
             self.pool.waitall()
         for greenlet in list(self.pool.coroutines_running):
             eventlet.kill(greenlet, _Overdue)   # the app's cleanup runs, then keep_serving closes the socket
-
-
-def _readable_now(fd: int) -> bool:
-    poller = _select.poll()   # the unpatched poll: a check that never waits
-    poller.register(fd, _select.POLLIN)
-    return bool(poller.poll(0))
