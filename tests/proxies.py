@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import REPO
+from tests.server import REPO, free_port
 
 EXAMPLES = REPO / "docs" / "examples"
 EXAMPLE_UPSTREAMS = ("127.0.0.1:8000", "127.0.0.1:8001")
@@ -41,12 +41,6 @@ def certificate(directory: Path) -> tuple[str, str]:
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     (directory / "cert+key.pem").write_bytes(cert.read_bytes() + key.read_bytes())
     return str(cert), str(key)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def example(name: str, upstreams: list[int], listen: int | None = None) -> tuple[str, int]:

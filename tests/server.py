@@ -73,12 +73,7 @@ class Server:
 
     def children(self, pid: int | None = None) -> list[int]:
         """Worker pids: the direct children of the master (or of `pid`)."""
-        pid = pid or self.pid
-        try:
-            out = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in out.split()]
+        return children(pid or self.pid)
 
     def wait_workers(self, count: int, timeout: float = 20.0, pid: int | None = None) -> list[int]:
         """Wait until exactly `count` workers run and answer; returns their pids."""
@@ -208,6 +203,21 @@ def get(port: int, path: str = "/", headers: Iterable[str] = ()) -> tuple[int, d
 
 
 # --- process helpers for the signal, reload and upgrade tests ------------------------------------
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (none once it is gone)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for servers that must bind a known port (reloads, proxies)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 def parent_pid(pid: int) -> int:
     """The parent of `pid` (0 when it is gone)."""

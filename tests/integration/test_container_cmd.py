@@ -7,7 +7,7 @@ import os
 import re
 import signal
 
-from tests.proxies import free_port
+from tests.server import free_port
 from tests.server import BIN, REPO, Server, get
 
 

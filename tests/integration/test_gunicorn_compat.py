@@ -180,7 +180,7 @@ def test_web_concurrency_sets_workers_unless_set_elsewhere(tmp_path):
 
 
 def test_port_from_the_environment_is_served(start_server, tmp_path):
-    from tests.integration.test_reload import free_port
+    from tests.server import free_port
 
     port = free_port()
     env = {"PORT": str(port), "GUNICORN_CMD_ARGS": "-w 1"}

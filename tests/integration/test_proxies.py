@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.load import Load
 from tests.proxies import certificate, example, start_proxy  # noqa: F401  (fixture)
-from tests.server import Client, alive, get, wait_gone, wait_until
+from tests.server import Client, alive, children, get, wait_gone, wait_until
 
 APP = "tests.integration.hookmod:app"
 POST_BODY = b"x" * 3000
@@ -113,13 +113,6 @@ def read_pid(path: Path) -> int:
         return int(path.read_text().strip() or 0)
     except (OSError, ValueError):
         return 0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def wait_booted(pid: int, count: int, old=()) -> list[int]:

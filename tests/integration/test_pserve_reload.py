@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from tests.integration.test_reload import free_port
+from tests.server import free_port
 from tests.server import BIN, Client, Server, alive, get, wait_until
 
 INI = """\

@@ -1,16 +1,8 @@
 """`reload = true` (hupper): editing the app's code restarts the server with the new code."""
 
-import socket
 import time
 
-from tests.server import get
-
-
-def free_port() -> int:
-    # The reloaded server binds again, so it needs a fixed port rather than port 0.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.server import free_port, get
 
 
 APP = '''

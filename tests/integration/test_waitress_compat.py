@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.conftest import ini_text
-from tests.integration.test_reload import free_port
+from tests.server import free_port
 from tests.server import BIN, REPO, Server, get, request, wait_until
 
 APP = "use = call:tests.integration.compat_app:factory"
