@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/engine.py --instructions   # CPU instructions per request (valgrind)
 
 A :class:`pasteserve.connection.Connection` serves requests from an in-memory socket: each
-``recv`` returns one request head, each ``sendall`` is kept for checking. That is everything a
+``recv`` returns one request head, each ``send`` is kept for checking. That is everything a
 worker does per request between its ``recv`` and its ``send`` (parser, environ,
 ``start_response``, header checks and rendering, framing, bookkeeping), with neither the kernel
 nor the other processes on the machine in the number. ``wrk`` and ``browser`` are keep-alive
@@ -79,8 +79,9 @@ class MemorySocket:
     def recv(self, size: int) -> bytes:
         return self.head
 
-    def sendall(self, data: bytes) -> None:
+    def send(self, data: bytes) -> int:
         self.sent.append(data)
+        return len(data)
 
     def setsockopt(self, *args: object) -> None:
         pass

@@ -25,15 +25,16 @@ import ssl
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
-from pasteserve import __version__, takeover
+from pasteserve import __version__, nonblocking, takeover
 from pasteserve.allowlist import AllowList
-from pasteserve.green import original
 from pasteserve.http.errors import HeaderFieldsTooLarge, IncompleteMessage, ProtocolError, RequestTimeout
 from pasteserve.http.parser import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, Request, RequestParser
 from pasteserve.http.proxy_protocol import BadProxyHeader, parse_proxy_header
 from pasteserve.http.response import error_response, server_line
+from pasteserve.nonblocking import poll_readable
 from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
 
@@ -47,18 +48,6 @@ _IDLE, _HEAD, _LINGER, _CLOSED, _TAKEN = range(5)
 
 def _secure_scheme_headers() -> dict[str, str]:
     return {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
-
-
-def poll_readable(sock: socket.socket | int, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``sock`` to have bytes to read (or to be closed).
-
-    The unpatched poll: under eventlet this waits the process, so there it is only for a check
-    with ``seconds = 0`` (the eventlet worker waits in its hub instead, see wait_readable).
-    """
-    select = original("select")
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(seconds * 1000))
 
 
 @dataclass
@@ -110,7 +99,7 @@ class Connection:
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
                  "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied",
-                 "_rest_timeout")
+                 "_nonblocking", "_sendall", "_sendfile")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -142,10 +131,17 @@ class Connection:
         self._since = time.monotonic()
         self._wait = ctx.header_timeout  # a new connection owes us a request
         self._body_deadline = 0.0        # set by the first body read that waits on the socket
-        # A worker whose selector does the waiting hands us a non-blocking socket: reads between
-        # requests never wait (a TLS record cut short goes back to the selector), and only while
-        # a request runs do body reads and writes wait, up to io_timeout each.
-        self._rest_timeout = sock.gettimeout()
+        # A worker whose selector does the waiting hands us a non-blocking socket, and it stays
+        # so: reads between requests never wait (a TLS record cut short goes back to the
+        # selector), and while a request runs, body reads and writes wait by themselves, up to
+        # io_timeout each, only when the kernel says they must (see pasteserve.nonblocking).
+        self._nonblocking = sock.gettimeout() == 0.0
+        if self._nonblocking:
+            self._sendall = partial(nonblocking.sendall, sock, timeout=ctx.io_timeout)
+            self._sendfile = ctx.sendfile or partial(nonblocking.sendfile, timeout=ctx.io_timeout)
+        else:
+            self._sendall = sock.sendall
+            self._sendfile = ctx.sendfile
         # The bytes of a PROXY protocol header so far, while one is owed before the request.
         self._proxy: bytes | None = None
         self._proxied = False
@@ -295,22 +291,11 @@ class Connection:
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""
-        rest, sock = self._rest_timeout, self._sock
-        if rest == self._ctx.io_timeout:
-            return self._handle_request(req)
-        sock.settimeout(self._ctx.io_timeout)
-        try:
-            return self._handle_request(req)
-        finally:
-            if self._state not in (_CLOSED, _TAKEN):   # a taken socket is the app's business
-                sock.settimeout(rest)
-
-    def _handle_request(self, req: Request) -> bool:
         ctx = self._ctx
         started = time.monotonic()
         inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
         resp = Response(self._sock, req, inp, ctx, self._server,
-                        req.keep_alive and ctx.keepalive > 0 and ctx.alive)
+                        req.keep_alive and ctx.keepalive > 0 and ctx.alive, self._sendall, self._sendfile)
         if req.expect_continue and req.version >= (1, 1) and (req.chunked or req.content_length):
             inp.on_first_read = resp.send_continue
         try:
@@ -427,7 +412,12 @@ class Connection:
             if event is NEED_DATA:
                 ctx = self._ctx
                 try:
-                    data = self._recv_body() if ctx.body_timeout is not None else self._sock.recv(RECV_SIZE)
+                    if ctx.body_timeout is not None:
+                        data = self._recv_body()
+                    elif self._nonblocking:
+                        data = nonblocking.recv(self._sock, RECV_SIZE, ctx.io_timeout)
+                    else:
+                        data = self._sock.recv(RECV_SIZE)
                 except TimeoutError:
                     raise RequestTimeout("timed out reading the request body") from None
                 except OSError as exc:
@@ -447,20 +437,25 @@ class Connection:
 
     def _recv_body(self) -> bytes:
         """The next body bytes, waiting no longer than the body's deadline."""
-        self._wait_for_body(self._ctx.body_timeout)
-        if self._pending is None:
-            return self._sock.recv(RECV_SIZE)   # readable: a plain recv returns at once
-        # TLS: readable may be part of a record, which a timed recv would wait for past the deadline.
+        body_timeout = self._ctx.body_timeout
+        self._wait_for_body(body_timeout)
         sock = self._sock
-        sock.settimeout(0.0)
+        if self._pending is None and not self._nonblocking:
+            return sock.recv(RECV_SIZE)   # readable: a plain recv returns at once
+        # Never wait inside recv: readable may be only part of a TLS record, which a timed recv
+        # would wait for past the deadline.
+        timed = not self._nonblocking
+        if timed:
+            sock.settimeout(0.0)
         try:
             while True:
                 try:
                     return sock.recv(RECV_SIZE)
                 except (ssl.SSLWantReadError, BlockingIOError):
-                    self._wait_for_body(self._ctx.body_timeout)
+                    self._wait_for_body(body_timeout)
         finally:
-            sock.settimeout(self._ctx.io_timeout)
+            if timed:
+                sock.settimeout(self._ctx.io_timeout)
 
     def _wait_for_body(self, body_timeout: float) -> None:
         """Wait for body bytes only until the body's deadline (the socket's own timeout stays

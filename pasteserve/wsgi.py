@@ -1,8 +1,8 @@
 """The PEP 3333 adapter: environ, wsgi.input, wsgi.errors, file_wrapper, start_response.
 
 Nothing here reads the socket: request bytes reach :class:`Input` through a ``pull``
-callable supplied by the connection. :class:`Response` writes to the socket it is given
-(``sendall`` / ``sendfile``) and decides the framing of each response.
+callable supplied by the connection. :class:`Response` writes through the ``sendall`` and
+``sendfile`` callables the connection gives it, and decides the framing of each response.
 """
 
 from __future__ import annotations
@@ -477,7 +477,7 @@ class Response:
     __slots__ = (
         "sock", "status", "headers", "code", "head_sent", "sent", "keep_alive", "broken",
         "_method", "_http10", "_input", "_ctx", "_server", "_line", "_app",
-        "_mode", "_remaining", "_warned",
+        "_mode", "_remaining", "_warned", "_sendall", "_sendfile",
     )
 
     @property
@@ -486,8 +486,14 @@ class Response:
         return self.code
 
     def __init__(self, sock: socket.socket, req: Any, wsgi_input: Input, ctx: Any,
-                 server: bytes, keep_alive: bool) -> None:
+                 server: bytes, keep_alive: bool,
+                 sendall: Callable[[bytes], None],
+                 sendfile: Callable[[socket.socket, Any, int, int], int] | None) -> None:
         self.sock = sock
+        # How bytes and files leave: the connection's way for its socket (see
+        # pasteserve.nonblocking); no sendfile: the socket's own.
+        self._sendall = sendall
+        self._sendfile = sendfile
         self.status: str | None = None  # as given by the app (or our error page)
         self.headers: list[tuple[str, str]] = []
         self.code = 0
@@ -553,7 +559,7 @@ class Response:
                 self._send_head(head, self._frame(body))
                 self._end()
                 return
-            if kind is FileWrapper and self._sendfile(result):  # type: ignore[arg-type]
+            if kind is FileWrapper and self._send_file(result):  # type: ignore[arg-type]
                 self._end()
                 return
         write = self.write
@@ -576,7 +582,7 @@ class Response:
         elif self._mode == _CLOSE:
             self.keep_alive = False
 
-    def _sendfile(self, wrapper: FileWrapper) -> bool:
+    def _send_file(self, wrapper: FileWrapper) -> bool:
         """Send a regular file with sendfile(2); False to fall back to iteration."""
         if isinstance(self.sock, ssl.SSLSocket):
             return False
@@ -595,7 +601,7 @@ class Response:
             return True
         count = size if self._mode == _CLOSE else min(size, self._remaining)
         if count:
-            sendfile = getattr(self._ctx, "sendfile", None)
+            sendfile = self._sendfile
             try:
                 sent = sendfile(self.sock, f, offset, count) if sendfile else self.sock.sendfile(f, offset, count)
             except (ValueError, NotImplementedError, AttributeError):
@@ -707,7 +713,7 @@ class Response:
         if not data:
             return
         try:
-            self.sock.sendall(data)
+            self._sendall(data)
         except OSError:
             self.broken = True
             self.keep_alive = False

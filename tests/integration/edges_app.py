@@ -1,6 +1,7 @@
-"""An app for the eventlet worker's edges: uploads, files, and outgoing HTTP requests.
+"""An app for the workers' edges: uploads, large answers, files, and outgoing HTTP requests.
 
 /upload   reads the whole body and says how long it was
+/bytes    ?size= bytes in one block (larger than the socket buffers, they take many sends)
 /file     a regular file through wsgi.file_wrapper (path in ?path=)
 /fetch    GETs ?port=N&path=P from 127.0.0.1 with http.client (blocking code, greened by the worker)
 /sleep    sleeps ?seconds= with time.sleep (blocking code, greened by the worker)
@@ -18,6 +19,8 @@ def app(environ, start_response):
     query = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
     if path == "/upload":
         body = str(len(environ["wsgi.input"].read())).encode()
+    elif path == "/bytes":
+        body = b"x" * int(query["size"])
     elif path == "/file":
         f = open(query["path"], "rb")
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
