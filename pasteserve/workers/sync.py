@@ -107,6 +107,9 @@ class SyncWorker(Worker):
     def run(self) -> None:
         self.sel = selectors.DefaultSelector()
         self.conns: set[Connection] = set()
+        # The descriptor each watched connection was registered with: a connection that closed
+        # has none to look it up by any more, and the selector's fallback scans every key.
+        self.fds: dict[Connection, int] = {}
         self.handshakes: set[Handshake] = set()
         self.heads = HeadBudget(self.settings.limit_head_buffer)
         # A signal wakes the selector at once (PEP 475 would otherwise resume the wait); so can a
@@ -213,8 +216,8 @@ class SyncWorker(Worker):
                 return
             self.accepted()
             self.add(sock, peer)
-            if not self.accepting:
-                return   # worker_connections reached
+            if not self.accepting or not self.alive:
+                return   # worker_connections reached, or a request served meanwhile was the last
 
     def take_lent(self) -> None:
         """Connections siblings passed us, never more than worker_connections allows.
@@ -244,7 +247,7 @@ class SyncWorker(Worker):
 
     def add(self, sock: socket.socket, peer: Any) -> None:
         if self.ssl is None:
-            self.watch(self.new_connection(sock, peer))
+            self.admit(self.new_connection(sock, peer))
             return
         # The TLS handshake runs from the selector too: a client that never sends its hello
         # costs a descriptor until header_timeout, never the worker.
@@ -294,10 +297,26 @@ class SyncWorker(Worker):
         sock.settimeout(0.0)
         return Connection(sock, peer, self.ctx)
 
+    def admit(self, conn: Connection) -> None:
+        """A new connection: its request usually came with it (proxies and most clients send at
+        once), so it is served before the selector hears of it; one that is done by then costs
+        the selector nothing."""
+        self.conns.add(conn)
+        self.serve(conn)
+        if conn in self.conns:
+            self.watch(conn)
+        else:
+            self.limit_accepting()   # (the gthread worker: a thread holds it now)
+
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
+        self.fds[conn] = conn.fileno()
         self.sel.register(conn, selectors.EVENT_READ, conn)
         self.held_connections(self.held())
+        self.limit_accepting()
+
+    def limit_accepting(self) -> None:
+        """At worker_connections, new connections wait in the listen queue (or for a sibling)."""
         if self.held() >= self.settings.worker_connections:
             self.stop_accepting()
 
@@ -305,10 +324,9 @@ class SyncWorker(Worker):
         self.conns.discard(conn)
         self.held_connections(self.held())
         self.heads.forget(conn)
-        try:
-            self.sel.unregister(conn)
-        except (KeyError, ValueError):
-            pass
+        fd = self.fds.pop(conn, None)
+        if fd is not None:
+            self.sel.unregister(fd)
         if self.alive and self.held() < self.settings.worker_connections:
             self.start_accepting()
 
