@@ -99,7 +99,7 @@ class Connection:
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
                  "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied",
-                 "_nonblocking", "_sendall", "_sendfile")
+                 "_nonblocking", "_send_wait", "_sendfile")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
         self._sock = sock
@@ -137,10 +137,10 @@ class Connection:
         # io_timeout each, only when the kernel says they must (see pasteserve.nonblocking).
         self._nonblocking = sock.gettimeout() == 0.0
         if self._nonblocking:
-            self._sendall = partial(nonblocking.sendall, sock, timeout=ctx.io_timeout)
+            self._send_wait: float | None = ctx.io_timeout
             self._sendfile = ctx.sendfile or partial(nonblocking.sendfile, timeout=ctx.io_timeout)
         else:
-            self._sendall = sock.sendall
+            self._send_wait = None
             self._sendfile = ctx.sendfile
         # The bytes of a PROXY protocol header so far, while one is owed before the request.
         self._proxy: bytes | None = None
@@ -295,7 +295,7 @@ class Connection:
         started = time.monotonic()
         inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
         resp = Response(self._sock, req, inp, ctx, self._server,
-                        req.keep_alive and ctx.keepalive > 0 and ctx.alive, self._sendall, self._sendfile)
+                        req.keep_alive and ctx.keepalive > 0 and ctx.alive, self._send_wait, self._sendfile)
         if req.expect_continue and req.version >= (1, 1) and (req.chunked or req.content_length):
             inp.on_first_read = resp.send_continue
         try:

@@ -15,9 +15,10 @@ from typing import Any
 
 from pasteserve.green import original
 
-__all__ = ["poll_readable", "poll_writable", "recv", "sendall", "sendfile"]
+__all__ = ["WOULD_BLOCK", "poll_readable", "poll_writable", "recv", "sendall", "sendfile"]
 
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# What a call on a non-blocking socket raises when it would have to wait.
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 def _poll(fd: Any, events: int, seconds: float) -> bool:
@@ -59,7 +60,7 @@ def sendall(sock: Any, data: bytes, timeout: float | None) -> None:
     send buffer is full; TimeoutError if it stays full that long."""
     try:
         sent = sock.send(data)
-    except _WOULD_BLOCK:
+    except WOULD_BLOCK:
         sent = 0
     if sent == len(data):
         return   # the usual case: one system call

@@ -1,8 +1,8 @@
 """The PEP 3333 adapter: environ, wsgi.input, wsgi.errors, file_wrapper, start_response.
 
 Nothing here reads the socket: request bytes reach :class:`Input` through a ``pull``
-callable supplied by the connection. :class:`Response` writes through the ``sendall`` and
-``sendfile`` callables the connection gives it, and decides the framing of each response.
+callable supplied by the connection. :class:`Response` writes to the socket it is given (waiting
+for room itself when the socket is non-blocking) and decides the framing of each response.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
+from pasteserve import nonblocking
 from pasteserve.http.errors import BadRequest
 from pasteserve.http.response import (
     CONTINUE,
@@ -477,7 +478,7 @@ class Response:
     __slots__ = (
         "sock", "status", "headers", "code", "head_sent", "sent", "keep_alive", "broken",
         "_method", "_http10", "_input", "_ctx", "_server", "_line", "_app",
-        "_mode", "_remaining", "_warned", "_sendall", "_sendfile",
+        "_mode", "_remaining", "_warned", "_wait", "_sendfile",
     )
 
     @property
@@ -487,12 +488,13 @@ class Response:
 
     def __init__(self, sock: socket.socket, req: Any, wsgi_input: Input, ctx: Any,
                  server: bytes, keep_alive: bool,
-                 sendall: Callable[[bytes], None],
-                 sendfile: Callable[[socket.socket, Any, int, int], int] | None) -> None:
+                 wait: float | None = None,
+                 sendfile: Callable[[socket.socket, Any, int, int], int] | None = None) -> None:
         self.sock = sock
-        # How bytes and files leave: the connection's way for its socket (see
-        # pasteserve.nonblocking); no sendfile: the socket's own.
-        self._sendall = sendall
+        # None: the socket waits by itself (timeout mode, or green); else it is non-blocking and a
+        # send waits up to this long for room, only when it must (see pasteserve.nonblocking).
+        self._wait = wait
+        # How a file leaves (None: the socket's own sendfile).
         self._sendfile = sendfile
         self.status: str | None = None  # as given by the app (or our error page)
         self.headers: list[tuple[str, str]] = []
@@ -713,7 +715,16 @@ class Response:
         if not data:
             return
         try:
-            self._sendall(data)
+            wait = self._wait
+            if wait is None:
+                self.sock.sendall(data)
+                return
+            try:
+                sent = self.sock.send(data)
+            except nonblocking.WOULD_BLOCK:
+                sent = 0
+            if sent != len(data):   # the send buffer is full: wait for the client
+                nonblocking.sendall(self.sock, memoryview(data)[sent:], wait)
         except OSError:
             self.broken = True
             self.keep_alive = False
