@@ -101,7 +101,8 @@ class Connection:
                  "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied",
                  "_nonblocking", "_send_wait", "_sendfile")
 
-    def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext) -> None:
+    def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext,
+                 local: tuple | str | None = None) -> None:
         self._sock = sock
         self._ctx = ctx
         self._peer = peer
@@ -123,6 +124,7 @@ class Connection:
             secure_scheme_headers=ctx.secure_scheme_headers,
             proxy_headers=ctx.proxy_headers,
             multithread=ctx.multithread,
+            local=local,
         )
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.

@@ -346,7 +346,9 @@ class EnvironBuilder:
                  errors: ErrorStream | None = None,
                  forwarded_allow_ips: frozenset[str] | set[str] = frozenset(),
                  secure_scheme_headers: dict[str, str] | None = None,
-                 proxy_headers: ProxyHeaders | None = None, multithread: bool = False) -> None:
+                 proxy_headers: ProxyHeaders | None = None, multithread: bool = False,
+                 local: tuple | str | None = None) -> None:
+        """``local``: the socket's own address when the caller knows it (its listener's)."""
         self._root = root_path.rstrip("/")
         self._url_scheme = url_scheme
         base: dict[str, Any] = {
@@ -371,7 +373,8 @@ class EnvironBuilder:
             # processes can connect, typically a front proxy, so it is trusted like one.
             base["REMOTE_ADDR"] = peer.decode("utf-8", "replace") if isinstance(peer, bytes) else peer
             trusted = True
-        local = sock.getsockname()
+        if local is None:
+            local = sock.getsockname()
         self._unix = not isinstance(local, tuple)
         if not self._unix:
             base["SERVER_NAME"] = local[0]

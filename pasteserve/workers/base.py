@@ -294,9 +294,10 @@ class Worker:
             self.starved = False
             log.warning("Worker (pid %s) accepts connections again: file descriptors are available", self.pid)
 
-    def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+    def new_connection(self, sock: socket.socket, peer: Any, local: Any = None) -> Connection:
+        """``local``: the socket's own address if known (see `Connection`)."""
         sock.settimeout(self.ctx.io_timeout)
-        return Connection(sock, peer, self.ctx)
+        return Connection(sock, peer, self.ctx, local)
 
     # --- hand-off of idle keep-alive connections between workers ----------------------------------
 

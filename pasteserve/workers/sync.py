@@ -119,6 +119,7 @@ class SyncWorker(Worker):
         self.sel.register(self.wake_r, selectors.EVENT_READ, WAKE)
         self.accepting = self.taking = False
         self.accept_resume = 0.0
+        self.local_names = {sock: fixed_local_name(sock) for sock in self.listeners}
         self.start_accepting()
         self.lender = self.make_lender()
         if self.lender:
@@ -215,7 +216,7 @@ class SyncWorker(Worker):
                     self.pause_accepting()
                 return
             self.accepted()
-            self.add(sock, peer)
+            self.add(sock, peer, self.local_names.get(listener))
             if not self.accepting or not self.alive:
                 return   # worker_connections reached, or a request served meanwhile was the last
 
@@ -245,9 +246,10 @@ class SyncWorker(Worker):
                 and self.held() < self.settings.worker_connections):
             self.start_accepting()
 
-    def add(self, sock: socket.socket, peer: Any) -> None:
+    def add(self, sock: socket.socket, peer: Any, local: Any = None) -> None:
+        """A connection accepted; ``local``: its own address, when its listener's tells it."""
         if self.ssl is None:
-            self.admit(self.new_connection(sock, peer))
+            self.admit(self.new_connection(sock, peer, local))
             return
         # The TLS handshake runs from the selector too: a client that never sends its hello
         # costs a descriptor until header_timeout, never the worker.
@@ -291,11 +293,11 @@ class SyncWorker(Worker):
         self.sel.unregister(shake.sock)
         shake.sock.close()
 
-    def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+    def new_connection(self, sock: socket.socket, peer: Any, local: Any = None) -> Connection:
         # The selector waits, the socket never blocks: a client sending part of a TLS record
         # (or of anything) goes back to the selector instead of holding the worker.
         sock.settimeout(0.0)
-        return Connection(sock, peer, self.ctx)
+        return Connection(sock, peer, self.ctx, local)
 
     def admit(self, conn: Connection) -> None:
         """A new connection: its request usually came with it (proxies and most clients send at
@@ -434,6 +436,18 @@ class SyncWorker(Worker):
                 self.serve(tag)
             elif tag in self.handshakes:
                 self.handshake(tag)
+
+
+def fixed_local_name(listener: socket.socket) -> Any:
+    """The address every connection accepted on ``listener`` has on our side (saving a
+    getsockname per connection); None for a wildcard address, which each connection refines."""
+    try:
+        name = listener.getsockname()
+    except OSError:
+        return None
+    if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::"):
+        return None
+    return name
 
 
 def _drain(fd: int) -> None:

@@ -131,6 +131,19 @@ def test_unix_socket_serves_and_its_file_is_removed_on_term(start_server, tmp_pa
     assert not path.exists()
 
 
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_server_name_and_port_are_the_address_the_client_reached(start_server, worker_class, host):
+    # Known from the listener when it has one address; asked of each connection under a wildcard.
+    server = start_server("pasteserve_paster", ini=ini(f"bind = {host}:0", worker_class))
+    port = tcp_port(server.addresses)
+    for _ in range(2):   # a new connection each time (the first may be answered as it is accepted)
+        status, _, body = get(port, "/environ")
+        assert status == 200, body
+        environ = json.loads(body)
+        assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("127.0.0.1", str(port))
+
+
 def test_unix_socket_mode_follows_umask(start_server, tmp_path):
     path = tmp_path / "private.sock"
     start_server("pasteserve_paster", ini=ini(f"bind = unix:{path}\numask = 077"))
