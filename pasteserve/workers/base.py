@@ -398,10 +398,17 @@ class RequestObserver:
         self.requests = 0
         self.shown: tuple[float, bytes] | None = None
         self.others: dict[int, tuple[float, bytes]] = {}   # running, not shown (eventlet)
+        self.texts: dict[tuple[str, str], bytes] = {}   # what a request shows, by method and target
 
     def begin(self, req: Any, started: float) -> tuple[float, bytes]:
-        # The path only: a query string may carry secrets, and the status map is readable by operators.
-        entry = (started, f"{req.method} {req.target.partition('?')[0]}".encode("utf-8", "replace"))
+        key = (req.method, req.target)
+        text = self.texts.get(key)
+        if text is None:
+            # The path only: a query string may carry secrets, and the status map is readable by operators.
+            text = f"{req.method} {req.target.partition('?')[0]}".encode("utf-8", "replace")
+            if len(self.texts) < 1024:   # the usual paths, not every distinct URL
+                self.texts[key] = text
+        entry = (started, text)
         if self.shown is None:
             self.shown = entry
             self.heartbeat.show_request(self.slot, *entry)
