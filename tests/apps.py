@@ -9,6 +9,7 @@ from the query string.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs
@@ -144,6 +145,12 @@ def not_found(environ: dict, start_response: Callable) -> list[bytes]:
     return _text(start_response, b"no such test app\n", status="404 Not Found")
 
 
+def modules(environ: dict, start_response: Callable) -> list[bytes]:
+    """The names of the modules loaded in the process that serves the request, as JSON."""
+    body = json.dumps(sorted(sys.modules)).encode()
+    return _text(start_response, body, content_type="application/json")
+
+
 APPS: dict[str, App] = {
     "hello": hello,
     "echo": echo_body,
@@ -161,6 +168,7 @@ APPS: dict[str, App] = {
     "wrong-length": wrong_length,
     "hop-by-hop": hop_by_hop,
     "connection-close": connection_close,
+    "modules": modules,
 }
 
 

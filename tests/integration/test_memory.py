@@ -1,0 +1,45 @@
+"""What a worker holds: modules only startup or a mistake needs stay out of the master and workers.
+
+A module the master imports before forking counts in every worker's resident memory too, so
+these are loaded only where needed (issue 13: worker RSS no larger than Gunicorn's).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import ini_text
+from tests.server import get
+
+# hupper (with subprocess): only when a reloader runs the process; difflib: only for "did you
+# mean"; encodings.idna (with stringprep): only to bind a host name that is not ASCII.
+NOT_LOADED = ("hupper", "subprocess", "difflib", "encodings.idna", "stringprep")
+# eventlet imports subprocess and, through dnspython, encodings.idna by itself.
+NOT_LOADED_BY_EVENTLET = ("hupper", "difflib")
+
+
+def worker_modules(port: int) -> set[str]:
+    status, _, body = get(port, "/modules")
+    assert status == 200, body
+    return set(json.loads(body))
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "eventlet"])
+def test_worker_loads_no_module_it_does_not_use(start_server, worker_class):
+    threads = ["--threads", "4"] if worker_class == "gthread" else []
+    wc = "sync" if worker_class == "gthread" else worker_class
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "--worker-class", wc,
+                                              *threads, "tests.apps:router"])
+    loaded = worker_modules(server.port)
+    assert "pasteserve.connection" in loaded   # it is the worker that answered
+    unwanted = NOT_LOADED_BY_EVENTLET if worker_class == "eventlet" else NOT_LOADED
+    assert loaded.isdisjoint(unwanted), sorted(loaded & set(unwanted))
+
+
+def test_worker_of_an_ini_file_loads_no_module_it_does_not_use(start_server):
+    server = start_server("pasteserve_paster", ini=ini_text(
+        "bind = 127.0.0.1:0\nworkers = 1", app="use = call:tests.apps:app_factory"))
+    loaded = worker_modules(server.port)
+    assert loaded.isdisjoint(NOT_LOADED), sorted(loaded & set(NOT_LOADED))
