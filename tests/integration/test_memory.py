@@ -7,11 +7,13 @@ these are loaded only where needed (issue 13: worker RSS no larger than Gunicorn
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import ini_text
-from tests.server import get
+from tests.server import Client, children, get
 
 # hupper (with subprocess): only when a reloader runs the process; difflib: only for "did you
 # mean"; encodings.idna (with stringprep): only to bind a host name that is not ASCII.
@@ -43,3 +45,23 @@ def test_worker_of_an_ini_file_loads_no_module_it_does_not_use(start_server):
         "bind = 127.0.0.1:0\nworkers = 1", app="use = call:tests.apps:app_factory"))
     loaded = worker_modules(server.port)
     assert loaded.isdisjoint(NOT_LOADED), sorted(loaded & set(NOT_LOADED))
+
+
+def worker_rss_kib(master: int) -> int:
+    (worker,) = children(master)
+    status = Path(f"/proc/{worker}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+
+
+def test_invented_header_names_leave_no_memory_behind(start_server):
+    # The parser and the environ builder remember the names they have seen (1,024 at most); a
+    # client sending a new 8 KB name per request must not make them hold megabytes for good.
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
+    with Client(server.port) as client:
+        assert client.get("/hello")[0] == 200
+        before = worker_rss_kib(server.pid)
+        for number in range(1024):
+            name = f"X-{number:04d}-" + "a" * 8000
+            assert client.get("/hello", [f"{name}: 1"])[0] == 200
+        after = worker_rss_kib(server.pid)
+    assert after - before < 4096, f"worker RSS grew from {before} to {after} KiB"
