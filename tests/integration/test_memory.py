@@ -20,6 +20,8 @@ from tests.server import Client, children, get
 NOT_LOADED = ("hupper", "subprocess", "difflib", "encodings.idna", "stringprep")
 # eventlet imports subprocess and, through dnspython, encodings.idna by itself.
 NOT_LOADED_BY_EVENTLET = ("hupper", "difflib")
+# configparser: only to read an INI file.
+NOT_LOADED_WITHOUT_INI = ("configparser",)
 
 
 def worker_modules(port: int) -> set[str]:
@@ -37,6 +39,7 @@ def test_worker_loads_no_module_it_does_not_use(start_server, worker_class):
     loaded = worker_modules(server.port)
     assert "pasteserve.connection" in loaded   # it is the worker that answered
     unwanted = NOT_LOADED_BY_EVENTLET if worker_class == "eventlet" else NOT_LOADED
+    unwanted += NOT_LOADED_WITHOUT_INI
     assert loaded.isdisjoint(unwanted), sorted(loaded & set(unwanted))
 
 
