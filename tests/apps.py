@@ -145,6 +145,14 @@ def not_found(environ: dict, start_response: Callable) -> list[bytes]:
     return _text(start_response, b"no such test app\n", status="404 Not Found")
 
 
+def unique_header(environ: dict, start_response: Callable) -> list[bytes]:
+    """A response header whose ``size``-character value (default 4000) differs on every call."""
+    size = int(_query(environ, "size", "4000"))
+    value = f"{time.monotonic_ns():x}".rjust(size, "v")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"), ("X-Unique", value)])
+    return [b"ok"]
+
+
 def modules(environ: dict, start_response: Callable) -> list[bytes]:
     """The names of the modules loaded in the process that serves the request, as JSON."""
     body = json.dumps(sorted(sys.modules)).encode()
@@ -169,6 +177,7 @@ APPS: dict[str, App] = {
     "hop-by-hop": hop_by_hop,
     "connection-close": connection_close,
     "modules": modules,
+    "unique-header": unique_header,
 }
 
 

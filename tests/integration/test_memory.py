@@ -68,3 +68,16 @@ def test_invented_header_names_leave_no_memory_behind(start_server):
             assert client.get("/hello", [f"{name}: 1"])[0] == 200
         after = worker_rss_kib(server.pid)
     assert after - before < 4096, f"worker RSS grew from {before} to {after} KiB"
+
+
+def test_header_values_an_app_never_repeats_leave_no_memory_behind(start_server):
+    # Rendered header lines are remembered too (1,024 at most): an app sending a new long value
+    # per response (a cookie, a token) must not make the worker hold megabytes for good.
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
+    with Client(server.port) as client:
+        assert client.get("/unique-header")[0] == 200
+        before = worker_rss_kib(server.pid)
+        for _ in range(1024):
+            assert client.get("/unique-header")[0] == 200
+        after = worker_rss_kib(server.pid)
+    assert after - before < 4096, f"worker RSS grew from {before} to {after} KiB"
