@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed: run benchmarks/setup.sh", file=sys.stderr)
         return 2
     scenarios = [SCENARIOS[name] for name in args.scenarios]
+    servers.compile_bytecode()
     server_prefix, wrk_prefix = _pinning(args.pin)
 
     skipped: dict[str, str] = {}

@@ -15,7 +15,6 @@ migration guides (``python -m pasteserve.compat gunicorn``) all read this table.
 from __future__ import annotations
 
 import argparse
-import difflib
 import ipaddress
 import json
 import shlex
@@ -321,6 +320,8 @@ def known(name: str) -> bool:
 
 def suggest(key: str) -> str:
     """"unknown option", with the closest real equivalent when there is one."""
+    import difflib   # here: only a typo needs it, and imported once it would stay in every worker
+
     norm = key.strip().replace("-", "_").lower()
     names = list(BY_NAME) + [n for rows in ROWS.values() for n in rows]
     close = [norm] if norm in names else difflib.get_close_matches(norm, names, n=1, cutoff=0.75)

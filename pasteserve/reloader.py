@@ -24,18 +24,17 @@ def start(entry_point: str, graceful_timeout: float, files: Iterable[str | None]
 
 def watch(files: Iterable[str | None]) -> None:
     """Have the reloader watch `files` too, when one runs this process (ours, or `pserve --reload`'s)."""
-    import hupper
-
     files = [f for f in files if f]
-    if files and hupper.is_active():
-        hupper.get_reloader().watch_files(files)
+    if files and active():
+        sys.modules["hupper"].get_reloader().watch_files(files)
 
 
 def active() -> bool:
     """Does a development reloader (ours, or `pserve --reload`'s) run this process?"""
-    import hupper
-
-    return hupper.is_active()
+    # A process hupper runs has imported it already (its worker_main did); asking by importing it
+    # would load hupper and subprocess into every production master and worker for nothing.
+    hupper = sys.modules.get("hupper")
+    return hupper is not None and hupper.is_active()
 
 
 def leave_if_reloading(status: int) -> None:
@@ -47,9 +46,7 @@ def leave_if_reloading(status: int) -> None:
     killing". The server has stopped and reaped its workers by now; the next run finds the modules
     to watch again.
     """
-    import hupper
-
-    if not hupper.is_active():
+    if not active():
         return
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -10,7 +10,6 @@ same functions by name, so the INI and the CLI can never disagree about what a v
 from __future__ import annotations
 
 import argparse
-import difflib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -550,6 +549,8 @@ class ConfigError(Exception):
 
 def _suggest(key: str) -> str:
     # Native names only; pasteserve.compat suggests across Gunicorn's and waitress's names too.
+    import difflib   # here: only a typo needs it, and imported once it would stay in every worker
+
     known = list(BY_NAME)
     close = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.6)
     return f'unknown option; did you mean "{close[0]}"?' if close else "unknown option"

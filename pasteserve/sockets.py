@@ -222,8 +222,12 @@ def _same_host(a: str, b: str) -> bool:
 
 def _address(spec: BindSpec) -> tuple[int, tuple]:
     """(family, sockaddr) of a TCP spec; a host name prefers IPv4, as Gunicorn does."""
+    # An ASCII host goes as bytes: a str goes through the idna codec, whose import (stringprep,
+    # unicodedata) stays in the master and every worker, and which raises a bare UnicodeError on
+    # a name with an empty label ("a..b") where getaddrinfo says what is wrong.
+    host = spec.host.encode("ascii") if spec.host.isascii() else spec.host
     try:
-        infos = socket.getaddrinfo(spec.host, spec.port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, spec.port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(exc.errno, f"{spec}: {exc.strerror}") from exc
     family, _, _, _, sockaddr = next((info for info in infos if info[0] == socket.AF_INET), infos[0])

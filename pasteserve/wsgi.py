@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from pasteserve import nonblocking
 from pasteserve.http.errors import BadRequest
+from pasteserve.http.parser import FIELD_NAME_CACHED_MAX
 from pasteserve.http.response import (
     CONTINUE,
     LAST_CHUNK,
@@ -272,7 +273,7 @@ def _header_key(name: str) -> str:
     # A "_" in a name would make it indistinguishable from "-" once in the environ
     # (HTTP_X_USER from X-User or X_User): such fields are dropped, never guessed.
     key = "" if "_" in name else "HTTP_" + name.replace("-", "_")
-    if len(_header_keys) < _HEADER_KEYS_MAX:
+    if len(_header_keys) < _HEADER_KEYS_MAX and len(name) <= FIELD_NAME_CACHED_MAX:
         _header_keys[name] = key
     return key
 

@@ -9,6 +9,7 @@ from the query string.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs
@@ -144,6 +145,20 @@ def not_found(environ: dict, start_response: Callable) -> list[bytes]:
     return _text(start_response, b"no such test app\n", status="404 Not Found")
 
 
+def unique_header(environ: dict, start_response: Callable) -> list[bytes]:
+    """A response header whose ``size``-character value (default 4000) differs on every call."""
+    size = int(_query(environ, "size", "4000"))
+    value = f"{time.monotonic_ns():x}".rjust(size, "v")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"), ("X-Unique", value)])
+    return [b"ok"]
+
+
+def modules(environ: dict, start_response: Callable) -> list[bytes]:
+    """The names of the modules loaded in the process that serves the request, as JSON."""
+    body = json.dumps(sorted(sys.modules)).encode()
+    return _text(start_response, body, content_type="application/json")
+
+
 APPS: dict[str, App] = {
     "hello": hello,
     "echo": echo_body,
@@ -161,6 +176,8 @@ APPS: dict[str, App] = {
     "wrong-length": wrong_length,
     "hop-by-hop": hop_by_hop,
     "connection-close": connection_close,
+    "modules": modules,
+    "unique-header": unique_header,
 }
 
 

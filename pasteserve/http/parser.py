@@ -191,8 +191,10 @@ _FORBIDDEN_TRAILERS = frozenset(
 
 # Clients send the same few field names over and over: a name checked once is then
 # looked up, with its upper-case form. Bounded so that a client inventing names per
-# request cannot grow it forever.
+# request cannot grow it forever, and only short names, so that those cannot hold
+# megabytes (1,024 names of 8 KB) for the worker's life.
 _FIELD_NAMES_MAX = 1024
+FIELD_NAME_CACHED_MAX = 64
 _field_names: dict[str, str] = {}
 
 # Parser states; each has one reader (see RequestParser._READERS).
@@ -466,7 +468,7 @@ class RequestParser:
                     if _TOKEN.fullmatch(name) is None:
                         raise _field_error(lines, what)
                     upper = name.upper()
-                    if len(known) < _FIELD_NAMES_MAX:
+                    if len(known) < _FIELD_NAMES_MAX and len(name) <= FIELD_NAME_CACHED_MAX:
                         known[name] = upper
                 field = (upper, value.strip(" \t"))
                 append(field)

@@ -54,8 +54,10 @@ _names: dict[str, int] = {}
 
 # Whole header items repeat too (Content-Type, Vary, X-Frame-Options ...): one checked once is
 # rendered from here afterwards. Only plain ones: Content-Length, Date and Server need their
-# kind handled every time. Bounded like the names.
+# kind handled every time. Bounded like the names, and only short values: a value an app never
+# repeats (a cookie, a token) would otherwise fill it, with megabytes when values are long.
 _ITEMS_MAX = 1024
+_ITEM_VALUE_CACHED_MAX = 256
 _items: dict[tuple[str, str], str] = {}
 
 # Status strings repeat even more ("200 OK"); same idea.
@@ -206,7 +208,7 @@ def check_headers(headers: object) -> AppHeaders:
             else:
                 has_server = True
         line = f"{name}: {value}\r\n"
-        if not kind and len(items) < _ITEMS_MAX:
+        if not kind and len(items) < _ITEMS_MAX and len(value) <= _ITEM_VALUE_CACHED_MAX:
             items[item] = line
         lines.append(line)
     try:

@@ -228,6 +228,17 @@ def test_other_bind_errors_name_the_address(opened):
     assert str(caught.value) == "192.0.2.1:0: Cannot assign requested address"
 
 
+def test_host_name_with_an_empty_label_is_a_bind_error(opened):
+    # The idna codec raised a bare UnicodeError (a traceback) before the resolver could answer.
+    with pytest.raises(BindError, match=r"^a\.\.b:0: "):
+        listen(opened, ["a..b:0"])
+
+
+def test_host_name_is_resolved(opened):
+    (sock,) = listen(opened, ["localhost:0"])
+    assert sock.getsockname()[0] == "127.0.0.1"
+
+
 def test_failure_closes_what_was_already_bound(opened, tmp_path):
     path = tmp_path / "file.sock"
     path.write_text("")
