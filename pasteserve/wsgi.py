@@ -73,6 +73,7 @@ class ErrorStream:
     long text is flushed early), so a traceback printed in many writes becomes one record.
     """
 
+    __slots__ = ("_log", "_parts", "_size")
     _FLUSH_AT = 8192
 
     def __init__(self, log: logging.Logger) -> None:
@@ -341,6 +342,9 @@ def _scheme_keys(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str,
 
 class EnvironBuilder:
     """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
+
+    __slots__ = ("_root", "_url_scheme", "_unix", "base", "_tls", "_sock", "_scheme_keys",
+                 "_scheme_key_set", "_trusted", "_proxy")
 
     def __init__(self, sock: socket.socket, peer: tuple | str | bytes, *, root_path: str = "",
                  url_scheme: str = "http", server_software: str = "",

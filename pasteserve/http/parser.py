@@ -343,6 +343,10 @@ def _transfer_codings(values: tuple[str, ...]) -> None:
 class RequestParser:
     """Turns the bytes of one client connection into request events."""
 
+    __slots__ = ("_limits", "_line_max", "_field_max", "_fields_max", "_head_max", "_trailers_max",
+                 "_chunk_line_max", "_buf", "_eof", "_state", "_error", "_scanned", "_line_end",
+                 "_line_start", "_skipped_empty_line", "_remaining", "_body_total", "_valid_host")
+
     def __init__(self, limits: Limits = Limits()) -> None:
         self._limits = limits
         self._line_max = limits.limit_request_line or _CEILING
