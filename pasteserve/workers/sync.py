@@ -105,7 +105,7 @@ class SyncWorker(Worker):
         return ctx
 
     def run(self) -> None:
-        self.sel = selectors.DefaultSelector()
+        self.sel = self.make_selector()
         self.conns: set[Connection] = set()
         self.handshakes: set[Handshake] = set()
         self.heads = HeadBudget(self.settings.limit_head_buffer)
@@ -140,6 +140,8 @@ class SyncWorker(Worker):
                         self.serve(tag)
                     elif tag in self.handshakes:
                         self.handshake(tag)
+                    else:
+                        self.other_ready(tag)
                 if time.monotonic() >= next_sweep:
                     self.sweep()
                     self.resume_accepting()
@@ -149,6 +151,13 @@ class SyncWorker(Worker):
         finally:
             if self.lender:
                 self.lender.stop()
+
+    def make_selector(self) -> selectors.BaseSelector:
+        return selectors.DefaultSelector()
+
+    def other_ready(self, tag: Any) -> None:
+        """A source that a subclass registered (in make_selector) is ready; or a connection
+        lent away or closed earlier in the same batch, to ignore."""
 
     def make_lender(self) -> Lender | None:
         """The thread that lends connections ready while the app runs (None: nothing to lend)."""
@@ -296,7 +305,7 @@ class SyncWorker(Worker):
 
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
-        self.sel.register(conn, selectors.EVENT_READ, conn)
+        self.register(conn)
         self.held_connections(self.held())
         if self.held() >= self.settings.worker_connections:
             self.stop_accepting()
@@ -305,12 +314,19 @@ class SyncWorker(Worker):
         self.conns.discard(conn)
         self.held_connections(self.held())
         self.heads.forget(conn)
+        self.unregister(conn)
+        if self.alive and self.held() < self.settings.worker_connections:
+            self.start_accepting()
+
+    def register(self, conn: Connection) -> None:
+        """Wait for the connection's bytes (the gthread worker: in its own epoll)."""
+        self.sel.register(conn, selectors.EVENT_READ, conn)
+
+    def unregister(self, conn: Connection) -> None:
         try:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
             pass
-        if self.alive and self.held() < self.settings.worker_connections:
-            self.start_accepting()
 
     def serve(self, conn: Connection) -> None:
         if self.lender:
@@ -416,6 +432,8 @@ class SyncWorker(Worker):
                 self.serve(tag)
             elif tag in self.handshakes:
                 self.handshake(tag)
+            else:
+                self.other_ready(tag)
 
 
 def _drain(fd: int) -> None:

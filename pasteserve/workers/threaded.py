@@ -28,6 +28,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import select
+import selectors
 import socket
 import struct
 import termios
@@ -47,6 +49,12 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 LEND_AFTER = 0.05
 # After reclaiming what no sibling took (all were busy), lend nothing for this long.
 LEND_PAUSE = 1.0
+# The selector's tag of the connections' own epoll.
+CONNS = object()
+# A connection reports its next bytes once, then stays registered but silent while a thread owns it,
+# until that thread re-arms it: no unregister and register per request, and no wake-up of the
+# selector thread to do them.
+ARMED = select.EPOLLIN | select.EPOLLONESHOT
 
 
 def handoffs_pending(sock: socket.socket) -> bool:
@@ -107,7 +115,15 @@ class ThreadedWorker(SyncWorker):
         self.ready: deque[tuple[Connection, float]] = deque()
         self.cond = threading.Condition()
         self.closing = False
-        self.done: deque[tuple[Connection, bool]] = deque()   # served; appended by app threads
+        # Served (the connection, whether it stays open, whether its thread re-armed it); appended
+        # by app threads, taken by the selector thread whenever it comes round (collect).
+        self.done: deque[tuple[Connection, bool, bool]] = deque()
+        # The connections' own epoll (in the selector's, as CONNS; made in the worker process, as
+        # the selector is: this object is made before the fork) and what its descriptors are.
+        self.cpoll: select.epoll | None = None
+        self.by_fd: dict[int, Connection] = {}
+        self.fd_of: dict[Connection, int] = {}   # the same, the other way: a closed socket forgets its number
+        self.early: set[Connection] = set()   # reported again before their thread's return was collected
         # The selector thread's own state:
         self.running = 0   # connections queued or being served
         self.from_siblings: set[Connection] = set()   # taken from the hand-off socket, not served yet
@@ -164,6 +180,54 @@ class ThreadedWorker(SyncWorker):
     def make_lender(self) -> Lender | None:
         return None   # the selector thread lends (before_wait)
 
+    def make_selector(self) -> selectors.BaseSelector:
+        sel = super().make_selector()
+        self.cpoll = select.epoll()
+        sel.register(self.cpoll.fileno(), selectors.EVENT_READ, CONNS)
+        return sel
+
+    def register(self, conn: Connection) -> None:
+        fd = conn.fileno()
+        if self.fd_of.get(conn) == fd:
+            self.cpoll.modify(fd, ARMED)   # silent since it was last reported: arm it again
+            return
+        # The number may still be a closed connection's whose return is not collected yet: the
+        # kernel dropped that one's registration when it closed, ours replaces it here.
+        self.by_fd[fd] = conn
+        self.fd_of[conn] = fd
+        try:
+            self.cpoll.register(fd, ARMED)
+        except FileExistsError:
+            self.cpoll.modify(fd, ARMED)
+
+    def unregister(self, conn: Connection) -> None:
+        self.early.discard(conn)
+        fd = self.fd_of.pop(conn, -1)
+        if self.by_fd.get(fd) is not conn:
+            return   # never registered, or its number is another connection's now
+        del self.by_fd[fd]
+        if conn.fileno() == fd:
+            # Still open (lent to a sibling, or taken over by the app): the socket outlives our
+            # descriptor, and so would its registration.
+            try:
+                self.cpoll.unregister(fd)
+            except OSError:
+                pass
+
+    def other_ready(self, tag: Any) -> None:
+        if tag is not CONNS:
+            return
+        for fd, _ in self.cpoll.poll(0):
+            conn = self.by_fd.get(fd)
+            if conn is None:
+                continue
+            if conn not in self.conns:
+                self.collect()   # its thread re-armed it before passing it back: it may be back now
+                if conn not in self.conns:
+                    self.early.add(conn)   # served as soon as its return is collected
+                    continue
+            self.serve(conn)
+
     # --- the selector thread ----------------------------------------------------------------------
 
     def notify(self) -> None:
@@ -179,8 +243,11 @@ class ThreadedWorker(SyncWorker):
     def serve(self, conn: Connection) -> None:
         # A connection a sibling passed on has waited its turn there already: it goes first.
         first = conn in self.from_siblings
-        self.running += 1   # before forget(): it still counts towards worker_connections
-        self.forget(conn)   # off the selector while a thread owns it
+        self.from_siblings.discard(conn)
+        # Not forgotten: it still counts towards worker_connections, and stays registered (silent
+        # until its thread re-arms it).
+        self.running += 1
+        self.conns.discard(conn)
         # What it buffered of a head still counts in the worker's budget while it waits and runs.
         self.heads.update(conn)
         with self.cond:
@@ -227,13 +294,19 @@ class ThreadedWorker(SyncWorker):
         if not self.done:
             return
         while self.done:
-            conn, keep = self.done.popleft()
+            conn, keep, armed = self.done.popleft()
             self.running -= 1
             if not keep:
                 self.forget(conn)   # accepting resumes below worker_connections, as on any close
                 continue
-            self.watch(conn)
+            if armed:
+                self.conns.add(conn)   # held all along: the count is the same
+            else:
+                self.watch(conn)
             self.heads.update(conn)   # what the thread read of a head
+            if conn in self.early:
+                self.early.discard(conn)
+                self.serve(conn)
         self.refuse_heads()
         self.update_taking()
 
@@ -329,7 +402,7 @@ class ThreadedWorker(SyncWorker):
                 conn, _ = self.ready.popleft()
             me.since = time.monotonic()
             me.conn = conn
-            keep = False
+            keep = armed = False
             try:
                 keep = conn.process()
             except BaseException:
@@ -339,9 +412,29 @@ class ThreadedWorker(SyncWorker):
             finally:
                 me.conn = None
                 me.environ = None
-                self.done.append((conn, keep))
-                if self.waiting:   # else the selector thread collects it before it waits
+                if keep:
+                    armed = self.rearm(conn)
+                self.done.append((conn, keep, armed))
+                if self.waiting and self.must_know(keep):   # else collected when it next comes round
                     self.wake()
+
+    def rearm(self, conn: Connection) -> bool:
+        """Report the connection's next bytes again; done before passing it back, never after:
+        once back, the selector thread may close it and its number be a new connection's."""
+        try:
+            self.cpoll.modify(conn.fileno(), ARMED)
+        except OSError:
+            return False   # the selector thread registers it again
+        return True
+
+    def must_know(self, keep: bool) -> bool:
+        """Whether the selector thread must learn at once that a thread passed a connection back.
+
+        Not when the connection only goes back to waiting: re-armed, its next request wakes the
+        selector thread, which collects what came back first. But when it is stopping, at
+        worker_connections and one closed, or not taking hand-offs and a thread is free now.
+        """
+        return not self.alive or (not keep and not self.accepting) or (not self.taking and not self.ready)
 
     def wake(self) -> None:
         try:
