@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import queue
 import select
 import selectors
 import socket
@@ -112,8 +113,11 @@ class ThreadedWorker(SyncWorker):
         self.app_threads = [AppThread(f"pasteserve-app-{i + 1}") for i in range(self.threads)]
         self.pool: list[threading.Thread] = []
         # The queue of ready connections with when each was queued; the app threads take from it.
+        # Every single step on it is atomic (no lock): the selector thread takes an entry back by
+        # removing it, which fails once a thread took it. A thread waits for a token, one put
+        # for each entry queued: never fewer tokens than entries, a few more after take-backs.
         self.ready: deque[tuple[Connection, float]] = deque()
-        self.cond = threading.Condition()
+        self.tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
         self.closing = False
         # Served (the connection, whether it stays open, whether its thread re-armed it); appended
         # by app threads, taken by the selector thread whenever it comes round (collect).
@@ -250,12 +254,11 @@ class ThreadedWorker(SyncWorker):
         self.conns.discard(conn)
         # What it buffered of a head still counts in the worker's budget while it waits and runs.
         self.heads.update(conn)
-        with self.cond:
-            if first:
-                self.ready.appendleft((conn, time.monotonic()))
-            else:
-                self.ready.append((conn, time.monotonic()))
-            self.cond.notify()
+        if first:
+            self.ready.appendleft((conn, time.monotonic()))
+        else:
+            self.ready.append((conn, time.monotonic()))
+        self.tokens.put(None)
         self.update_taking()
 
     def forget(self, conn: Connection) -> None:
@@ -322,15 +325,15 @@ class ThreadedWorker(SyncWorker):
 
     def unqueue(self, conn: Connection) -> bool:
         """Take a connection back from the queue before a thread does; False if none has it."""
-        with self.cond:
-            for i, (queued, _) in enumerate(self.ready):
-                if queued is conn:
-                    del self.ready[i]
-                    break
-            else:
-                return False
-        self.running -= 1
-        return True
+        for item in list(self.ready):   # a copy in one step: threads take from it meanwhile
+            if item[0] is conn:
+                try:
+                    self.ready.remove(item)
+                except ValueError:
+                    return False   # a thread just took it
+                self.running -= 1
+                return True
+        return False
 
     def held(self) -> int:
         return len(self.conns) + self.running   # the selector's, and the queued or served ones
@@ -364,23 +367,28 @@ class ThreadedWorker(SyncWorker):
             return self.lend_resume - now
         try:
             # The queue is in arrival order (but for a sibling's connection put first): while its
-            # head is not due, nothing is, and the scan below is not worth its lock.
+            # head is not due, nothing is, and the scan below is not worth its copy.
             head_due = self.ready[0][1] + LEND_AFTER
         except IndexError:
             return None
         if head_due > now:
             return head_due - now
-        with self.cond:
-            due = min((queued + LEND_AFTER for conn, queued in self.ready if conn.idle), default=None)
-            if due is None or due > now:
-                return None if due is None else due - now
-            overdue = [conn for conn, queued in self.ready if queued + LEND_AFTER <= now and conn.idle]
-            # One connection per message, as many as an idle sibling has threads: a sibling takes
-            # one message per free thread, never more than it can serve at once.
-            lent = [conn for conn in overdue[:self.threads] if self.hand_off([conn])]
-            if lent:
-                gone = set(map(id, lent))
-                self.ready = deque(item for item in self.ready if id(item[0]) not in gone)
+        waiting = [item for item in list(self.ready) if item[0].portable]
+        due = min((queued + LEND_AFTER for _, queued in waiting), default=None)
+        if due is None or due > now:
+            return None if due is None else due - now
+        # One connection per message, as many as an idle sibling has threads: a sibling takes
+        # one message per free thread, never more than it can serve at once.
+        lent = []
+        for item in [item for item in waiting if item[1] + LEND_AFTER <= now][:self.threads]:
+            try:
+                self.ready.remove(item)   # ours before it is passed on, not a thread's as well
+            except ValueError:
+                continue   # a thread took it meanwhile
+            if not self.hand_off([item[0]]):
+                self.ready.appendleft(item)   # the socket is full; its token is still queued
+                break
+            lent.append(item[0])
         for conn in lent:
             self.running -= 1
             self.forget(conn)
@@ -394,12 +402,13 @@ class ThreadedWorker(SyncWorker):
     def work(self, me: AppThread) -> None:
         self.local.me = me
         while True:
-            with self.cond:
-                while not self.ready:
-                    if self.closing:
-                        return
-                    self.cond.wait()
+            self.tokens.get()
+            try:
                 conn, _ = self.ready.popleft()
+            except IndexError:   # a token of an entry taken back, or of stop_pool
+                if self.closing:
+                    return
+                continue
             me.since = time.monotonic()
             me.conn = conn
             keep = armed = False
@@ -476,9 +485,9 @@ class ThreadedWorker(SyncWorker):
         self.collect()
 
     def stop_pool(self, wait: bool) -> None:
-        with self.cond:
-            self.closing = True
-            self.cond.notify_all()
+        self.closing = True
+        for _ in self.pool:
+            self.tokens.put(None)
         if wait:   # every thread is idle by now: they end at once
             for thread in self.pool:
                 thread.join(1.0)
