@@ -26,6 +26,7 @@ requests still going to the threads.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import queue
@@ -134,14 +135,15 @@ class ThreadedWorker(SyncWorker):
         self.pending_since: float | None = None       # since when hand-offs wait for a taker
         self.reclaiming = False                       # taking hand-offs though no thread is free
         self.lend_resume = 0.0                        # lend nothing before this
-        self.begun = 0     # requests begun, for max_requests
-        self.count_lock = threading.Lock()
+        self.begun = itertools.count(1)   # requests begun, for max_requests (next() is atomic)
         self.waiting = False   # the selector thread may be waiting: wake it for what is done
         self.aborted: list[tuple[float, str]] = []   # what ABRT found the threads running (logged later)
 
     def make_context(self) -> Any:
         ctx = super().make_context()
         ctx.multithread = self.threads > 1
+        if ctx.on_progress is not None:
+            ctx.on_progress = self.progress
         if ctx.observer is not None:
             ctx.observer = SerializedObserver(ctx.observer)
         user_hook = ctx.pre_request
@@ -164,10 +166,7 @@ class ThreadedWorker(SyncWorker):
         Counted as they end, the selector thread could accept new connections while the
         response that reached the limit is on its way, and serve them too.
         """
-        with self.count_lock:
-            self.begun += 1
-            reached = self.begun >= self.max_requests
-        if reached and self.alive:
+        if next(self.begun) >= self.max_requests and self.alive:
             self.retire_at_max_requests()
 
     def run(self) -> None:
@@ -221,45 +220,49 @@ class ThreadedWorker(SyncWorker):
     def other_ready(self, tag: Any) -> None:
         if tag is not CONNS:
             return
+        by_fd, conns = self.by_fd, self.conns
         for fd, _ in self.cpoll.poll(0):
-            conn = self.by_fd.get(fd)
+            conn = by_fd.get(fd)
             if conn is None:
                 continue
-            if conn not in self.conns:
+            if conn not in conns:
                 self.collect()   # its thread re-armed it before passing it back: it may be back now
-                if conn not in self.conns:
+                if conn not in conns:
                     self.early.add(conn)   # served as soon as its return is collected
                     continue
-            self.serve(conn)
+            self.queue(conn)
+        self.update_taking()
 
     # --- the selector thread ----------------------------------------------------------------------
 
     def notify(self) -> None:
-        me = getattr(self.local, "me", None)
-        now = time.monotonic()
-        if me is not None:   # an app thread: body bytes arrived
-            me.since = now
-            return
         self.waiting = False   # the selector thread is at the top of its loop, awake
         busy = [t.since for t in self.app_threads if t.conn is not None]
-        self.heartbeat.beat(self.slot, min(busy, default=now))
+        self.heartbeat.beat(self.slot, min(busy) if busy else time.monotonic())
+
+    def progress(self) -> None:
+        """An app thread received body bytes: it is not stuck."""
+        me = getattr(self.local, "me", None)
+        if me is not None:
+            me.since = time.monotonic()
 
     def serve(self, conn: Connection) -> None:
-        # A connection a sibling passed on has waited its turn there already: it goes first.
-        first = conn in self.from_siblings
-        self.from_siblings.discard(conn)
-        # Not forgotten: it still counts towards worker_connections, and stays registered (silent
-        # until its thread re-arms it).
+        self.queue(conn)
+        self.update_taking()
+
+    def queue(self, conn: Connection) -> None:
+        """Pass the connection to the app threads (the caller updates what it takes, once)."""
+        # Not forgotten: it still counts towards worker_connections, its head towards the head
+        # budget, and it stays registered (silent until its thread re-arms it).
         self.running += 1
         self.conns.discard(conn)
-        # What it buffered of a head still counts in the worker's budget while it waits and runs.
-        self.heads.update(conn)
-        if first:
+        if conn in self.from_siblings:
+            # A connection a sibling passed on has waited its turn there already: it goes first.
+            self.from_siblings.discard(conn)
             self.ready.appendleft((conn, time.monotonic()))
         else:
             self.ready.append((conn, time.monotonic()))
         self.tokens.put(None)
-        self.update_taking()
 
     def forget(self, conn: Connection) -> None:
         self.from_siblings.discard(conn)
