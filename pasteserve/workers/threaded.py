@@ -2,9 +2,12 @@
 
 The selector thread does what it does in the sync worker (accept, TLS handshakes, hand-offs, idle
 keep-alive connections, deadlines) but never runs the app. A connection whose request arrives
-leaves the selector and waits in one first-come-first-served queue for a free app thread; that
-thread serves every request the connection has sent (keep-alive, pipelining) and passes it back,
-and the selector watches it again.
+waits in one first-come-first-served queue for a free app thread; that thread serves every request
+the connection has sent (keep-alive, pipelining) and passes it back. Connections wait for bytes in
+an epoll of their own (inside the selector's) with EPOLLONESHOT: reported once, silent while a
+thread has it, re-armed by that thread before it passes it back. So a request costs the selector
+thread no registration and no wake-up of its own: it takes back what the threads passed back
+whenever it next comes round, and is woken for it only when it must know at once (`must_know`).
 
 While every thread is busy, the worker still accepts (up to `worker_connections`, counting queued
 and running connections) but takes no hand-offs (`may_take`). A connection that waited
@@ -427,7 +430,7 @@ class ThreadedWorker(SyncWorker):
                 if keep:
                     armed = self.rearm(conn)
                 self.done.append((conn, keep, armed))
-                if self.waiting and self.must_know(keep):   # else collected when it next comes round
+                if self.waiting and self.must_know(conn, keep):   # else collected when it next comes round
                     self.wake()
 
     def rearm(self, conn: Connection) -> bool:
@@ -439,14 +442,16 @@ class ThreadedWorker(SyncWorker):
             return False   # the selector thread registers it again
         return True
 
-    def must_know(self, keep: bool) -> bool:
+    def must_know(self, conn: Connection, keep: bool) -> bool:
         """Whether the selector thread must learn at once that a thread passed a connection back.
 
         Not when the connection only goes back to waiting: re-armed, its next request wakes the
-        selector thread, which collects what came back first. But when it is stopping, at
+        selector thread, which collects what came back first. But when that request came before
+        (early: the selector thread marks it so before it waits), when stopping, at
         worker_connections and one closed, or not taking hand-offs and a thread is free now.
         """
-        return not self.alive or (not keep and not self.accepting) or (not self.taking and not self.ready)
+        return (conn in self.early or not self.alive or (not keep and not self.accepting)
+                or (not self.taking and not self.ready))
 
     def wake(self) -> None:
         try:
