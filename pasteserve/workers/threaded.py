@@ -233,7 +233,7 @@ class ThreadedWorker(SyncWorker):
                 if conn not in conns:
                     self.early.add(conn)   # served as soon as its return is collected
                     continue
-            self.queue(conn)
+            self.enqueue(conn)
         self.update_taking()
 
     # --- the selector thread ----------------------------------------------------------------------
@@ -250,10 +250,10 @@ class ThreadedWorker(SyncWorker):
             me.since = time.monotonic()
 
     def serve(self, conn: Connection) -> None:
-        self.queue(conn)
+        self.enqueue(conn)
         self.update_taking()
 
-    def queue(self, conn: Connection) -> None:
+    def enqueue(self, conn: Connection) -> None:
         """Pass the connection to the app threads (the caller updates what it takes, once)."""
         # Not forgotten: it still counts towards worker_connections, its head towards the head
         # budget, and it stays registered (silent until its thread re-arms it).
