@@ -105,11 +105,9 @@ class SyncWorker(Worker):
         return ctx
 
     def run(self) -> None:
-        self.sel = selectors.DefaultSelector()
+        self.sel = self.make_selector()
         self.conns: set[Connection] = set()
-        # The descriptor each watched connection was registered with: a connection that closed
-        # has none to look it up by any more, and the selector's fallback scans every key.
-        self.fds: dict[Connection, int] = {}
+        self.fds: dict[Connection, int] = {}   # the descriptor each was registered with
         self.handshakes: set[Handshake] = set()
         self.heads = HeadBudget(self.settings.limit_head_buffer)
         # A signal wakes the selector at once (PEP 475 would otherwise resume the wait); so can a
@@ -144,6 +142,8 @@ class SyncWorker(Worker):
                         self.serve(tag)
                     elif tag in self.handshakes:
                         self.handshake(tag)
+                    else:
+                        self.other_ready(tag)
                 if time.monotonic() >= next_sweep:
                     self.sweep()
                     self.resume_accepting()
@@ -153,6 +153,13 @@ class SyncWorker(Worker):
         finally:
             if self.lender:
                 self.lender.stop()
+
+    def make_selector(self) -> selectors.BaseSelector:
+        return selectors.DefaultSelector()
+
+    def other_ready(self, tag: Any) -> None:
+        """A source that a subclass registered (in make_selector) is ready; or a connection
+        lent away or closed earlier in the same batch, to ignore."""
 
     def make_lender(self) -> Lender | None:
         """The thread that lends connections ready while the app runs (None: nothing to lend)."""
@@ -312,8 +319,7 @@ class SyncWorker(Worker):
 
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
-        self.fds[conn] = conn.fileno()
-        self.sel.register(conn, selectors.EVENT_READ, conn)
+        self.register(conn)
         self.held_connections(self.held())
         self.limit_accepting()
 
@@ -326,11 +332,21 @@ class SyncWorker(Worker):
         self.conns.discard(conn)
         self.held_connections(self.held())
         self.heads.forget(conn)
+        self.unregister(conn)
+        if self.alive and self.held() < self.settings.worker_connections:
+            self.start_accepting()
+
+    def register(self, conn: Connection) -> None:
+        """Wait for the connection's bytes (the gthread worker: in its own epoll)."""
+        self.fds[conn] = conn.fileno()
+        self.sel.register(conn, selectors.EVENT_READ, conn)
+
+    def unregister(self, conn: Connection) -> None:
+        # By the descriptor it was registered with: a closed socket has none any more, and the
+        # selector's lookup would then scan every key.
         fd = self.fds.pop(conn, None)
         if fd is not None:
             self.sel.unregister(fd)
-        if self.alive and self.held() < self.settings.worker_connections:
-            self.start_accepting()
 
     def serve(self, conn: Connection) -> None:
         if self.lender:
@@ -436,6 +452,8 @@ class SyncWorker(Worker):
                 self.serve(tag)
             elif tag in self.handshakes:
                 self.handshake(tag)
+            else:
+                self.other_ready(tag)
 
 
 def fixed_local_name(listener: socket.socket) -> Any:

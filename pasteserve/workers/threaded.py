@@ -2,9 +2,12 @@
 
 The selector thread does what it does in the sync worker (accept, TLS handshakes, hand-offs, idle
 keep-alive connections, deadlines) but never runs the app. A connection whose request arrives
-leaves the selector and waits in one first-come-first-served queue for a free app thread; that
-thread serves every request the connection has sent (keep-alive, pipelining) and passes it back,
-and the selector watches it again.
+waits in one first-come-first-served queue for a free app thread; that thread serves every request
+the connection has sent (keep-alive, pipelining) and passes it back. Connections wait for bytes in
+an epoll of their own (inside the selector's) with EPOLLONESHOT: reported once, silent while a
+thread has it, re-armed by that thread before it passes it back. So a request costs the selector
+thread no registration and no wake-up of its own: it takes back what the threads passed back
+whenever it next comes round, and is woken for it only when it must know at once (`must_know`).
 
 While every thread is busy, the worker still accepts (up to `worker_connections`, counting queued
 and running connections) but takes no hand-offs (`may_take`). A connection that waited
@@ -26,8 +29,12 @@ requests still going to the threads.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
+import queue
+import select
+import selectors
 import socket
 import struct
 import termios
@@ -47,6 +54,12 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 LEND_AFTER = 0.05
 # After reclaiming what no sibling took (all were busy), lend nothing for this long.
 LEND_PAUSE = 1.0
+# The selector's tag of the connections' own epoll.
+CONNS = object()
+# A connection reports its next bytes once, then stays registered but silent while a thread owns it,
+# until that thread re-arms it: no unregister and register per request, and no wake-up of the
+# selector thread to do them.
+ARMED = select.EPOLLIN | select.EPOLLONESHOT
 
 
 def handoffs_pending(sock: socket.socket) -> bool:
@@ -104,24 +117,36 @@ class ThreadedWorker(SyncWorker):
         self.app_threads = [AppThread(f"pasteserve-app-{i + 1}") for i in range(self.threads)]
         self.pool: list[threading.Thread] = []
         # The queue of ready connections with when each was queued; the app threads take from it.
+        # Every single step on it is atomic (no lock): the selector thread takes an entry back by
+        # removing it, which fails once a thread took it. A thread waits for a token, one put
+        # for each entry queued: never fewer tokens than entries, a few more after take-backs.
         self.ready: deque[tuple[Connection, float]] = deque()
-        self.cond = threading.Condition()
+        self.tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
         self.closing = False
-        self.done: deque[tuple[Connection, bool]] = deque()   # served; appended by app threads
+        # Served (the connection, whether it stays open, whether its thread re-armed it); appended
+        # by app threads, taken by the selector thread whenever it comes round (collect).
+        self.done: deque[tuple[Connection, bool, bool]] = deque()
+        # The connections' own epoll (in the selector's, as CONNS; made in the worker process, as
+        # the selector is: this object is made before the fork) and what its descriptors are.
+        self.cpoll: select.epoll | None = None
+        self.by_fd: dict[int, Connection] = {}
+        self.fd_of: dict[Connection, int] = {}   # the same, the other way: a closed socket forgets its number
+        self.early: set[Connection] = set()   # reported again before their thread's return was collected
         # The selector thread's own state:
         self.running = 0   # connections queued or being served
         self.from_siblings: set[Connection] = set()   # taken from the hand-off socket, not served yet
         self.pending_since: float | None = None       # since when hand-offs wait for a taker
         self.reclaiming = False                       # taking hand-offs though no thread is free
         self.lend_resume = 0.0                        # lend nothing before this
-        self.begun = 0     # requests begun, for max_requests
-        self.count_lock = threading.Lock()
+        self.begun = itertools.count(1)   # requests begun, for max_requests (next() is atomic)
         self.waiting = False   # the selector thread may be waiting: wake it for what is done
         self.aborted: list[tuple[float, str]] = []   # what ABRT found the threads running (logged later)
 
     def make_context(self) -> Any:
         ctx = super().make_context()
         ctx.multithread = self.threads > 1
+        if ctx.on_progress is not None:
+            ctx.on_progress = self.progress
         if ctx.observer is not None:
             ctx.observer = SerializedObserver(ctx.observer)
         user_hook = ctx.pre_request
@@ -144,10 +169,7 @@ class ThreadedWorker(SyncWorker):
         Counted as they end, the selector thread could accept new connections while the
         response that reached the limit is on its way, and serve them too.
         """
-        with self.count_lock:
-            self.begun += 1
-            reached = self.begun >= self.max_requests
-        if reached and self.alive:
+        if next(self.begun) >= self.max_requests and self.alive:
             self.retire_at_max_requests()
 
     def run(self) -> None:
@@ -164,32 +186,86 @@ class ThreadedWorker(SyncWorker):
     def make_lender(self) -> Lender | None:
         return None   # the selector thread lends (before_wait)
 
+    def make_selector(self) -> selectors.BaseSelector:
+        sel = super().make_selector()
+        self.cpoll = select.epoll()
+        sel.register(self.cpoll.fileno(), selectors.EVENT_READ, CONNS)
+        return sel
+
+    def register(self, conn: Connection) -> None:
+        fd = conn.fileno()
+        if self.fd_of.get(conn) == fd:
+            self.cpoll.modify(fd, ARMED)   # silent since it was last reported: arm it again
+            return
+        # The number may still be a closed connection's whose return is not collected yet: the
+        # kernel dropped that one's registration when it closed, ours replaces it here.
+        self.by_fd[fd] = conn
+        self.fd_of[conn] = fd
+        try:
+            self.cpoll.register(fd, ARMED)
+        except FileExistsError:
+            self.cpoll.modify(fd, ARMED)
+
+    def unregister(self, conn: Connection) -> None:
+        self.early.discard(conn)
+        fd = self.fd_of.pop(conn, -1)
+        if self.by_fd.get(fd) is not conn:
+            return   # never registered, or its number is another connection's now
+        del self.by_fd[fd]
+        if conn.fileno() == fd:
+            # Still open (lent to a sibling, or taken over by the app): the socket outlives our
+            # descriptor, and so would its registration.
+            try:
+                self.cpoll.unregister(fd)
+            except OSError:
+                pass
+
+    def other_ready(self, tag: Any) -> None:
+        if tag is not CONNS:
+            return
+        by_fd, conns = self.by_fd, self.conns
+        for fd, _ in self.cpoll.poll(0):
+            conn = by_fd.get(fd)
+            if conn is None:
+                continue
+            if conn not in conns:
+                self.collect()   # its thread re-armed it before passing it back: it may be back now
+                if conn not in conns:
+                    self.early.add(conn)   # served as soon as its return is collected
+                    continue
+            self.enqueue(conn)
+        self.update_taking()
+
     # --- the selector thread ----------------------------------------------------------------------
 
     def notify(self) -> None:
-        me = getattr(self.local, "me", None)
-        now = time.monotonic()
-        if me is not None:   # an app thread: body bytes arrived
-            me.since = now
-            return
         self.waiting = False   # the selector thread is at the top of its loop, awake
         busy = [t.since for t in self.app_threads if t.conn is not None]
-        self.heartbeat.beat(self.slot, min(busy, default=now))
+        self.heartbeat.beat(self.slot, min(busy) if busy else time.monotonic())
+
+    def progress(self) -> None:
+        """An app thread received body bytes: it is not stuck."""
+        me = getattr(self.local, "me", None)
+        if me is not None:
+            me.since = time.monotonic()
 
     def serve(self, conn: Connection) -> None:
-        # A connection a sibling passed on has waited its turn there already: it goes first.
-        first = conn in self.from_siblings
-        self.running += 1   # before forget(): it still counts towards worker_connections
-        self.forget(conn)   # off the selector while a thread owns it
-        # What it buffered of a head still counts in the worker's budget while it waits and runs.
-        self.heads.update(conn)
-        with self.cond:
-            if first:
-                self.ready.appendleft((conn, time.monotonic()))
-            else:
-                self.ready.append((conn, time.monotonic()))
-            self.cond.notify()
+        self.enqueue(conn)
         self.update_taking()
+
+    def enqueue(self, conn: Connection) -> None:
+        """Pass the connection to the app threads (the caller updates what it takes, once)."""
+        # Not forgotten: it still counts towards worker_connections, its head towards the head
+        # budget, and it stays registered (silent until its thread re-arms it).
+        self.running += 1
+        self.conns.discard(conn)
+        if conn in self.from_siblings:
+            # A connection a sibling passed on has waited its turn there already: it goes first.
+            self.from_siblings.discard(conn)
+            self.ready.appendleft((conn, time.monotonic()))
+        else:
+            self.ready.append((conn, time.monotonic()))
+        self.tokens.put(None)
 
     def forget(self, conn: Connection) -> None:
         self.from_siblings.discard(conn)
@@ -227,13 +303,19 @@ class ThreadedWorker(SyncWorker):
         if not self.done:
             return
         while self.done:
-            conn, keep = self.done.popleft()
+            conn, keep, armed = self.done.popleft()
             self.running -= 1
             if not keep:
                 self.forget(conn)   # accepting resumes below worker_connections, as on any close
                 continue
-            self.watch(conn)
+            if armed:
+                self.conns.add(conn)   # held all along: the count is the same
+            else:
+                self.watch(conn)
             self.heads.update(conn)   # what the thread read of a head
+            if conn in self.early:
+                self.early.discard(conn)
+                self.serve(conn)
         self.refuse_heads()
         self.update_taking()
 
@@ -249,15 +331,15 @@ class ThreadedWorker(SyncWorker):
 
     def unqueue(self, conn: Connection) -> bool:
         """Take a connection back from the queue before a thread does; False if none has it."""
-        with self.cond:
-            for i, (queued, _) in enumerate(self.ready):
-                if queued is conn:
-                    del self.ready[i]
-                    break
-            else:
-                return False
-        self.running -= 1
-        return True
+        for item in list(self.ready):   # a copy in one step: threads take from it meanwhile
+            if item[0] is conn:
+                try:
+                    self.ready.remove(item)
+                except ValueError:
+                    return False   # a thread just took it
+                self.running -= 1
+                return True
+        return False
 
     def held(self) -> int:
         return len(self.conns) + self.running   # the selector's, and the queued or served ones
@@ -291,23 +373,28 @@ class ThreadedWorker(SyncWorker):
             return self.lend_resume - now
         try:
             # The queue is in arrival order (but for a sibling's connection put first): while its
-            # head is not due, nothing is, and the scan below is not worth its lock.
+            # head is not due, nothing is, and the scan below is not worth its copy.
             head_due = self.ready[0][1] + LEND_AFTER
         except IndexError:
             return None
         if head_due > now:
             return head_due - now
-        with self.cond:
-            due = min((queued + LEND_AFTER for conn, queued in self.ready if conn.idle), default=None)
-            if due is None or due > now:
-                return None if due is None else due - now
-            overdue = [conn for conn, queued in self.ready if queued + LEND_AFTER <= now and conn.idle]
-            # One connection per message, as many as an idle sibling has threads: a sibling takes
-            # one message per free thread, never more than it can serve at once.
-            lent = [conn for conn in overdue[:self.threads] if self.hand_off([conn])]
-            if lent:
-                gone = set(map(id, lent))
-                self.ready = deque(item for item in self.ready if id(item[0]) not in gone)
+        waiting = [item for item in list(self.ready) if item[0].portable]
+        due = min((queued + LEND_AFTER for _, queued in waiting), default=None)
+        if due is None or due > now:
+            return None if due is None else due - now
+        # One connection per message, as many as an idle sibling has threads: a sibling takes
+        # one message per free thread, never more than it can serve at once.
+        lent = []
+        for item in [item for item in waiting if item[1] + LEND_AFTER <= now][:self.threads]:
+            try:
+                self.ready.remove(item)   # ours before it is passed on, not a thread's as well
+            except ValueError:
+                continue   # a thread took it meanwhile
+            if not self.hand_off([item[0]]):
+                self.ready.appendleft(item)   # the socket is full; its token is still queued
+                break
+            lent.append(item[0])
         for conn in lent:
             self.running -= 1
             self.forget(conn)
@@ -321,15 +408,16 @@ class ThreadedWorker(SyncWorker):
     def work(self, me: AppThread) -> None:
         self.local.me = me
         while True:
-            with self.cond:
-                while not self.ready:
-                    if self.closing:
-                        return
-                    self.cond.wait()
+            self.tokens.get()
+            try:
                 conn, _ = self.ready.popleft()
+            except IndexError:   # a token of an entry taken back, or of stop_pool
+                if self.closing:
+                    return
+                continue
             me.since = time.monotonic()
             me.conn = conn
-            keep = False
+            keep = armed = False
             try:
                 keep = conn.process()
             except BaseException:
@@ -339,9 +427,31 @@ class ThreadedWorker(SyncWorker):
             finally:
                 me.conn = None
                 me.environ = None
-                self.done.append((conn, keep))
-                if self.waiting:   # else the selector thread collects it before it waits
+                if keep:
+                    armed = self.rearm(conn)
+                self.done.append((conn, keep, armed))
+                if self.waiting and self.must_know(conn, keep):   # else collected when it next comes round
                     self.wake()
+
+    def rearm(self, conn: Connection) -> bool:
+        """Report the connection's next bytes again; done before passing it back, never after:
+        once back, the selector thread may close it and its number be a new connection's."""
+        try:
+            self.cpoll.modify(conn.fileno(), ARMED)
+        except OSError:
+            return False   # the selector thread registers it again
+        return True
+
+    def must_know(self, conn: Connection, keep: bool) -> bool:
+        """Whether the selector thread must learn at once that a thread passed a connection back.
+
+        Not when the connection only goes back to waiting: re-armed, its next request wakes the
+        selector thread, which collects what came back first. But when that request came before
+        (early: the selector thread marks it so before it waits), when stopping, at
+        worker_connections and one closed, or not taking hand-offs and a thread is free now.
+        """
+        return (conn in self.early or not self.alive or (not keep and not self.accepting)
+                or (not self.taking and not self.ready))
 
     def wake(self) -> None:
         try:
@@ -383,9 +493,9 @@ class ThreadedWorker(SyncWorker):
         self.collect()
 
     def stop_pool(self, wait: bool) -> None:
-        with self.cond:
-            self.closing = True
-            self.cond.notify_all()
+        self.closing = True
+        for _ in self.pool:
+            self.tokens.put(None)
         if wait:   # every thread is idle by now: they end at once
             for thread in self.pool:
                 thread.join(1.0)

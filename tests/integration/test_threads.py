@@ -173,6 +173,10 @@ def test_a_busy_workers_connections_are_served_by_a_sibling_with_a_free_thread(s
         for client in slow:
             status, _, body = client.response()
             assert (status, int(body)) == (200, busy)
+        # The busy worker closed its descriptors of what it lent; the sibling's keep the sockets
+        # alive, so a registration left in an epoll would outlive them (and fire for a new
+        # connection given the same number).
+        assert stale_registrations(busy) == [], "the lender's epoll still watches what it lent"
     finally:
         for client in clients:
             client.close()
@@ -190,6 +194,29 @@ def test_threads_with_the_eventlet_worker_are_refused(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 2, run
     assert "command line" in run.stderr and "threads = 2: the eventlet worker has no thread pool" in run.stderr
+
+
+def stale_registrations(pid: int) -> list[str]:
+    """What the epoll instances of process `pid` watch that is not (any more) its descriptor.
+
+    /proc/PID/fdinfo of an epoll lists each registration's descriptor number and inode.
+    """
+    stale = []
+    for name in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{name}") as info:
+                lines = [line.split() for line in info if line.startswith("tfd:")]
+        except OSError:
+            continue   # closed meanwhile
+        for fields in lines:
+            tfd, ino = fields[1], int(next(f for f in fields if f.startswith("ino:"))[4:], 16)
+            try:
+                held = os.stat(f"/proc/{pid}/fd/{tfd}").st_ino
+            except OSError:
+                held = None
+            if held != ino:
+                stale.append(f"epoll {name} watches descriptor {tfd} (inode {ino:x}, now {held})")
+    return stale
 
 
 def socket_count(pid: int) -> int:
