@@ -45,6 +45,9 @@ LINGER = 2.0
 
 _IDLE, _HEAD, _LINGER, _CLOSED, _TAKEN = range(5)
 
+# wsgi.input of every request without a body: it never pulls, and reading it changes nothing.
+NO_BODY = Input(lambda: b"", 0)
+
 
 def _secure_scheme_headers() -> dict[str, str]:
     return {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
@@ -295,7 +298,8 @@ class Connection:
         """Serve one request; True if the connection stays open for the next."""
         ctx = self._ctx
         started = time.monotonic()
-        inp = Input(self._pull, None if req.chunked else (req.content_length or 0))
+        inp = Input(self._pull, None if req.chunked else req.content_length) if req.chunked or req.content_length \
+            else NO_BODY
         resp = Response(self._sock, req, inp, ctx, self._server,
                         req.keep_alive and ctx.keepalive > 0 and ctx.alive, self._send_wait, self._sendfile)
         if req.expect_continue and req.version >= (1, 1) and (req.chunked or req.content_length):

@@ -115,6 +115,10 @@ class EndOfMessage:
     trailers: list[tuple[str, str]] = field(default_factory=list)
 
 
+# The end of a request without trailers (nearly all): one shared event, never mutated.
+_END_OF_MESSAGE = EndOfMessage([])
+
+
 class _Sentinel:
     __slots__ = ("_name",)
 
@@ -668,7 +672,7 @@ class RequestParser:
 
     def _read_end(self) -> Event:
         self._state = _IDLE
-        return EndOfMessage([])
+        return _END_OF_MESSAGE
 
     def _read_body(self) -> Event:
         return self._read_data(_END)
@@ -732,7 +736,7 @@ class RequestParser:
         if buf[:2] == b"\r\n":
             del buf[:2]
             self._state = _IDLE
-            return EndOfMessage([])
+            return _END_OF_MESSAGE
         if buf == b"\r" or not buf:
             return NEED_DATA
         end = self._find(b"\r\n\r\n")
