@@ -58,6 +58,10 @@ _names: dict[str, int] = {}
 # repeats (a cookie, a token) would otherwise fill it, with megabytes when values are long.
 _ITEMS_MAX = 1024
 _ITEM_VALUE_CACHED_MAX = 256
+# Content-Length items, with their value as an int, have a cache of their own: they repeat
+# as bodies of the same size do, and their kind is still handled every time.
+_LENGTHS_MAX = 1024
+_lengths: dict[tuple[str, str], tuple[str, int]] = {}
 _items: dict[tuple[str, str], str] = {}
 
 # Status strings repeat even more ("200 OK"); same idea.
@@ -170,10 +174,18 @@ def check_headers(headers: object) -> AppHeaders:
             raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}")
         try:
             line = items.get(item)
+            known = _lengths.get(item) if line is None else None
         except TypeError:  # an unhashable member: the checks below name it
-            line = None
+            line = known = None
         # Equal to a checked item; exact types too, as equality alone would let a str subclass in.
-        if line is not None and type(item[0]) is str and type(item[1]) is str:
+        if line is not None:
+            if type(item[0]) is str and type(item[1]) is str:
+                lines.append(line)
+                continue
+        elif known is not None and type(item[0]) is str and type(item[1]) is str:
+            if content_length is not None:
+                raise ResponseError("more than one Content-Length header")
+            line, content_length = known
             lines.append(line)
             continue
         try:
@@ -208,7 +220,9 @@ def check_headers(headers: object) -> AppHeaders:
             else:
                 has_server = True
         line = f"{name}: {value}\r\n"
-        if not kind and len(items) < _ITEMS_MAX and len(value) <= _ITEM_VALUE_CACHED_MAX:
+        if kind == _LENGTH and len(_lengths) < _LENGTHS_MAX and len(value) <= 32:
+            _lengths[item] = (line, content_length)  # type: ignore[assignment]
+        elif not kind and len(items) < _ITEMS_MAX and len(value) <= _ITEM_VALUE_CACHED_MAX:
             items[item] = line
         lines.append(line)
     try:

@@ -106,6 +106,21 @@ class TestCheckHeaders:
         with pytest.raises(r.ResponseError):
             r.check_headers([("Content-Length", "1"), ("Content-Length", "1")])
 
+    def test_a_content_length_seen_before_is_still_counted_and_typed(self):
+        assert r.check_headers([("Content-Length", "7")]).content_length == 7
+        h = r.check_headers([("X", "1"), ("Content-Length", "7")])   # rendered from the cache now
+        assert (h.content_length, h.block) == (7, b"X: 1\r\nContent-Length: 7\r\n")
+        with pytest.raises(r.ResponseError, match="more than one Content-Length"):
+            r.check_headers([("Content-Length", "7"), ("Content-Length", "7")])
+        with pytest.raises(r.ResponseError, match="more than one Content-Length"):
+            r.check_headers([("Content-Length", "8"), ("Content-Length", "7")])
+
+        class Text(str):
+            pass
+
+        with pytest.raises(r.ResponseError):
+            r.check_headers([("Content-Length", Text("7"))])
+
     def test_cached_name_is_still_checked_for_hop_by_hop(self):
         r.check_headers([("X-Cached", "1")])
         with pytest.raises(r.ResponseError):
