@@ -193,9 +193,9 @@ class _Reader:
     def __call__(self) -> Any:
         hub, fileno, listener = self._hub, self._fileno, self._listener
         readers = hub.listeners[hub.READ]
-        if listener.spent or fileno in readers:
-            # Its number was reused (the hub defanged it) or another green thread reads it:
-            # eventlet's way, with its errors.
+        if listener.spent or fileno in readers or listener.greenlet is not getcurrent():
+            # Its number was reused (the hub defanged it), another green thread reads it, or one
+            # other than its maker waits: eventlet's way, with its errors.
             return trampoline(fileno, read=True)
         readers[fileno] = listener
         if hub.masks.get(fileno) != hub.keep_mask:
