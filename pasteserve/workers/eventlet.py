@@ -170,7 +170,8 @@ class EventletWorker(Worker):
             self.pool.spawn_n(self.serve, self.greened(sock), peer, False)
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
-        green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
+        # A listener's DirectSocket accepts DirectSockets (the plain socket underneath is shared).
+        green = kept_hub.DirectSocket(sock.fd if isinstance(sock, greenio.GreenSocket) else sock)
         # Only the green emulation becomes blocking: the descriptor stays non-blocking underneath.
         green.settimeout(None)
         return green

@@ -26,7 +26,7 @@ from greenlet import getcurrent
 
 from ..green import original
 
-__all__ = ["Hub", "keep", "Kept", "is_available", "reader"]
+__all__ = ["DirectSocket", "Hub", "keep", "Kept", "is_available", "reader"]
 
 _time = original("time")
 is_available = epolls.is_available   # what eventlet's use_hub asks a hub module
@@ -178,6 +178,30 @@ class Kept:
             self._hub.release(fileno)
 
 
+class DirectSocket(GreenSocket):
+    """A green socket whose ``recv`` and ``sendall`` try its (non-blocking) descriptor first and
+    go through eventlet's loops only when that would block or fails: a request's read and its
+    answer cost one call each, not eventlet's two and three (and an exception object per send).
+
+    Listening sockets of this class accept connections of this class."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize:   # eventlet waits for readability before a recv of 0 bytes
+            try:
+                return self.fd.recv(bufsize, flags)
+            except OSError:
+                pass   # would block (then eventlet waits), or eventlet's answer to the error
+        return GreenSocket.recv(self, bufsize, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        try:
+            sent = self.fd.send(data, flags)
+        except OSError:
+            sent = 0   # would block (then eventlet waits), or eventlet raises the error again
+        if sent < len(data):
+            GreenSocket.sendall(self, data[sent:] if sent else data, flags)
+
+
 class _Reader:
     """``trampoline(fileno, read=True)`` for a kept descriptor, again and again, by the green
     thread that made it: one listener for all its waits, and no epoll_ctl while it stays kept."""
@@ -220,6 +244,6 @@ def reader(hub: Any, sock: Any) -> Callable[[], Any]:
 def keep(hub: Any, sock: Any) -> Kept | None:
     """Keep ``sock`` registered between waits if ``hub`` can and ``sock`` is a plain green socket
     (not TLS, whose reads may find bytes already decrypted); None if not."""
-    if isinstance(hub, Hub) and type(sock) is GreenSocket and sock.fileno() >= 0:
+    if isinstance(hub, Hub) and isinstance(sock, GreenSocket) and sock.fileno() >= 0:
         return Kept(hub, sock)
     return None

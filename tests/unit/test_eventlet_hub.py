@@ -206,3 +206,45 @@ def test_plain_eventlet_sockets_and_other_hubs_are_not_kept():
         peer.close()
 
     in_hub_thread(test)
+
+
+def test_direct_socket_reads_and_writes_as_eventlets_green_socket_does():
+    def test(hub, counting):
+        ours, peer = socket.socketpair()
+        sock = kept_hub.DirectSocket(ours)
+        reader = eventlet.spawn(sock.recv, 100)   # nothing there: waits in the hub
+        eventlet.sleep(0.05)
+        assert not reader.dead
+        peer.send(b"hello")
+        assert reader.wait() == b"hello"
+        big = b"z" * 1_000_000                    # more than the buffers hold: waits to write
+        writer = eventlet.spawn(sock.sendall, big)
+        received = bytearray()
+        while len(received) < len(big):
+            eventlet.sleep(0.001)
+            try:
+                received += peer.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        writer.wait()
+        assert bytes(received) == big
+        # Closed by the peer: b"" as from eventlet's recv, an OSError (EPIPE) from sendall.
+        peer.close()
+        assert sock.recv(100) == b""
+        with pytest.raises(OSError):
+            sock.sendall(b"x" * 100_000)
+        sock.close()
+
+    in_hub_thread(test)
+
+
+def test_listening_direct_socket_accepts_direct_sockets():
+    def test(hub, counting):
+        listener = kept_hub.DirectSocket(socket.create_server(("127.0.0.1", 0)))
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        assert type(conn) is kept_hub.DirectSocket
+        for s in (conn, client, listener):
+            s.close()
+
+    in_hub_thread(test)
