@@ -366,3 +366,12 @@ def test_cpu_per_request_of_one_worker(capsys):
     assert cpu.main(["--servers", "pasteserve-sync", "--duration", "1", "--warmup", "0"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
     assert re.fullmatch(r"\| pasteserve-sync \| [\d,]+ \| [\d.]+ \| [\d.]+ \|", row), row
+
+
+def test_cpu_instructions_client_sends_exactly_the_requests_asked():
+    # What --instructions subtracts is exact counts of requests (valgrind itself is too slow here).
+    from benchmarks import cpu, servers
+
+    with servers.running(servers.SERVERS["pasteserve-eventlet"], "benchmarks.apps:hello", workers=1) as live:
+        assert cpu.drive(live.port, 3, 10) == 10
+        assert cpu.drive(live.port, 4, 2) == 2   # more connections than requests

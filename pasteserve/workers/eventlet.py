@@ -26,10 +26,15 @@ from eventlet.semaphore import Semaphore
 
 from .. import logs
 from ..connection import Connection, ServerContext, poll_readable
+from . import hub as kept_hub
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
 
 log = logging.getLogger(logs.ERROR_LOGGER)
+
+# How often the deadlines of waiting connections are checked; a connection may outlive its
+# deadline by this. One sweep instead of a hub timer per wait (made and cancelled per request).
+SWEEP_INTERVAL = 0.1
 
 
 def patch() -> None:
@@ -82,8 +87,10 @@ class EventletWorker(Worker):
     stopped_at = 0.0   # when the stop began (monotonic): graceful_timeout counts from then
 
     def init_process(self) -> None:
-        # A forked child shares the master's hub state (its epoll descriptor included): start afresh.
-        hubs.use_hub()
+        # A forked child shares the master's hub state (its epoll descriptor included): start afresh,
+        # with our epoll hub (hub.py) unless EVENTLET_HUB names another.
+        hubs.use_hub(os.environ.get("EVENTLET_HUB") or
+                     (kept_hub if kept_hub.is_available() else None))
         super().init_process()
 
     def make_context(self) -> ServerContext:
@@ -105,13 +112,15 @@ class EventletWorker(Worker):
         self.held = 0   # connections being served, for the status map
         self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
-        # Green threads waiting for the next request on an idle connection, woken at shutdown.
-        self.waiting: dict[Connection, Any] = {}
+        # Green threads waiting for bytes on their connection, and until when: woken by the sweep
+        # (expire_loop) when that passes, and at shutdown.
+        self.waiting: dict[Connection, tuple[Any, float]] = {}
         listeners = [self.greened(sock) for sock in self.listeners]
         # Everything that brings in new connections: stopped together the moment the worker stops.
         self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
         self.acceptors.append(eventlet.spawn(self.handoff_loop))
         watcher = eventlet.spawn(self.watch_signals)
+        sweeper = eventlet.spawn(self.expire_loop)
         # Beating is cheap (no syscall); a short interval also notices a stop signal promptly.
         interval = min(0.2, self.settings.timeout / 4) if self.settings.timeout else 0.2
         while self.alive:
@@ -121,6 +130,7 @@ class EventletWorker(Worker):
         self.stop_accepting()
         self.finish()
         watcher.kill()
+        sweeper.kill()
 
     def watch_signals(self) -> None:
         """Act on signals: stop accepting the moment a stop signal arrives, reopen logs on USR1.
@@ -139,6 +149,18 @@ class EventletWorker(Worker):
             hubs.trampoline(wake_r, read=True)
             os.read(wake_r, 4096)
 
+    def expire_loop(self) -> None:
+        """Wake the green threads whose connection's deadline passed while they waited."""
+        waiting = self.waiting
+        while True:
+            eventlet.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for conn in [c for c, (_, until) in waiting.items() if until <= now]:
+                # Each wake runs other green threads: this one may have woken and waits anew.
+                entry = waiting.get(conn)
+                if entry is not None and entry[1] <= now:
+                    eventlet.kill(entry[0], _Expired)
+
     def stop_accepting(self) -> None:
         for acceptor in self.acceptors:
             acceptor.kill()
@@ -148,7 +170,8 @@ class EventletWorker(Worker):
             self.pool.spawn_n(self.serve, self.greened(sock), peer, False)
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
-        green = sock if isinstance(sock, greenio.GreenSocket) else greenio.GreenSocket(sock)
+        # A listener's DirectSocket accepts DirectSockets (the plain socket underneath is shared).
+        green = kept_hub.DirectSocket(sock.fd if isinstance(sock, greenio.GreenSocket) else sock)
         # Only the green emulation becomes blocking: the descriptor stays non-blocking underneath.
         green.settimeout(None)
         return green
@@ -211,48 +234,57 @@ class EventletWorker(Worker):
         with eventlet.Timeout(timeout, _Expired("the TLS handshake did not finish in time")):
             return self.ssl.wrap_socket(sock, server_side=True)
 
+    def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+        conn = super().new_connection(sock, peer)
+        kept_hub.keep(hubs.get_hub(), sock)   # its green thread waits on it with no epoll_ctl
+        return conn
+
     def keep_serving(self, conn: Connection, counted: bool = True) -> None:
         """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
         holds a unit of capacity, released at its end."""
         served = False
         self.held += 1
         self.held_connections(self.held)
+        current = eventlet.getcurrent()
+        waiting, heads, ctx = self.waiting, self.heads, self.ctx
+        wait_readable = kept_hub.reader(hubs.get_hub(), conn.sock)
         try:
             while True:
-                wait = conn.deadline - time.monotonic()
-                if wait <= 0:
+                until = conn.deadline
+                now = time.monotonic()
+                if until <= now:
                     lingering = conn.expire()
-                    self.heads.update(conn)
+                    heads.update(conn)
                     if lingering:
                         continue   # lingering after a 408: keep reading until the client is done
                     return
                 # A connection accepted before the stop was noticed still gets its first request
                 # answered (with Connection: close); an idle one between requests is handed to a
                 # sibling, or drained: watched until drain_until (DRAIN_WINDOW), then closed.
-                if conn.idle and served:
-                    if not self.alive:
-                        if self.let_go(conn):
-                            return
-                        wait = min(wait, self.drain_until - time.monotonic())
-                        if wait <= 0:
-                            conn.close()
-                            return
-                    else:
-                        self.waiting[conn] = eventlet.getcurrent()
+                if not self.alive and served and conn.idle:
+                    if self.let_go(conn):
+                        return
+                    until = min(until, self.drain_until)
+                    if until <= now:
+                        conn.close()
+                        return
+                waiting[conn] = (current, until)
                 try:
-                    hubs.trampoline(conn.fileno(), read=True, timeout=wait, timeout_exc=_Expired)
+                    wait_readable()   # no timer: expire_loop wakes us
                 except (_Expired, _Stopping):
                     continue   # the checks above expire, drain or close it
                 except hubs.IOClosed:
                     pass   # refused by another green thread (head budget): process() sees it closed
                 finally:
-                    self.waiting.pop(conn, None)
+                    del waiting[conn]
                 keep = conn.process()
-                self.heads.update(conn)
-                for victim in self.heads.over():
-                    victim.refuse_head()   # its own green thread wakes to linger or to find it closed
-                    self.heads.update(victim)
-                self.count_request()   # also for a request whose connection then closed
+                if heads.sizes or conn.head_size:   # else nothing changed: no head was, nor is, buffered
+                    heads.update(conn)
+                    for victim in heads.over():
+                        victim.refuse_head()   # its own green thread wakes to linger or to find it closed
+                        heads.update(victim)
+                if not self.alive or ctx.requests >= self.max_requests:
+                    self.count_request()   # also for a request whose connection then closed
                 if not keep:
                     return
                 served = True
@@ -292,8 +324,9 @@ class EventletWorker(Worker):
         """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
         connections go to a sibling or are drained (see `keep_serving`). What is left at the end
         is stopped, its connection closed."""
-        for greenlet in list(self.waiting.values()):
-            eventlet.kill(greenlet, _Stopping)
+        for conn, (greenlet, _) in list(self.waiting.items()):
+            if conn.idle and self.waiting.get(conn, (None,))[0] is greenlet:
+                eventlet.kill(greenlet, _Stopping)
         if not self.retiring:
             for conn in self.drain_handoff():
                 if poll_readable(conn.fileno(), 0):

@@ -103,6 +103,28 @@ def test_2000_idle_connections_do_not_keep_other_clients_waiting(start_server, m
             sock.close()
 
 
+def test_waiting_connections_end_at_their_deadlines(start_server):
+    # Deadlines are swept (SWEEP_INTERVAL), not timed per wait: idle after a request (keepalive),
+    # silent since connecting (header_timeout), a head under way (408), each ends on time.
+    server = start_server("pasteserve_paster", ini=ini("keepalive = 1\nheader_timeout = 2"))
+    server.wait_workers(1)
+    with Client(server.port) as idle, Client(server.port) as silent, Client(server.port) as slow:
+        assert idle.get("/pid")[0] == 200
+        started = time.monotonic()
+        slow.send(b"GET /pid HTTP/1.1\r\n")
+        assert idle.closed_by_peer(timeout=10)
+        idle_for = time.monotonic() - started
+        assert slow.response()[0] == 408
+        slow_for = time.monotonic() - started
+        assert silent.closed_by_peer(timeout=10)
+        silent_for = time.monotonic() - started
+    assert 0.9 < idle_for < 2.0, idle_for
+    assert 1.9 < slow_for < 3.0, slow_for
+    assert 1.9 < silent_for < 3.0, silent_for
+    # The sweep ended only what was due: the worker serves on.
+    assert get(server.port, "/pid")[0] == 200
+
+
 def test_term_lets_every_sleeping_request_finish(start_server, tmp_path):
     hook_log = tmp_path / "hooks.log"
     server = start_server("pasteserve_paster", ini=ini(""), env={HOOK_LOG_ENV: str(hook_log)})

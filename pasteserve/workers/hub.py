@@ -1,0 +1,249 @@
+"""The eventlet worker's hub: eventlet's epoll hub, keeping connections in epoll between waits.
+
+eventlet's hub adds a descriptor to epoll when a green thread starts waiting on it and removes
+it when the wait ends: two ``epoll_ctl`` calls around every wait, so two per keep-alive request
+beside its ``recv`` and ``send``. A connection's green thread waits on its socket again and
+again; a socket marked with :func:`keep` stays registered for reading between its waits, so
+waiting again costs no system call.
+
+A registration left in epoll must go before its descriptor closes: epoll forgets a descriptor
+only when every copy of it is closed (a sibling given it in a hand-off holds one), and the number
+may be reused at once. :func:`keep` makes the socket's ``close`` release it first.
+
+Only imported by the eventlet worker (it imports eventlet).
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from functools import partial
+from typing import Any, Callable
+
+from eventlet.greenio import GreenSocket
+from eventlet.hubs import epolls, trampoline
+from greenlet import getcurrent
+
+from ..green import original
+
+__all__ = ["DirectSocket", "Hub", "keep", "Kept", "is_available", "reader"]
+
+_time = original("time")
+is_available = epolls.is_available   # what eventlet's use_hub asks a hub module
+
+
+class Hub(epolls.Hub):
+    """eventlet's epoll hub; see the module docstring for what it does differently."""
+
+    def __init__(self, clock: Any = None) -> None:
+        super().__init__(clock)
+        self.masks: dict[int, int] = {}   # what epoll watches now, per descriptor
+        self.kept: set[int] = set()       # descriptors that stay registered for reading between waits
+        self.keep_mask = self.READ_MASK | self.EXC_MASK
+
+    def register(self, fileno: int, new: bool = False) -> None:
+        """Make epoll watch what the listeners of ``fileno`` wait for (``new`` is ignored: the
+        hub knows what epoll holds)."""
+        listeners = self.listeners
+        mask = 0
+        if listeners[self.READ].get(fileno):
+            mask = self.READ_MASK | self.EXC_MASK
+        if listeners[self.WRITE].get(fileno):
+            mask |= self.WRITE_MASK | self.EXC_MASK
+        old = self.masks.get(fileno, 0)
+        if mask == old or (not mask and old == self.keep_mask and fileno in self.kept):
+            return
+        self._watch(fileno, mask, old)
+
+    def _watch(self, fileno: int, mask: int, old: int) -> None:
+        poll = self.poll
+        try:
+            if not mask:
+                del self.masks[fileno]
+                try:
+                    poll.unregister(fileno)
+                except OSError:
+                    pass   # closed already (or never registered)
+                return
+            try:
+                if old:
+                    poll.modify(fileno, mask)
+                else:
+                    poll.register(fileno, mask)
+            except FileNotFoundError:      # epoll dropped it when it closed: the number was reused
+                poll.register(fileno, mask)
+            except FileExistsError:        # registered without our knowing (ours is the newer word)
+                poll.modify(fileno, mask)
+            self.masks[fileno] = mask
+        except ValueError:
+            # A closed socket's fileno (-1): eventlet's poll hub does the same (its issue 74).
+            self.remove_descriptor(fileno)
+            raise
+
+    def release(self, fileno: int) -> None:
+        """``fileno`` closes now: stop keeping it, and take it out of epoll unless a green thread
+        still waits on it (which then removes it as eventlet always did)."""
+        self.kept.discard(fileno)
+        if fileno in self.masks and not (self.listeners[self.READ].get(fileno)
+                                         or self.listeners[self.WRITE].get(fileno)):
+            self._watch(fileno, 0, self.masks[fileno])
+
+    def remove_descriptor(self, fileno: int) -> None:
+        self.masks.pop(fileno, None)
+        self.kept.discard(fileno)
+        super().remove_descriptor(fileno)
+
+    def mark_as_reopened(self, fileno: int) -> None:
+        # The number was closed behind our back and is reused: whatever we knew of it is stale.
+        super().mark_as_reopened(fileno)
+        self.kept.discard(fileno)
+        if self.masks.pop(fileno, 0):
+            try:
+                self.poll.unregister(fileno)   # the new descriptor's, if epoll still had the number
+            except OSError:
+                pass
+
+    def wait(self, seconds: float | None = None) -> None:
+        """One epoll_wait and the callbacks of the listeners it woke (eventlet's poll hub, less its
+        per-event set; a kept descriptor readable while nobody reads it stops being kept, else a
+        level-triggered epoll would report it on every turn until it is read)."""
+        readers = self.listeners[self.READ]
+        writers = self.listeners[self.WRITE]
+        if not readers and not writers:
+            if seconds:
+                _time.sleep(seconds)
+            return
+        try:
+            events = self.poll.poll(seconds)
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                return
+            raise
+        if self.debug_blocking:
+            self.block_detect_pre()
+        # Collected before any is called, as eventlet does: a callback may change the listeners.
+        callbacks = []
+        on_read = self.READ_MASK | self.EXC_MASK
+        on_write = self.WRITE_MASK | self.EXC_MASK
+        for fileno, event in events:
+            reader = readers.get(fileno) if event & on_read else None
+            if reader is not None:
+                callbacks.append((reader, fileno))
+            elif fileno in self.kept and self.masks.get(fileno, 0) & self.READ_MASK:
+                self._unkeep(fileno)
+            if event & on_write:
+                writer = writers.get(fileno)
+                if writer is not None:
+                    callbacks.append((writer, fileno))
+        system = self.SYSTEM_EXCEPTIONS
+        for listener, fileno in callbacks:
+            try:
+                listener.cb(fileno)
+            except system:
+                raise
+            except:  # noqa: E722 - eventlet's hub reports and drops a failing descriptor
+                self.squelch_exception(fileno, sys.exc_info())
+        if self.debug_blocking:
+            self.block_detect_post()
+
+    def _unkeep(self, fileno: int) -> None:
+        """Watch only what waits on a kept descriptor now; it is kept again at its next wait."""
+        old = self.masks[fileno]
+        mask = self.WRITE_MASK | self.EXC_MASK if self.listeners[self.WRITE].get(fileno) else 0
+        if mask != old:
+            self._watch(fileno, mask, old)
+
+
+class Kept:
+    """A socket kept registered between waits (see :func:`keep`)."""
+
+    __slots__ = ("_hub", "_fileno", "_raw", "_close")
+
+    def __init__(self, hub: Hub, sock: GreenSocket) -> None:
+        self._hub = hub
+        self._raw = sock.fd   # not the green socket, whose close refers to us: no reference cycle
+        self._fileno = sock.fileno()
+        self._close = sock.close
+        hub.kept.add(self._fileno)
+        sock.close = self.close
+
+    def close(self) -> None:
+        self.release()
+        self._close()
+
+    def release(self) -> None:
+        """Stop keeping the socket while it is still open (once only: the number may be reused)."""
+        fileno, self._fileno = self._fileno, -1
+        if fileno >= 0 and self._raw.fileno() == fileno:
+            self._hub.release(fileno)
+
+
+class DirectSocket(GreenSocket):
+    """A green socket whose ``recv`` and ``sendall`` try its (non-blocking) descriptor first and
+    go through eventlet's loops only when that would block or fails: a request's read and its
+    answer cost one call each, not eventlet's two and three (and an exception object per send).
+
+    Listening sockets of this class accept connections of this class."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize:   # eventlet waits for readability before a recv of 0 bytes
+            try:
+                return self.fd.recv(bufsize, flags)
+            except OSError:
+                pass   # would block (then eventlet waits), or eventlet's answer to the error
+        return GreenSocket.recv(self, bufsize, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        try:
+            sent = self.fd.send(data, flags)
+        except OSError:
+            sent = 0   # would block (then eventlet waits), or eventlet raises the error again
+        if sent < len(data):
+            GreenSocket.sendall(self, data[sent:] if sent else data, flags)
+
+
+class _Reader:
+    """``trampoline(fileno, read=True)`` for a kept descriptor, again and again, by the green
+    thread that made it: one listener for all its waits, and no epoll_ctl while it stays kept."""
+
+    __slots__ = ("_hub", "_fileno", "_listener")
+
+    def __init__(self, hub: Hub, fileno: int) -> None:
+        current = getcurrent()
+        self._hub = hub
+        self._fileno = fileno
+        self._listener = hub.lclass(hub.READ, fileno, current.switch, current.throw, None)
+
+    def __call__(self) -> Any:
+        hub, fileno, listener = self._hub, self._fileno, self._listener
+        readers = hub.listeners[hub.READ]
+        if listener.spent or fileno in readers or listener.greenlet is not getcurrent():
+            # Its number was reused (the hub defanged it), another green thread reads it, or one
+            # other than its maker waits: eventlet's way, with its errors.
+            return trampoline(fileno, read=True)
+        readers[fileno] = listener
+        if hub.masks.get(fileno) != hub.keep_mask:
+            hub.register(fileno)
+        try:
+            return hub.switch()
+        finally:
+            if readers.get(fileno) is listener:
+                del readers[fileno]
+                if fileno not in hub.kept or hub.masks.get(fileno) != hub.keep_mask:
+                    hub.register(fileno)   # not kept (any more), or also written: watch what is left
+
+
+def reader(hub: Any, sock: Any) -> Callable[[], Any]:
+    """What the calling green thread calls to wait for ``sock`` to be readable, again and again
+    (``sock`` kept by :func:`keep` when that returned it; else eventlet's trampoline)."""
+    if isinstance(hub, Hub) and sock.fileno() in hub.kept:
+        return _Reader(hub, sock.fileno())
+    return partial(trampoline, sock, read=True)
+
+
+def keep(hub: Any, sock: Any) -> Kept | None:
+    """Keep ``sock`` registered between waits if ``hub`` can and ``sock`` is a plain green socket
+    (not TLS, whose reads may find bytes already decrypted); None if not."""
+    if isinstance(hub, Hub) and isinstance(sock, GreenSocket) and sock.fileno() >= 0:
+        return Kept(hub, sock)
+    return None

@@ -1,0 +1,250 @@
+"""The eventlet worker's hub (pasteserve.workers.hub): connections kept in epoll between waits,
+released before they close, never reported while nobody reads them.
+
+Each test runs in a thread of its own, whose eventlet hub is ours (hubs are per thread), with
+real sockets and a real epoll; ``Counting`` only counts the calls that reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+import pytest
+
+eventlet = pytest.importorskip("eventlet")
+
+from eventlet import hubs  # noqa: E402
+from eventlet.greenio import GreenSocket  # noqa: E402
+
+from pasteserve.workers import hub as kept_hub  # noqa: E402
+
+
+class Counting:
+    """The hub's epoll, counting the epoll_ctl calls and the waits that reach it."""
+
+    def __init__(self, epoll: Any) -> None:
+        self.epoll = epoll
+        self.calls: dict[str, int] = {"register": 0, "modify": 0, "unregister": 0, "poll": 0}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.epoll, name)
+        if name not in self.calls:
+            return method
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args)
+        return counted
+
+
+def in_hub_thread(test: Callable[[kept_hub.Hub, Counting], None]) -> None:
+    """Run ``test(hub, counting)`` in a new thread whose hub is ours; re-raise what it raised."""
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            hubs.use_hub(kept_hub)
+            hub = hubs.get_hub()
+            counting = hub.poll = Counting(hub.poll)
+            with eventlet.Timeout(10):
+                test(hub, counting)
+        except BaseException as exc:   # noqa: BLE001 - handed to the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the hub thread hangs"
+    if errors:
+        raise errors[0]
+
+
+def green_pair() -> tuple[GreenSocket, socket.socket]:
+    ours, peer = socket.socketpair()
+    return GreenSocket(ours), peer
+
+
+def read_once(hub: kept_hub.Hub, sock: GreenSocket) -> bytes:
+    """In a green thread of its own: wait for ``sock`` to be readable, then read it."""
+    def read() -> bytes:
+        kept_hub.reader(hub, sock)()
+        return sock.recv(100)
+    return eventlet.spawn(read)
+
+
+def test_kept_socket_waits_again_and_again_without_epoll_ctl():
+    def test(hub, counting):
+        sock, peer = green_pair()
+        assert kept_hub.keep(hub, sock) is not None
+        got = []
+
+        def serve():
+            wait = kept_hub.reader(hub, sock)   # the waiting green thread's own
+            for _ in range(5):
+                wait()
+                got.append(sock.recv(100))
+
+        server = eventlet.spawn(serve)
+        for i in range(5):
+            eventlet.sleep(0.01)
+            peer.send(b"%d" % i)
+        server.wait()
+        assert got == [b"0", b"1", b"2", b"3", b"4"]
+        # Registered once for five waits; taken out of epoll when it closes, before the descriptor goes.
+        assert counting.calls["register"] == 1 and counting.calls["unregister"] == 0, counting.calls
+        fileno = sock.fileno()
+        sock.close()
+        assert counting.calls["unregister"] == 1
+        assert fileno not in hub.masks and fileno not in hub.kept
+        peer.close()
+
+    in_hub_thread(test)
+
+
+def test_kept_socket_whose_descriptor_lives_on_elsewhere_wakes_nobody_after_close():
+    # A hand-off: a sibling holds a copy of the descriptor, so epoll would keep reporting it under
+    # a number this process reuses, had its close not taken it out of epoll first.
+    def test(hub, counting):
+        sock, peer = green_pair()
+        kept_hub.keep(hub, sock)
+        server = read_once(hub, sock)
+        peer.send(b"x")
+        server.wait()
+        fileno = sock.fileno()
+        copy = os.dup(fileno)   # the sibling's
+        sock.close()
+        again, again_peer = socket.socketpair()
+        try:
+            assert again.fileno() == fileno, "the number was not reused; the test proves nothing"
+            green = GreenSocket(again)
+            peer.send(b"for the sibling")   # readable under the old registration, if it lived on
+            woke = []
+
+            def read() -> bytes:
+                kept_hub.reader(hub, green)()
+                woke.append(True)
+                return green.recv(10)
+
+            waiter = eventlet.spawn(read)
+            eventlet.sleep(0.2)
+            assert not woke, "woken by the closed socket's registration"
+            again_peer.send(b"y")
+            assert waiter.wait() == b"y"
+        finally:
+            os.close(copy)
+            for s in (again, again_peer, peer):
+                s.close()
+
+    in_hub_thread(test)
+
+
+def test_kept_socket_readable_while_nobody_waits_is_not_reported_on_every_turn():
+    def test(hub, counting):
+        sock, peer = green_pair()
+        kept_hub.keep(hub, sock)
+        server = read_once(hub, sock)
+        peer.send(b"x")
+        server.wait()
+        fileno = sock.fileno()
+        assert hub.masks[fileno] == hub.keep_mask   # still registered: nobody waits now
+        other, other_peer = green_pair()
+        busy = read_once(hub, other)                # the hub polls only while someone waits
+        peer.send(b"pipelined")                     # level-triggered: reported until read
+        eventlet.sleep(0.01)
+        # Reported once, then taken out of epoll until the next wait; still kept.
+        assert fileno not in hub.masks and fileno in hub.kept
+        polls = counting.calls["poll"]
+        eventlet.sleep(0.05)
+        assert counting.calls["poll"] - polls < 5, "the hub spins on an unread descriptor"
+        assert read_once(hub, sock).wait() == b"pipelined"
+        assert hub.masks[fileno] == hub.keep_mask   # watched again from its next wait
+        other_peer.send(b"done")
+        busy.wait()
+        for s in (sock, peer, other, other_peer):
+            s.close()
+
+    in_hub_thread(test)
+
+
+def test_writing_to_a_kept_socket_watches_what_the_writer_needs():
+    def test(hub, counting):
+        sock, peer = green_pair()
+        kept_hub.keep(hub, sock)
+        server = read_once(hub, sock)
+        peer.send(b"x")
+        server.wait()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = b"z" * 1_000_000
+        writer = eventlet.spawn(sock.sendall, big)   # fills the buffer: waits to write
+        received = bytearray()
+        while len(received) < len(big):
+            eventlet.sleep(0.001)
+            try:
+                received += peer.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        writer.wait()
+        assert bytes(received) == big
+        sock.close()
+        peer.close()
+
+    in_hub_thread(test)
+
+
+def test_plain_eventlet_sockets_and_other_hubs_are_not_kept():
+    def test(hub, counting):
+        sock, peer = green_pair()
+        server = read_once(hub, sock)   # not kept: eventlet's trampoline, epoll_ctl each wait
+        peer.send(b"x")
+        assert server.wait() == b"x"
+        assert sock.fileno() not in hub.masks
+        assert kept_hub.keep(object(), sock) is None
+        sock.close()
+        peer.close()
+
+    in_hub_thread(test)
+
+
+def test_direct_socket_reads_and_writes_as_eventlets_green_socket_does():
+    def test(hub, counting):
+        ours, peer = socket.socketpair()
+        sock = kept_hub.DirectSocket(ours)
+        reader = eventlet.spawn(sock.recv, 100)   # nothing there: waits in the hub
+        eventlet.sleep(0.05)
+        assert not reader.dead
+        peer.send(b"hello")
+        assert reader.wait() == b"hello"
+        big = b"z" * 1_000_000                    # more than the buffers hold: waits to write
+        writer = eventlet.spawn(sock.sendall, big)
+        received = bytearray()
+        while len(received) < len(big):
+            eventlet.sleep(0.001)
+            try:
+                received += peer.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        writer.wait()
+        assert bytes(received) == big
+        # Closed by the peer: b"" as from eventlet's recv, an OSError (EPIPE) from sendall.
+        peer.close()
+        assert sock.recv(100) == b""
+        with pytest.raises(OSError):
+            sock.sendall(b"x" * 100_000)
+        sock.close()
+
+    in_hub_thread(test)
+
+
+def test_listening_direct_socket_accepts_direct_sockets():
+    def test(hub, counting):
+        listener = kept_hub.DirectSocket(socket.create_server(("127.0.0.1", 0)))
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        assert type(conn) is kept_hub.DirectSocket
+        for s in (conn, client, listener):
+            s.close()
+
+    in_hub_thread(test)
