@@ -311,6 +311,7 @@ class SyncWorker(Worker):
         once), so it is served before the selector hears of it; one that is done by then costs
         the selector nothing."""
         self.conns.add(conn)
+        self.held_connections(self.held())   # the status map shows it while its request runs
         self.serve(conn)
         if conn in self.conns:
             self.watch(conn)
