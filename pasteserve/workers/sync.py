@@ -224,8 +224,8 @@ class SyncWorker(Worker):
                 return
             self.accepted()
             self.add(sock, peer, self.local_names.get(listener))
-            if not self.accepting or not self.alive:
-                return   # worker_connections reached, or a request served meanwhile was the last
+            if not self.accepting:
+                return   # worker_connections reached
 
     def take_lent(self) -> None:
         """Connections siblings passed us, never more than worker_connections allows.
@@ -256,7 +256,7 @@ class SyncWorker(Worker):
     def add(self, sock: socket.socket, peer: Any, local: Any = None) -> None:
         """A connection accepted; ``local``: its own address, when its listener's tells it."""
         if self.ssl is None:
-            self.admit(self.new_connection(sock, peer, local))
+            self.watch(self.new_connection(sock, peer, local))
             return
         # The TLS handshake runs from the selector too: a client that never sends its hello
         # costs a descriptor until header_timeout, never the worker.
@@ -306,26 +306,10 @@ class SyncWorker(Worker):
         sock.settimeout(0.0)
         return Connection(sock, peer, self.ctx, local)
 
-    def admit(self, conn: Connection) -> None:
-        """A new connection: its request usually came with it (proxies and most clients send at
-        once), so it is served before the selector hears of it; one that is done by then costs
-        the selector nothing."""
-        self.conns.add(conn)
-        self.held_connections(self.held())   # the status map shows it while its request runs
-        self.serve(conn)
-        if conn in self.conns:
-            self.watch(conn)
-        else:
-            self.limit_accepting()   # (the gthread worker: a thread holds it now)
-
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.register(conn)
         self.held_connections(self.held())
-        self.limit_accepting()
-
-    def limit_accepting(self) -> None:
-        """At worker_connections, new connections wait in the listen queue (or for a sibling)."""
         if self.held() >= self.settings.worker_connections:
             self.stop_accepting()
 

@@ -2,8 +2,7 @@
 
 A keep-alive request costs its recv and its send and nothing more (no switching the socket into
 timeout mode and back, no poll before every call); a write that meets a full socket buffer, a body
-that arrives in pieces, and a file sent with sendfile wait for the client instead of failing. A
-new connection whose request came with it is answered before the selector is told of it.
+that arrives in pieces, and a file sent with sendfile wait for the client instead of failing.
 """
 
 from __future__ import annotations
@@ -80,33 +79,6 @@ def test_keep_alive_request_costs_no_mode_switch_or_poll(start_server, tmp_path,
     assert trace.count("sendto") >= 100, trace.text()[-2000:]
     # Before: two ioctls (timeout mode on and off) and a poll before the send, per request.
     assert trace.count("ioctl") + trace.count("poll") < 10, trace.text()[-2000:]
-
-
-def test_connection_that_brings_its_request_is_answered_without_the_selector(start_server, tmp_path):
-    server = start_server("pasteserve_paster", ini=ini("sync"))
-    (pid,) = server.wait_workers(1)
-    with Trace(server, pid, tmp_path / "trace.txt", "accept4,epoll_ctl,sendto") as trace:
-        with Client(server.port) as busy:
-            # While the only worker sleeps, the clients connect and send: each request is there
-            # by the time the worker accepts its connection.
-            busy.send(b"GET /sleep?seconds=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-            time.sleep(0.1)
-            clients = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
-            try:
-                for sock in clients:
-                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                assert busy.response()[0] == 200
-                for sock in clients:
-                    data = b""
-                    while chunk := sock.recv(65536):
-                        data += chunk
-                    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"edges")
-            finally:
-                for sock in clients:
-                    sock.close()
-    assert trace.count("sendto") == 21, trace.text()[-2000:]
-    # Before: each connection was registered with epoll, and unregistered once closed.
-    assert trace.count("epoll_ctl") < 5, trace.text()[-2000:]
 
 
 @pytest.mark.parametrize("worker", sorted(WORKERS))

@@ -137,7 +137,7 @@ def test_server_name_and_port_are_the_address_the_client_reached(start_server, w
     # Known from the listener when it has one address; asked of each connection under a wildcard.
     server = start_server("pasteserve_paster", ini=ini(f"bind = {host}:0", worker_class))
     port = tcp_port(server.addresses)
-    for _ in range(2):   # a new connection each time (the first may be answered as it is accepted)
+    for _ in range(2):   # a new connection each time
         status, _, body = get(port, "/environ")
         assert status == 200, body
         environ = json.loads(body)
