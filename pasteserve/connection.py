@@ -38,7 +38,7 @@ from pasteserve.nonblocking import poll_readable
 from pasteserve.proxy import ProxyHeaders
 from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
 
-__all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE", "poll_readable"]
+__all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
 
 RECV_SIZE = 65536
 LINGER = 2.0

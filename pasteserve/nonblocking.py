@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any
+from typing import Any, Callable
 
 from pasteserve.green import original
 
@@ -21,15 +21,15 @@ __all__ = ["WOULD_BLOCK", "poll_readable", "poll_writable", "recv", "sendall", "
 WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-def _poll(fd: Any, events: int, seconds: float) -> bool:
+def _poll(fd: Any, events: int, seconds: float | None) -> bool:
     select = original("select")
     poller = select.poll()
     poller.register(fd, events)
-    return bool(poller.poll(seconds * 1000))
+    return bool(poller.poll(None if seconds is None else seconds * 1000))
 
 
-def poll_readable(sock: Any, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``sock`` to have bytes to read (or to be closed).
+def poll_readable(sock: Any, seconds: float | None) -> bool:
+    """Wait up to ``seconds`` (None: for ever) for ``sock`` to have bytes to read (or to be closed).
 
     The unpatched poll: under eventlet this waits the process, so there it is only for a check
     with ``seconds = 0`` (the eventlet worker waits in its hub instead).
@@ -37,8 +37,9 @@ def poll_readable(sock: Any, seconds: float) -> bool:
     return _poll(sock, original("select").POLLIN, seconds)
 
 
-def poll_writable(sock: Any, seconds: float) -> bool:
-    """Wait up to ``seconds`` for room in ``sock``'s send buffer (or for it to be closed)."""
+def poll_writable(sock: Any, seconds: float | None) -> bool:
+    """Wait up to ``seconds`` (None: for ever) for room in ``sock``'s send buffer (or for it to be
+    closed)."""
     return _poll(sock, original("select").POLLOUT, seconds)
 
 
@@ -48,10 +49,10 @@ def recv(sock: Any, size: int, timeout: float | None) -> bytes:
         try:
             return sock.recv(size)
         except ssl.SSLWantWriteError:
-            if not poll_writable(sock, -1 if timeout is None else timeout):
+            if not poll_writable(sock, timeout):
                 raise TimeoutError("timed out") from None
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-            if not poll_readable(sock, -1 if timeout is None else timeout):
+            if not poll_readable(sock, timeout):
                 raise TimeoutError("timed out") from None
 
 
@@ -64,32 +65,32 @@ def sendall(sock: Any, data: bytes, timeout: float | None) -> None:
         sent = 0
     if sent == len(data):
         return   # the usual case: one system call
-    wait = -1 if timeout is None else timeout
     view = memoryview(data)[sent:]
     while view:
         try:
             view = view[sock.send(view):]
             continue
         except ssl.SSLWantReadError:
-            ready = poll_readable(sock, wait)
+            ready = poll_readable(sock, timeout)
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
             # TLS: the same bytes are offered again, as OpenSSL requires after a want-write.
-            ready = poll_writable(sock, wait)
+            ready = poll_writable(sock, timeout)
         if not ready:
             raise TimeoutError("timed out")
 
 
-def sendfile(sock: Any, file: Any, offset: int, count: int, timeout: float | None) -> int:
+def sendfile(sock: Any, file: Any, offset: int, count: int, timeout: float | None,
+             wait_writable: Callable[[int, float | None], bool] = poll_writable) -> int:
     """os.sendfile(2) of ``count`` bytes from ``offset``; returns the bytes sent (fewer if the
-    file is shorter than it was)."""
+    file is shorter than it was). ``wait_writable(fd, seconds)`` waits for room (the eventlet
+    worker's waits in its hub)."""
     out, src = sock.fileno(), file.fileno()
-    wait = -1 if timeout is None else timeout
     sent = 0
     while sent < count:
         try:
             n = os.sendfile(out, src, offset + sent, count - sent)
         except (BlockingIOError, InterruptedError):
-            if not poll_writable(out, wait):
+            if not wait_writable(out, timeout):
                 raise TimeoutError("timed out sending a file") from None
             continue
         if not n:

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from functools import partial
 from typing import Any
 
 import eventlet
@@ -24,8 +25,9 @@ from greenlet import GreenletExit
 from eventlet.greenpool import GreenPool
 from eventlet.semaphore import Semaphore
 
-from .. import logs
-from ..connection import Connection, ServerContext, poll_readable
+from .. import logs, nonblocking
+from ..connection import Connection, ServerContext
+from ..nonblocking import poll_readable
 from . import hub as kept_hub
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
@@ -65,22 +67,13 @@ def green_wait_readable(sock: socket.socket, seconds: float) -> bool:
     return True
 
 
-def green_sendfile(sock: socket.socket, file: Any, offset: int, count: int) -> int:
-    """os.sendfile(2) on the descriptor of a green socket, waiting in the hub while it is full."""
-    out, src = sock.fileno(), file.fileno()
-    timeout = sock.gettimeout()
-    sent = 0
-    while sent < count:
-        try:
-            n = os.sendfile(out, src, offset + sent, count - sent)
-        except BlockingIOError:
-            hubs.trampoline(out, write=True, timeout=timeout,
-                            timeout_exc=TimeoutError("timed out sending a file"))
-            continue
-        if not n:
-            break   # the file is shorter than it was
-        sent += n
-    return sent
+def green_wait_writable(fd: int, seconds: float | None) -> bool:
+    """Wait in the hub, not the process, for room in ``fd``'s send buffer (for sendfile)."""
+    try:
+        hubs.trampoline(fd, write=True, timeout=seconds, timeout_exc=_Expired)
+    except _Expired:
+        return False
+    return True
 
 
 class EventletWorker(Worker):
@@ -99,7 +92,7 @@ class EventletWorker(Worker):
         # What eventlet.wsgi says: green threads of one process run the app concurrently and
         # share its globals, as threads would (thread-locals are green-locals once patched).
         ctx.multithread = True
-        ctx.sendfile = green_sendfile
+        ctx.sendfile = partial(nonblocking.sendfile, timeout=ctx.io_timeout, wait_writable=green_wait_writable)
         # Like the sync worker: a trickling upload gets a 408 after `timeout` in all, so slow
         # clients cannot hold worker_connections slots for ever.
         if self.settings.timeout:
