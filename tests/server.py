@@ -229,6 +229,12 @@ def parent_pid(pid: int) -> int:
     return int(stat.rpartition(")")[2].split()[1])
 
 
+def traced(pid: int) -> bool:
+    """True once a tracer (strace) is attached to `pid`."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line for line in status.splitlines() if line.startswith("TracerPid:")).split()[1] != "0"
+
+
 def alive(pid: int) -> bool:
     """True while `pid` runs (a zombie does not count)."""
     try:

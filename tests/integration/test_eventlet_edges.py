@@ -11,12 +11,11 @@ import ssl
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ini_text
-from tests.server import Client, connect
+from tests.server import Client, connect, traced
 
 APP = "use = call:tests.integration.edges_app:app_factory"
 
@@ -119,7 +118,7 @@ def test_file_wrapper_is_sent_with_sendfile_on_the_green_socket(start_server, tm
     strace = subprocess.Popen(["strace", "-f", "-e", "trace=sendfile,epoll_wait,epoll_ctl", "-o", str(trace),
                                "-p", str(worker)], stderr=subprocess.PIPE)
     try:
-        server.wait_for(lambda: _traced(worker), 10, "strace to attach")
+        server.wait_for(lambda: traced(worker), 10, "strace to attach")
         with Client(server.port, timeout=10) as client:
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             client.send(f"GET /file?path={path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -133,11 +132,6 @@ def test_file_wrapper_is_sent_with_sendfile_on_the_green_socket(start_server, tm
     calls = trace.read_text()
     assert "sendfile(" in calls, calls[-2000:]
     assert "EAGAIN" in calls, "the test never filled the socket; cannot tell the waiting works"
-
-
-def _traced(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(line for line in status.splitlines() if line.startswith("TracerPid:")).split()[1] != "0"
 
 
 def test_blocking_http_client_calls_in_the_app_are_green(start_server):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import BIN, Client, Server, read_response
+from tests.server import BIN, Client, Server, read_response, traced
 
 WORKER_CLASSES = ["sync", "eventlet", "gthread"]
 TIMEOUT = 10.0
@@ -596,7 +596,7 @@ def test_a_single_sync_worker_does_not_lend_connections_to_itself(serve, tmp_pat
     try:
         with Client(server.port) as slow, Client(server.port) as waiting:
             assert slow.get("/pid")[0] == waiting.get("/pid")[0] == 200
-            server.wait_for(lambda: trace.exists(), TIMEOUT, "strace to attach")
+            server.wait_for(lambda: traced(worker), TIMEOUT, "strace to attach")
             time.sleep(0.5)
             slow.send(b"GET /pid?sleep=1 HTTP/1.1\r\nHost: a\r\n\r\n")
             time.sleep(0.3)
@@ -620,7 +620,7 @@ def test_sync_worker_accepts_the_whole_backlog_in_one_turn(serve, tmp_path):
     clients = []
     try:
         with Client(server.port) as busy:
-            server.wait_for(lambda: trace.exists(), TIMEOUT, "strace to attach")
+            server.wait_for(lambda: traced(worker), TIMEOUT, "strace to attach")
             time.sleep(0.5)
             busy.send(b"GET /pid?sleep=1 HTTP/1.1\r\nHost: a\r\n\r\n")
             time.sleep(0.2)

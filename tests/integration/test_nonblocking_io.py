@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ini_text
 from tests.proxies import certificate
-from tests.server import Client
+from tests.server import Client, traced
 
 APP = "use = call:tests.integration.edges_app:app_factory"
 BIG = 8 << 20   # more than the kernel's socket buffers on both sides: sends meet EAGAIN
@@ -42,7 +42,7 @@ class Trace:
     def __enter__(self) -> "Trace":
         self.proc = subprocess.Popen(["strace", "-f", "-qq", "-e", f"trace={self.calls}", "-o", str(self.path),
                                       "-p", str(self.worker)], stderr=subprocess.PIPE)
-        self.server.wait_for(lambda: _traced(self.worker), 10, "strace to attach")
+        self.server.wait_for(lambda: traced(self.worker), 10, "strace to attach")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -54,11 +54,6 @@ class Trace:
 
     def text(self) -> str:
         return self.path.read_text()
-
-
-def _traced(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(line for line in status.splitlines() if line.startswith("TracerPid:")).split()[1] != "0"
 
 
 @pytest.mark.parametrize("worker", sorted(WORKERS))
