@@ -25,7 +25,6 @@ import ssl
 import time
 import traceback
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Callable
 
 from pasteserve import __version__, nonblocking, takeover
@@ -102,7 +101,7 @@ class Connection:
 
     __slots__ = ("_sock", "_ctx", "_parser", "_errors", "_environ", "_server", "_pending",
                  "_peer", "_state", "_since", "_wait", "_body_deadline", "_proxy", "_proxied",
-                 "_nonblocking", "_send_wait", "_sendfile")
+                 "_nonblocking", "_send_wait")
 
     def __init__(self, sock: socket.socket, peer: tuple | str, ctx: ServerContext,
                  local: tuple | str | None = None) -> None:
@@ -141,12 +140,7 @@ class Connection:
         # selector), and while a request runs, body reads and writes wait by themselves, up to
         # io_timeout each, only when the kernel says they must (see pasteserve.nonblocking).
         self._nonblocking = sock.gettimeout() == 0.0
-        if self._nonblocking:
-            self._send_wait: float | None = ctx.io_timeout
-            self._sendfile = ctx.sendfile or partial(nonblocking.sendfile, timeout=ctx.io_timeout)
-        else:
-            self._send_wait = None
-            self._sendfile = ctx.sendfile
+        self._send_wait = ctx.io_timeout if self._nonblocking else None
         # The bytes of a PROXY protocol header so far, while one is owed before the request.
         self._proxy: bytes | None = None
         self._proxied = False
@@ -301,7 +295,7 @@ class Connection:
         inp = Input(self._pull, None if req.chunked else req.content_length) if req.chunked or req.content_length \
             else NO_BODY
         resp = Response(self._sock, req, inp, ctx, self._server,
-                        req.keep_alive and ctx.keepalive > 0 and ctx.alive, self._send_wait, self._sendfile)
+                        req.keep_alive and ctx.keepalive > 0 and ctx.alive, self._send_wait)
         if req.expect_continue and req.version >= (1, 1) and (req.chunked or req.content_length):
             inp.on_first_read = resp.send_continue
         try:

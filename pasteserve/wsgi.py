@@ -486,7 +486,7 @@ class Response:
     __slots__ = (
         "sock", "status", "headers", "code", "head_sent", "sent", "keep_alive", "broken",
         "_method", "_http10", "_input", "_ctx", "_server", "_line", "_app",
-        "_mode", "_remaining", "_warned", "_wait", "_sendfile",
+        "_mode", "_remaining", "_warned", "_wait",
     )
 
     @property
@@ -496,14 +496,11 @@ class Response:
 
     def __init__(self, sock: socket.socket, req: Any, wsgi_input: Input, ctx: Any,
                  server: bytes, keep_alive: bool,
-                 wait: float | None = None,
-                 sendfile: Callable[[socket.socket, Any, int, int], int] | None = None) -> None:
+                 wait: float | None = None) -> None:
         self.sock = sock
         # None: the socket waits by itself (timeout mode, or green); else it is non-blocking and a
         # send waits up to this long for room, only when it must (see pasteserve.nonblocking).
         self._wait = wait
-        # How a file leaves (None: the socket's own sendfile).
-        self._sendfile = sendfile
         self.status: str | None = None  # as given by the app (or our error page)
         self.headers: list[tuple[str, str]] = []
         self.code = 0
@@ -611,7 +608,7 @@ class Response:
             return True
         count = size if self._mode == _CLOSE else min(size, self._remaining)
         if count:
-            sendfile = self._sendfile
+            sendfile = getattr(self._ctx, "sendfile", None)
             try:
                 sent = sendfile(self.sock, f, offset, count) if sendfile else self.sock.sendfile(f, offset, count)
             except (ValueError, NotImplementedError, AttributeError):

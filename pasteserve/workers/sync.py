@@ -21,9 +21,10 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from .. import logs
+from .. import logs, nonblocking
 from ..connection import Connection
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
@@ -102,6 +103,8 @@ class SyncWorker(Worker):
         if self.settings.timeout:
             ctx.body_timeout = self.settings.timeout
             ctx.on_progress = self.notify
+        # Its sockets never block: a file waits for room with poll, not inside sendfile.
+        ctx.sendfile = partial(nonblocking.sendfile, timeout=ctx.io_timeout)
         return ctx
 
     def run(self) -> None:
