@@ -266,6 +266,8 @@ class Connection:
             # A Request: _handle consumes its body, so Data never reaches here.
             if not self._handle(event):
                 return self._state == _LINGER
+            if parser.skip_end():   # its end, and nothing pipelined behind it
+                return True
 
     def _proxy_header(self, data: bytes) -> bytes | None:
         """The bytes after the PROXY header once it is whole; None while it is not (or refused)."""
@@ -334,10 +336,11 @@ class Connection:
         status = resp.status or "500 Internal Server Error"
         if ctx.post_request is not None:
             self._hook(ctx.post_request, req, environ, resp)
+        done = time.monotonic()
         if ctx.access_log is not None:
-            self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, time.monotonic() - started)
+            self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, done - started)
         if observer is not None:
-            self._hook(observer.end, token, status, time.monotonic() - started)
+            self._hook(observer.end, token, status, done - started)
         ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the
@@ -378,7 +381,8 @@ class Connection:
         except Exception:
             self._app_failed(environ, resp, inp)
         finally:
-            close = getattr(result, "close", None)
+            # A list (the usual result) has no close: skip the failed attribute lookup.
+            close = None if type(result) is list else getattr(result, "close", None)
             if close is not None:
                 try:
                     close()

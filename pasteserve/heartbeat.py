@@ -80,9 +80,13 @@ class Heartbeat:
 
     # --- worker: liveness and what it does ----------------------------------------------------
 
+    def writer(self, slot: int) -> SlotWriter:
+        """Worker: its own slot's per-request stores, with the slot's offset worked out once."""
+        return SlotWriter(self._map, self._offset(slot))
+
     def beat(self, slot: int, when: float | None = None) -> None:
         """Worker: record that it was last alive at `when` (a ``time.monotonic()``; default now)."""
-        _D.pack_into(self._map, self._offset(slot) + _BEAT, time.monotonic() if when is None else when)
+        self.writer(slot).beat(when)
 
     def last(self, slot: int) -> float:
         """Master: the ``time.monotonic()`` of the slot's last beat (0.0 if it never beat)."""
@@ -90,14 +94,11 @@ class Heartbeat:
 
     def show_request(self, slot: int, since: float, text: bytes) -> None:
         """Worker: the request it serves (``b"GET /path"``), started at monotonic ``since``."""
-        _START.pack_into(self._map, self._offset(slot) + _SINCE, since, text)
+        self.writer(slot).show_request(since, text)
 
     def request_done(self, slot: int, requests: int, since: float = 0.0, text: bytes = b"") -> None:
         """Worker: ``requests`` served so far; then idle, or the request still running since ``since``."""
-        if since:
-            _END_NEXT.pack_into(self._map, self._offset(slot) + _REQUESTS, requests, since, text)
-        else:
-            _END.pack_into(self._map, self._offset(slot) + _REQUESTS, requests, 0.0)
+        self.writer(slot).request_done(requests, since, text)
 
     def set_connections(self, slot: int, count: int) -> None:
         _Q.pack_into(self._map, self._offset(slot) + _CONNECTIONS, count)
@@ -248,3 +249,30 @@ class SlotAllocator:
             raise ValueError(f"worker slot {slot} is not in use")
         self._used.remove(slot)
         heapq.heappush(self._free, slot)
+
+
+class SlotWriter:
+    """The stores a worker makes in its own slot at every request (see :meth:`Heartbeat.writer`)."""
+
+    __slots__ = ("_map", "_beat", "_since", "_requests")
+
+    def __init__(self, region: mmap.mmap, base: int) -> None:
+        self._map = region
+        self._beat = base + _BEAT
+        self._since = base + _SINCE
+        self._requests = base + _REQUESTS
+
+    def beat(self, when: float | None = None) -> None:
+        """Alive at `when` (a ``time.monotonic()``; default now)."""
+        _D.pack_into(self._map, self._beat, time.monotonic() if when is None else when)
+
+    def show_request(self, since: float, text: bytes) -> None:
+        """Serving the request ``text`` (``b"GET /path"``), started at monotonic ``since``."""
+        _START.pack_into(self._map, self._since, since, text)
+
+    def request_done(self, requests: int, since: float = 0.0, text: bytes = b"") -> None:
+        """``requests`` served so far; then idle, or the request still running since ``since``."""
+        if since:
+            _END_NEXT.pack_into(self._map, self._requests, requests, since, text)
+        else:
+            _END.pack_into(self._map, self._requests, requests, 0.0)

@@ -563,6 +563,13 @@ class Response:
                         raise ResponseError(f"response body must be bytes, not {type(body).__name__}")
                     body = bytes(body)
                 head = self._head(len(body))
+                if self._mode == _LENGTH and self._remaining == len(body):
+                    # The usual: the body is exactly what the head announced; nothing to frame
+                    # and nothing left to check at the end.
+                    self._remaining = 0
+                    self.sent = len(body)
+                    self._send_head(head, body)
+                    return
                 self._send_head(head, self._frame(body))
                 self._end()
                 return

@@ -77,6 +77,7 @@ class Worker:
         self.cfg = settings   # the name Gunicorn's hooks use
         self.heartbeat = heartbeat
         self.slot = slot
+        self.beats = heartbeat.writer(slot)   # the slot's stores made per request
         self.hooks = hooks
         self.handoff_send, self.handoff_recv = handoff
         self.title = title
@@ -251,7 +252,7 @@ class Worker:
     # --- while serving ------------------------------------------------------------------------
 
     def notify(self) -> None:
-        self.heartbeat.beat(self.slot)
+        self.beats.beat()
 
     def held_connections(self, count: int) -> None:
         self.heartbeat.set_connections(self.slot, count)
@@ -394,6 +395,7 @@ class RequestObserver:
     def __init__(self, heartbeat: Any, slot: int, client: metrics.Metrics | None) -> None:
         self.heartbeat = heartbeat
         self.slot = slot
+        self.beats = heartbeat.writer(slot)
         self.metrics = client
         self.requests = 0
         self.shown: tuple[float, bytes] | None = None
@@ -411,7 +413,7 @@ class RequestObserver:
         entry = (started, text)
         if self.shown is None:
             self.shown = entry
-            self.heartbeat.show_request(self.slot, *entry)
+            self.beats.show_request(started, text)
         else:
             self.others[id(entry)] = entry
         return entry
@@ -425,7 +427,11 @@ class RequestObserver:
                 del self.others[id(self.shown)]
         else:
             self.others.pop(id(entry), None)
-        self.heartbeat.request_done(self.slot, self.requests, *(self.shown or ()))
+        shown = self.shown
+        if shown is None:
+            self.beats.request_done(self.requests)
+        else:
+            self.beats.request_done(self.requests, *shown)
         if self.metrics is not None:
             dropped = self.metrics.dropped
             self.metrics.request(int(status[:3]), seconds)
