@@ -35,7 +35,7 @@ from pasteserve.http.proxy_protocol import BadProxyHeader, parse_proxy_header
 from pasteserve.http.response import error_response, server_line
 from pasteserve.nonblocking import poll_readable
 from pasteserve.proxy import ProxyHeaders
-from pasteserve.wsgi import EnvironBuilder, ErrorStream, Input, Response
+from pasteserve.wsgi import EnvironBuilder, EnvironTemplate, ErrorStream, Input, Response
 
 __all__ = ["Connection", "ServerContext", "LINGER", "RECV_SIZE"]
 
@@ -94,6 +94,21 @@ class ServerContext:
     multithread: bool = False   # wsgi.multithread
     # sendfile(sock, file, offset, count) -> bytes sent, for sockets that cannot block.
     sendfile: Callable[[socket.socket, Any, int, int], int] | None = None
+    # (the settings it was made from, the EnvironTemplate): see environ_template().
+    _template: tuple | None = field(default=None, repr=False, compare=False)
+
+    def environ_template(self) -> EnvironTemplate:
+        """The environ settings every connection shares, made again only if one of them changed."""
+        key = (self.root_path, self.url_scheme, self.server_software, self.forwarded_allow_ips,
+               self.secure_scheme_headers, self.proxy_headers, self.multithread)
+        cached = self._template
+        if cached is None or cached[0] != key:
+            template = EnvironTemplate(
+                root_path=self.root_path, url_scheme=self.url_scheme, server_software=self.server_software,
+                forwarded_allow_ips=self.forwarded_allow_ips, secure_scheme_headers=self.secure_scheme_headers,
+                proxy_headers=self.proxy_headers, multithread=self.multithread)
+            cached = self._template = (key, template)
+        return cached[1]
 
 
 class Connection:
@@ -116,18 +131,7 @@ class Connection:
                 pass
         self._parser = RequestParser(ctx.limits)
         self._errors = ErrorStream(ctx.error_log)
-        self._environ = EnvironBuilder(
-            sock, peer,
-            root_path=ctx.root_path,
-            url_scheme=ctx.url_scheme,
-            server_software=ctx.server_software,
-            errors=self._errors,
-            forwarded_allow_ips=ctx.forwarded_allow_ips,
-            secure_scheme_headers=ctx.secure_scheme_headers,
-            proxy_headers=ctx.proxy_headers,
-            multithread=ctx.multithread,
-            local=local,
-        )
+        self._environ = EnvironBuilder(sock, peer, ctx.environ_template(), errors=self._errors, local=local)
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
@@ -346,7 +350,7 @@ class Connection:
         # resp.keep_alive is what the head promised; a stop that began since must not break the
         # promise: the worker hands the idle connection on (or closes it) once it stops.
         keep = resp.keep_alive and not resp.broken
-        if keep and not inp.done:
+        if keep and inp is not NO_BODY and not inp.done:
             keep = inp.drain(ctx.max_drain)
         # A body that failed (even if the app swallowed the error) leaves the parser inside it:
         # what the client sends next cannot be framed, so the connection is never reused.

@@ -34,7 +34,7 @@ from pasteserve.http.response import (
 )
 from pasteserve.proxy import ProxyHeaders, trusted_peer
 
-__all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "ErrorStream", "FileWrapper", "Input", "Response",
+__all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "EnvironTemplate", "ErrorStream", "FileWrapper", "Input", "Response",
            "peer_certificate"]
 
 # Read size of FileWrapper iteration (the fallback when sendfile is not possible).
@@ -340,39 +340,60 @@ def _scheme_keys(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str,
     return keys, frozenset(key for key, _ in keys)
 
 
-class EnvironBuilder:
-    """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
+class EnvironTemplate:
+    """What every connection's environ base shares: the settings' part, worked out once per
+    worker instead of per connection (it cost more than half of a connection's setup)."""
 
-    __slots__ = ("_root", "_url_scheme", "_unix", "base", "_tls", "_sock", "_scheme_keys",
-                 "_scheme_key_set", "_trusted", "_proxy")
+    __slots__ = ("root", "url_scheme", "common", "allow", "scheme_keys", "proxy")
 
-    def __init__(self, sock: socket.socket, peer: tuple | str | bytes, *, root_path: str = "",
-                 url_scheme: str = "http", server_software: str = "",
-                 errors: ErrorStream | None = None,
+    def __init__(self, *, root_path: str = "", url_scheme: str = "http", server_software: str = "",
                  forwarded_allow_ips: frozenset[str] | set[str] = frozenset(),
                  secure_scheme_headers: dict[str, str] | None = None,
-                 proxy_headers: ProxyHeaders | None = None, multithread: bool = False,
-                 local: tuple | str | None = None) -> None:
-        """``local``: the socket's own address when the caller knows it (its listener's)."""
-        self._root = root_path.rstrip("/")
-        self._url_scheme = url_scheme
-        base: dict[str, Any] = {
+                 proxy_headers: ProxyHeaders | None = None, multithread: bool = False) -> None:
+        self.root = root_path.rstrip("/")
+        self.url_scheme = url_scheme
+        self.common: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": url_scheme,
-            "wsgi.errors": errors if errors is not None else ErrorStream(logging.getLogger("pasteserve.error")),
             "wsgi.multithread": multithread,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
             "SERVER_SOFTWARE": server_software,
-            "SCRIPT_NAME": self._root,
+            "SCRIPT_NAME": self.root,
         }
+        self.allow = frozenset(forwarded_allow_ips)
+        # Each indexed by whether the peer is trusted with forwarded headers.
+        untrusted: tuple[tuple[tuple[str, str], ...], frozenset[str]] = ((), frozenset())
+        self.scheme_keys = (
+            untrusted,
+            _scheme_keys(tuple(secure_scheme_headers.items())) if secure_scheme_headers else untrusted,
+        )
+        self.proxy = tuple(proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
+                           for trusted in (False, True))
+
+
+class EnvironBuilder:
+    """Builds WSGI environs for one connection: a prepared base dict, copied per request."""
+
+    __slots__ = ("_root", "_url_scheme", "_unix", "base", "_tls", "_sock", "_scheme_keys",
+                 "_scheme_key_set", "_trusted", "_proxy")
+
+    def __init__(self, sock: socket.socket, peer: tuple | str | bytes, template: EnvironTemplate | None = None, *,
+                 errors: ErrorStream | None = None, local: tuple | str | None = None) -> None:
+        """``template``: the worker's settings (default ones if None); ``local``: the socket's own
+        address when the caller knows it (its listener's)."""
+        if template is None:
+            template = EnvironTemplate()
+        self._root = template.root
+        self._url_scheme = template.url_scheme
+        base = template.common.copy()
+        base["wsgi.errors"] = errors if errors is not None else ErrorStream(logging.getLogger("pasteserve.error"))
         if isinstance(peer, tuple):
             base["REMOTE_ADDR"] = peer[0]
             base["REMOTE_PORT"] = str(peer[1])
-            trusted = _trusted_peer(peer[0], forwarded_allow_ips if type(forwarded_allow_ips) is frozenset
-                                    else frozenset(forwarded_allow_ips))
+            trusted = _trusted_peer(peer[0], template.allow)
         else:
             # Unix socket: the peer has no address (Gunicorn passes "" too). Only local
             # processes can connect, typically a front proxy, so it is trusted like one.
@@ -388,12 +409,9 @@ class EnvironBuilder:
         # The client certificate is read at the first request: by then the handshake is done.
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._sock = sock
-        self._scheme_keys, self._scheme_key_set = (
-            _scheme_keys(tuple(secure_scheme_headers.items())) if trusted and secure_scheme_headers
-            else ((), frozenset())
-        )
+        self._scheme_keys, self._scheme_key_set = template.scheme_keys[trusted]
         self._trusted = trusted
-        self._proxy = proxy_headers if proxy_headers is not None and proxy_headers.active(trusted) else None
+        self._proxy = template.proxy[trusted]
 
     def set_client(self, client: tuple[str, int], tls: bool) -> None:
         """The client a PROXY protocol header names, in place of the socket's peer.

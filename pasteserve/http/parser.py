@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar, Union
 
 from pasteserve.http.errors import (
@@ -77,14 +77,36 @@ class Limits:
     max_chunk_size_digits: int = 16  # hex digits in a chunk size
     max_chunk_ext_length: int = 4096  # bytes of extensions per chunk; over it -> 400
     max_content_length: int = 2**63 - 1  # Content-Length or chunked total; over it -> 413 (limit_request_body)
+    # The bounds the parser applies, derived once here rather than for every connection.
+    line_max: int = field(init=False, repr=False, compare=False)
+    field_max: int = field(init=False, repr=False, compare=False)
+    fields_max: int = field(init=False, repr=False, compare=False)
+    head_max: int = field(init=False, repr=False, compare=False)
+    trailers_max: int = field(init=False, repr=False, compare=False)
+    chunk_line_max: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in self.__slots__:
-            value = getattr(self, name)
+        for item in fields(self):
+            if not item.init:
+                continue
+            value = getattr(self, item.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+                raise ValueError(f"{item.name} must be a non-negative integer, not {value!r}")
         if self.max_chunk_size_digits < 1:
             raise ValueError("max_chunk_size_digits must be at least 1")
+        line_max = self.limit_request_line or _CEILING
+        field_max = self.limit_request_field_size or _DEFAULT_FIELD_SIZE
+        fields_max = self.limit_request_fields or _MAX_FIELDS_UNLIMITED
+        derived = {
+            "line_max": line_max,
+            "field_max": field_max,
+            "fields_max": fields_max,
+            "head_max": min(line_max + 4 + fields_max * field_max, _HEAD_CEILING),
+            "trailers_max": min(2 + fields_max * field_max, _HEAD_CEILING),
+            "chunk_line_max": self.max_chunk_size_digits + self.max_chunk_ext_length,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)   # frozen: the dataclass way to set it once
 
 
 @dataclass(slots=True)
@@ -353,14 +375,12 @@ class RequestParser:
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self._limits = limits
-        self._line_max = limits.limit_request_line or _CEILING
-        self._field_max = limits.limit_request_field_size or _DEFAULT_FIELD_SIZE
-        self._fields_max = limits.limit_request_fields or _MAX_FIELDS_UNLIMITED
-        self._head_max = min(
-            self._line_max + 4 + self._fields_max * self._field_max, _HEAD_CEILING
-        )
-        self._trailers_max = min(2 + self._fields_max * self._field_max, _HEAD_CEILING)
-        self._chunk_line_max = limits.max_chunk_size_digits + limits.max_chunk_ext_length
+        self._line_max = limits.line_max
+        self._field_max = limits.field_max
+        self._fields_max = limits.fields_max
+        self._head_max = limits.head_max
+        self._trailers_max = limits.trailers_max
+        self._chunk_line_max = limits.chunk_line_max
         self._buf = bytearray()
         self._eof = False
         self._state = _IDLE

@@ -61,8 +61,8 @@ _ITEM_VALUE_CACHED_MAX = 256
 # Content-Length items, with their value as an int, have a cache of their own: they repeat
 # as bodies of the same size do, and their kind is still handled every time.
 _LENGTHS_MAX = 1024
-_lengths: dict[tuple[str, str], tuple[str, int]] = {}
-_items: dict[tuple[str, str], str] = {}
+_lengths: dict[tuple[str, str], tuple[bytes, int]] = {}
+_items: dict[tuple[str, str], bytes] = {}   # already encoded: a cached item costs no encoding
 
 # Status strings repeat even more ("200 OK"); same idea.
 _STATUS_CACHE_MAX = 256
@@ -219,17 +219,16 @@ def check_headers(headers: object) -> AppHeaders:
                 has_date = True
             else:
                 has_server = True
-        line = f"{name}: {value}\r\n"
+        try:
+            line = f"{name}: {value}\r\n".encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ResponseError(f"header value is not latin-1: {exc.object[exc.start:exc.end]!r}") from None
         if kind == _LENGTH and len(_lengths) < _LENGTHS_MAX and len(value) <= 32:
             _lengths[item] = (line, content_length)  # type: ignore[assignment]
         elif not kind and len(items) < _ITEMS_MAX and len(value) <= _ITEM_VALUE_CACHED_MAX:
             items[item] = line
         lines.append(line)
-    try:
-        block = "".join(lines).encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise ResponseError(f"header value is not latin-1: {exc.object[exc.start:exc.end]!r}") from None
-    return AppHeaders(block, content_length, has_date, has_server, close)
+    return AppHeaders(b"".join(lines), content_length, has_date, has_server, close)
 
 
 def body_forbidden(method: str, code: int) -> bool:

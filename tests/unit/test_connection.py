@@ -1015,3 +1015,14 @@ def test_tcp_connections_send_without_delay_and_unix_ones_need_no_option():
     left, right = socket.socketpair(socket.AF_UNIX)
     with left, right:
         Connection(left, "", ctx).close()
+
+
+def test_environ_template_is_shared_until_a_setting_changes():
+    ctx = ServerContext(app=lambda environ, start_response: [], limits=Limits())
+    first = ctx.environ_template()
+    assert ctx.environ_template() is first
+    ctx.multithread = True   # the threaded and eventlet workers set it after making the context
+    second = ctx.environ_template()
+    assert second is not first and second.common["wsgi.multithread"] is True
+    ctx.root_path = "/app/"
+    assert ctx.environ_template().common["SCRIPT_NAME"] == "/app"

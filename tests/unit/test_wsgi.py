@@ -18,7 +18,7 @@ from webtest.lint import middleware as lint
 from pasteserve.http.errors import BadRequest, ProtocolError
 from pasteserve.http.parser import Limits, Request, RequestParser
 from pasteserve.proxy import ProxyHeaders
-from pasteserve.wsgi import EnvironBuilder, ErrorStream, FileWrapper, Input
+from pasteserve.wsgi import EnvironBuilder, EnvironTemplate, ErrorStream, FileWrapper, Input
 from tests import apps
 from tests.unit.test_connection import client_of, get, post, serve  # noqa: F401 (fixtures)
 
@@ -255,7 +255,7 @@ def tcp_pair():
 
 
 def build(sock: socket.socket, peer, raw: bytes, **kw) -> dict:
-    return EnvironBuilder(sock, peer, **kw).build(parse(raw), make_input())
+    return EnvironBuilder(sock, peer, EnvironTemplate(**kw)).build(parse(raw), make_input())
 
 
 class TestEnviron:
@@ -363,7 +363,7 @@ class TestEnviron:
         a, b = socket.socketpair()
         proxy = ProxyHeaders(frozenset({"x-forwarded-for", "x-forwarded-port"}))
         try:
-            env = EnvironBuilder(a, "", proxy_headers=proxy).build(parse(
+            env = EnvironBuilder(a, "", EnvironTemplate(proxy_headers=proxy)).build(parse(
                 b"GET / HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 192.0.2.9\r\nX-Forwarded-Port: 8443\r\n\r\n"),
                 make_input())
             assert (env["REMOTE_ADDR"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("192.0.2.9", "shop", "8443")
@@ -382,7 +382,7 @@ class TestEnviron:
     def test_unix_socket_without_host(self):
         a, b = socket.socketpair()
         try:
-            env = EnvironBuilder(a, "", url_scheme="https").build(parse(b"GET / HTTP/1.0\r\n\r\n"), make_input())
+            env = EnvironBuilder(a, "", EnvironTemplate(url_scheme="https")).build(parse(b"GET / HTTP/1.0\r\n\r\n"), make_input())
             assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("localhost", "443")
         finally:
             a.close()
