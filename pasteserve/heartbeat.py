@@ -101,7 +101,7 @@ class Heartbeat:
         self.writer(slot).request_done(requests, since, text)
 
     def set_connections(self, slot: int, count: int) -> None:
-        _Q.pack_into(self._map, self._offset(slot) + _CONNECTIONS, count)
+        self.writer(slot).connections(count)
 
     def set_dropped(self, slot: int, count: int) -> None:
         """Worker: metrics it could not send so far."""
@@ -254,13 +254,18 @@ class SlotAllocator:
 class SlotWriter:
     """The stores a worker makes in its own slot at every request (see :meth:`Heartbeat.writer`)."""
 
-    __slots__ = ("_map", "_beat", "_since", "_requests")
+    __slots__ = ("_map", "_beat", "_since", "_requests", "_connections")
 
     def __init__(self, region: mmap.mmap, base: int) -> None:
         self._map = region
         self._beat = base + _BEAT
         self._since = base + _SINCE
         self._requests = base + _REQUESTS
+        self._connections = base + _CONNECTIONS
+
+    def connections(self, count: int) -> None:
+        """Holding ``count`` connections (stored as they open and close)."""
+        _Q.pack_into(self._map, self._connections, count)
 
     def beat(self, when: float | None = None) -> None:
         """Alive at `when` (a ``time.monotonic()``; default now)."""

@@ -255,7 +255,7 @@ class Worker:
         self.beats.beat()
 
     def held_connections(self, count: int) -> None:
-        self.heartbeat.set_connections(self.slot, count)
+        self.beats.connections(count)
 
     def check_parent(self) -> None:
         if os.getppid() != self.ppid:

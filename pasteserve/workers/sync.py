@@ -136,6 +136,8 @@ class SyncWorker(Worker):
         self.accepting = self.taking = False
         self.accept_resume = 0.0
         self.local_names = {sock: fixed_local_name(sock) for sock in self.listeners}
+        # As plain ints: socket.accept() converts them to enums for every connection.
+        self.kinds = {sock: (int(sock.family), int(sock.type), sock.proto) for sock in self.listeners}
         self.start_accepting()
         self.lender = self.make_lender()
         if self.lender:
@@ -231,9 +233,11 @@ class SyncWorker(Worker):
     def accept(self, listener: socket.socket) -> None:
         """Take what the backlog holds, up to worker_connections, not one per loop turn."""
         room = self.settings.worker_connections - self.held() - len(self.handshakes)
+        family, kind, proto = self.kinds[listener]
+        local = self.local_names.get(listener)
         for _ in range(max(room, 1)):
             try:
-                sock, peer = listener.accept()
+                fd, peer = listener._accept()   # what accept() does, minus its enum conversions
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return   # the backlog is empty, or a sibling took it
             except OSError as exc:
@@ -241,7 +245,7 @@ class SyncWorker(Worker):
                     self.pause_accepting()
                 return
             self.accepted()
-            self.add(sock, peer, self.local_names.get(listener))
+            self.add(socket.socket(family, kind, proto, fd), peer, local)
             if not self.accepting:
                 return   # worker_connections reached
 
@@ -327,16 +331,18 @@ class SyncWorker(Worker):
     def watch(self, conn: Connection) -> None:
         self.conns.add(conn)
         self.register(conn)
-        self.held_connections(self.held())
-        if self.held() >= self.settings.worker_connections:
+        held = self.held()
+        self.held_connections(held)
+        if held >= self.settings.worker_connections:
             self.stop_accepting()
 
     def forget(self, conn: Connection) -> None:
         self.conns.discard(conn)
-        self.held_connections(self.held())
+        held = self.held()
+        self.held_connections(held)
         self.heads.forget(conn)
         self.unregister(conn)
-        if self.alive and self.held() < self.settings.worker_connections:
+        if self.alive and held < self.settings.worker_connections:
             self.start_accepting()
 
     def register(self, conn: Connection) -> None:
