@@ -347,8 +347,8 @@ class SyncWorker(Worker):
 
     def register(self, conn: Connection) -> None:
         """Wait for the connection's bytes (the gthread worker: in its own epoll)."""
-        self.fds[conn] = conn.fileno()
-        self.sel.register(conn, selectors.EVENT_READ, conn)
+        fd = self.fds[conn] = conn.fileno()
+        self.sel.register(fd, selectors.EVENT_READ, conn)   # by number: no second fileno() call
 
     def unregister(self, conn: Connection) -> None:
         # By the descriptor it was registered with: a closed socket has none any more, and the
