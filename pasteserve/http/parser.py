@@ -222,6 +222,13 @@ _FORBIDDEN_TRAILERS = frozenset(
 _FIELD_NAMES_MAX = 1024
 FIELD_NAME_CACHED_MAX = 64
 _field_names: dict[str, str] = {}
+# Whole field lines repeat too: a client sends the same User-Agent, Accept and Host lines with
+# every request. A line seen before is a dict lookup instead of a split, a name lookup and a
+# strip. Cleared when full rather than frozen, so that lines that never repeat (cookies, request
+# ids) cannot keep the repeating ones out for good; short lines only, so it stays small.
+_FIELD_LINES_MAX = 512
+FIELD_LINE_CACHED_MAX = 256
+_field_lines: dict[str, tuple[str, str]] = {}
 
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
@@ -497,19 +504,26 @@ class RequestParser:
         append = fields.append
         watched = []
         known = _field_names
+        parsed = _field_lines
         try:
             for line in lines:
-                name, value = line.split(":", 1)
-                upper = known.get(name)
-                if upper is None:
-                    if _TOKEN.fullmatch(name) is None:
-                        raise _field_error(lines, what)
-                    upper = name.upper()
-                    if len(known) < _FIELD_NAMES_MAX and len(name) <= FIELD_NAME_CACHED_MAX:
-                        known[name] = upper
-                field = (upper, value.strip(" \t"))
+                field = parsed.get(line)
+                if field is None:
+                    name, value = line.split(":", 1)
+                    upper = known.get(name)
+                    if upper is None:
+                        if _TOKEN.fullmatch(name) is None:
+                            raise _field_error(lines, what)
+                        upper = name.upper()
+                        if len(known) < _FIELD_NAMES_MAX and len(name) <= FIELD_NAME_CACHED_MAX:
+                            known[name] = upper
+                    field = (upper, value.strip(" \t"))
+                    if len(line) <= FIELD_LINE_CACHED_MAX:
+                        if len(parsed) >= _FIELD_LINES_MAX:
+                            parsed.clear()   # lines that never repeat filled it: start again
+                        parsed[line] = field
                 append(field)
-                if upper in watch:
+                if field[0] in watch:
                     watched.append(field)
         except ValueError:
             raise _field_error(lines, what) from None

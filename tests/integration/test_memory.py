@@ -81,3 +81,16 @@ def test_header_values_an_app_never_repeats_leave_no_memory_behind(start_server)
             assert client.get("/unique-header")[0] == 200
         after = worker_rss_kib(server.pid)
     assert after - before < 4096, f"worker RSS grew from {before} to {after} KiB"
+
+
+def test_request_header_lines_a_client_never_repeats_leave_no_memory_behind(start_server):
+    # The parser remembers whole header lines (512 at most, then it starts again): a client
+    # sending a new 250-byte line per request must not make the worker hold them for good.
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
+    with Client(server.port) as client:
+        assert client.get("/hello")[0] == 200
+        before = worker_rss_kib(server.pid)
+        for number in range(4096):
+            assert client.get("/hello", [f"X-Trace: {number:06d}" + "t" * 240])[0] == 200
+        after = worker_rss_kib(server.pid)
+    assert after - before < 2048, f"worker RSS grew from {before} to {after} KiB"

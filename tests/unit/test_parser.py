@@ -824,3 +824,19 @@ def test_error_detail_is_short_and_ascii() -> None:
         parse(b"G\xff" + b"E" * 10000 + b" / HTTP/1.1\r\n\r\n", limits=Limits(limit_request_line=0))
     assert caught.value.detail.isascii()
     assert len(caught.value.detail) < 200
+
+
+def test_remembered_header_lines_parse_as_new_ones_and_stay_bounded() -> None:
+    from pasteserve.http import parser as module
+
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Mixed-Case:  spaced value \t\r\nACCEPT: */*\r\n\r\n"
+    first = parse(head)[0]
+    again = parse(head)[0]   # every line is remembered now
+    assert first == again
+    assert again.headers == [("HOST", "a"), ("X-MIXED-CASE", "spaced value"), ("ACCEPT", "*/*")]
+    for number in range(3 * module._FIELD_LINES_MAX):
+        parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Id: %d\r\n\r\n" % number)
+        assert len(module._field_lines) <= module._FIELD_LINES_MAX
+    # A line the cache remembered is still checked as part of its head: a bare CR is refused.
+    with pytest.raises(BadRequest):
+        parse(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n")
