@@ -229,6 +229,10 @@ _field_names: dict[str, str] = {}
 _FIELD_LINES_MAX = 512
 FIELD_LINE_CACHED_MAX = 256
 _field_lines: dict[str, tuple[str, str]] = {}
+# Request lines the same way: the few URLs a site serves most, checked once.
+_REQUEST_LINES_MAX = 512
+REQUEST_LINE_CACHED_MAX = 256
+_request_lines: dict[str, tuple[str, str, tuple[int, int]]] = {}
 
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
@@ -339,6 +343,34 @@ def _check_target(method: str, target: str) -> None:
         match = _ABSOLUTE_FORM.fullmatch(target)
         if match is None or not _valid_ip_literal(match):
             raise BadRequest(f"invalid request target: {_excerpt(target)}")
+
+
+def _request_line(line: str) -> tuple[str, str, tuple[int, int]]:
+    """Method, target and version of a request line (its length already checked)."""
+    # Fast path for the usual line: string methods are cheaper than the regex, which
+    # decides (and words the error) whenever they do not vouch for the line.
+    parts = line.split(" ")
+    if (
+        len(parts) == 3
+        and parts[0] in _COMMON_METHODS
+        and parts[2] in _VERSIONS
+        and parts[1]
+        and parts[1].isascii()
+        and "\t" not in parts[1]  # the bulk check refused other controls: VCHAR only
+    ):
+        method, target, protocol = parts
+        version = _VERSIONS[protocol]
+    else:
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:
+            raise _request_line_error(line)
+        method, target, major, minor = match.groups()
+        if major != "1":
+            raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
+        version = (1, 0) if minor == "0" else (1, 1)
+    if target[0] != "/" or method == "CONNECT":
+        _check_target(method, target)
+    return method, target, version
 
 
 def _list_members(values: tuple[str, ...]) -> list[str]:
@@ -602,29 +634,14 @@ class RequestParser:
         line = lines[0]
         if len(line) > self._line_max:
             raise URITooLong(f"request line longer than {self._line_max} bytes")
-        # Fast path for the usual line: string methods are cheaper than the regex, which
-        # decides (and words the error) whenever they do not vouch for the line.
-        parts = line.split(" ")
-        if (
-            len(parts) == 3
-            and parts[0] in _COMMON_METHODS
-            and parts[2] in _VERSIONS
-            and parts[1]
-            and parts[1].isascii()
-            and "\t" not in parts[1]  # the bulk check refused other controls: VCHAR only
-        ):
-            method, target, protocol = parts
-            version = _VERSIONS[protocol]
-        else:
-            match = _REQUEST_LINE.fullmatch(line)
-            if match is None:
-                raise _request_line_error(line)
-            method, target, major, minor = match.groups()
-            if major != "1":
-                raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
-            version = (1, 0) if minor == "0" else (1, 1)
-        if target[0] != "/" or method == "CONNECT":
-            _check_target(method, target)
+        known = _request_lines.get(line)
+        if known is None:
+            known = _request_line(line)
+            if len(line) <= REQUEST_LINE_CACHED_MAX:
+                if len(_request_lines) >= _REQUEST_LINES_MAX:
+                    _request_lines.clear()   # lines that never repeat filled it: start again
+                _request_lines[line] = known
+        method, target, version = known
         del lines[0]
         headers, special = self._parse_fields(lines, "header", size, _SPECIAL)
 

@@ -840,3 +840,16 @@ def test_remembered_header_lines_parse_as_new_ones_and_stay_bounded() -> None:
     # A line the cache remembered is still checked as part of its head: a bare CR is refused.
     with pytest.raises(BadRequest):
         parse(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n")
+
+
+def test_remembered_request_lines_stay_bounded_and_still_meet_each_parsers_limit() -> None:
+    from pasteserve.http import parser as module
+
+    head = b"GET /" + b"p" * 100 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert parse(head)[0].target == "/" + "p" * 100
+    assert parse(head)[0].target == "/" + "p" * 100   # remembered now
+    with pytest.raises(URITooLong):
+        parse(head, limits=Limits(limit_request_line=50))
+    for number in range(3 * module._REQUEST_LINES_MAX):
+        assert parse(b"GET /%d HTTP/1.0\r\n\r\n" % number)[0].version == (1, 0)
+        assert len(module._request_lines) <= module._REQUEST_LINES_MAX
