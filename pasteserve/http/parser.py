@@ -233,6 +233,9 @@ _field_lines: dict[str, tuple[str, str]] = {}
 _REQUEST_LINES_MAX = 512
 REQUEST_LINE_CACHED_MAX = 256
 _request_lines: dict[str, tuple[str, str, tuple[int, int]]] = {}
+# Host values checked before (its regex ran once per connection when each connection kept its own).
+_VALID_HOSTS_MAX = 256
+_valid_hosts: set[str] = set()
 
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
@@ -410,7 +413,7 @@ class RequestParser:
 
     __slots__ = ("_limits", "_line_max", "_field_max", "_fields_max", "_head_max", "_trailers_max",
                  "_chunk_line_max", "_buf", "_eof", "_state", "_error", "_scanned", "_line_end",
-                 "_line_start", "_skipped_empty_line", "_remaining", "_body_total", "_valid_host")
+                 "_line_start", "_skipped_empty_line", "_remaining", "_body_total")
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self._limits = limits
@@ -432,7 +435,6 @@ class RequestParser:
         self._skipped_empty_line = False
         self._remaining = 0
         self._body_total = 0
-        self._valid_host: str | None = None
 
     # --- public interface ---------------------------------------------------
 
@@ -656,11 +658,14 @@ class RequestParser:
                 if seen_host:
                     raise BadRequest("more than one Host header")
                 seen_host = True
-                if value != self._valid_host:  # a connection's requests name one host
+                if value not in _valid_hosts:  # a site's requests name a few hosts
                     host = _HOST_FIELD.fullmatch(value)
                     if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
                         raise BadRequest(f"invalid Host header: {_excerpt(value)}")
-                    self._valid_host = value
+                    if len(value) <= FIELD_LINE_CACHED_MAX:
+                        if len(_valid_hosts) >= _VALID_HOSTS_MAX:
+                            _valid_hosts.clear()
+                        _valid_hosts.add(value)
             elif name == "CONTENT-LENGTH":
                 lengths += (value,)
             elif name == "TRANSFER-ENCODING":

@@ -853,3 +853,13 @@ def test_remembered_request_lines_stay_bounded_and_still_meet_each_parsers_limit
     for number in range(3 * module._REQUEST_LINES_MAX):
         assert parse(b"GET /%d HTTP/1.0\r\n\r\n" % number)[0].version == (1, 0)
         assert len(module._request_lines) <= module._REQUEST_LINES_MAX
+
+
+def test_remembered_hosts_stay_bounded_and_a_bad_one_is_still_refused() -> None:
+    from pasteserve.http import parser as module
+
+    for number in range(3 * module._VALID_HOSTS_MAX):
+        assert parse(b"GET / HTTP/1.1\r\nHost: h%d.example:80\r\n\r\n" % number)[0].headers
+        assert len(module._valid_hosts) <= module._VALID_HOSTS_MAX
+    with pytest.raises(BadRequest):
+        parse(b"GET / HTTP/1.1\r\nHost: h1.example:80x\r\n\r\n")
