@@ -8,9 +8,6 @@ an epoll of their own (inside the selector's) with EPOLLONESHOT: reported once, 
 thread has it, re-armed by that thread before it passes it back. So a request costs the selector
 thread no registration and no wake-up of its own: it takes back what the threads passed back
 whenever it next comes round, and is woken for it only when it must know at once (`must_know`).
-A new connection goes to the queue as it is accepted, not first to the selector: its client most
-often sent the request already (one not there yet comes back unarmed, and the selector registers
-it).
 
 While every thread is busy, the worker still accepts (up to `worker_connections`, counting queued
 and running connections) but takes no hand-offs (`may_take`). A connection that waited
@@ -253,18 +250,6 @@ class ThreadedWorker(SyncWorker):
         if me is not None:
             me.since = time.monotonic()
 
-    def add(self, sock: socket.socket, peer: Any, local: Any = None) -> None:
-        if self.ssl is not None:
-            super().add(sock, peer, local)   # the handshake runs from the selector first
-            return
-        # Queued at once: waiting for its request in the selector first cost a registration and
-        # a wake-up of this thread per connection, for a request that is most often there.
-        self.enqueue(self.new_connection(sock, peer, local))
-        self.update_taking()
-        self.held_connections(self.held())
-        if self.held() >= self.settings.worker_connections:
-            self.stop_accepting()
-
     def serve(self, conn: Connection) -> None:
         self.enqueue(conn)
         self.update_taking()
@@ -462,7 +447,7 @@ class ThreadedWorker(SyncWorker):
                 if keep:
                     armed = self.rearm(conn)
                 self.done.append((conn, keep, armed))
-                if self.waiting and self.must_know(conn, keep, armed):   # else collected when it next comes round
+                if self.waiting and self.must_know(conn, keep):   # else collected when it next comes round
                     self.wake()
 
     def rearm(self, conn: Connection) -> bool:
@@ -474,17 +459,15 @@ class ThreadedWorker(SyncWorker):
             return False   # the selector thread registers it again
         return True
 
-    def must_know(self, conn: Connection, keep: bool, armed: bool) -> bool:
+    def must_know(self, conn: Connection, keep: bool) -> bool:
         """Whether the selector thread must learn at once that a thread passed a connection back.
 
         Not when the connection only goes back to waiting: re-armed, its next request wakes the
-        selector thread, which collects what came back first. But when it is not armed (queued
-        as it was accepted, never registered) and the selector thread must register it, when
-        its next request came before (early: the selector thread marks it so before it waits),
-        when stopping, at worker_connections and one closed, or not taking hand-offs and a
-        thread is free now.
+        selector thread, which collects what came back first. But when that request came before
+        (early: the selector thread marks it so before it waits), when stopping, at
+        worker_connections and one closed, or not taking hand-offs and a thread is free now.
         """
-        return ((keep and not armed) or conn in self.early or not self.alive or (not keep and not self.accepting)
+        return (conn in self.early or not self.alive or (not keep and not self.accepting)
                 or (not self.taking and not self.ready))
 
     def wake(self) -> None:

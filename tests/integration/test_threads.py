@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -21,8 +20,7 @@ from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
 from tests.integration.load import Load
 from tests.integration.test_keepalive import spread_connections
-from tests.integration.test_nonblocking_io import Trace
-from tests.server import BIN, Client, get, request, wait_new_workers
+from tests.server import BIN, Client, get, wait_new_workers
 
 APP = "use = call:tests.integration.hookmod:app_factory"
 
@@ -282,34 +280,6 @@ def test_worker_connections_bounds_queued_connections_too(start_server, tmp_path
     _, answers = result[0]
     assert [(status, int(body)) for status, _, body in answers] == [(200, worker)] * 10, answers
     assert max(held) == 4, held
-
-
-def test_a_new_connection_goes_to_a_thread_without_an_epoll_registration(start_server, tmp_path):
-    # Its request is most often there by the time it is accepted: queued at once, a connection
-    # answered and closed in one request costs no epoll registration (nor a wake-up of the
-    # selector thread for its bytes).
-    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 2"))
-    (worker,) = server.wait_workers(1)
-    with Trace(server, worker, tmp_path / "trace.txt", "accept4,epoll_ctl") as trace:
-        for _ in range(20):
-            status, _, _ = request(server.port, b"GET /pid HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            assert status == 200
-    text = trace.text()
-    accepted = {int(m) for m in re.findall(r"accept4\(.*\) = (\d+)$", text, re.M)}
-    registered = [m for m in re.findall(r"EPOLL_CTL_ADD, (\d+),", text) if int(m) in accepted]
-    assert len(re.findall(r"accept4\(.*\) = \d+$", text, re.M)) == 20, text[-2000:]
-    # Before: one EPOLL_CTL_ADD per connection. A request that comes late still costs one.
-    assert len(registered) < 10, text[-2000:]
-
-
-def test_a_connection_whose_request_comes_after_it_is_accepted_is_served_and_kept(start_server):
-    server = start_server("pasteserve_paster", ini=ini("workers = 1\nthreads = 2"))
-    server.wait_workers(1)
-    with Client(server.port) as client:
-        time.sleep(0.3)   # accepted and queued meanwhile: its thread found nothing to read yet
-        assert client.get("/pid")[0] == 200
-        time.sleep(0.3)   # back from its thread, waiting in the selector
-        assert client.get("/pid")[0] == 200
 
 
 def test_hup_and_max_requests_with_every_thread_busy_drop_nothing(start_server):
