@@ -20,6 +20,7 @@ from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
 from tests.integration.load import Load
 from tests.integration.test_keepalive import spread_connections
+from tests.integration.test_nonblocking_io import Trace
 from tests.server import BIN, Client, get, wait_new_workers
 
 APP = "use = call:tests.integration.hookmod:app_factory"
