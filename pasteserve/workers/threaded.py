@@ -15,7 +15,8 @@ and running connections) but takes no hand-offs (`may_take`). A connection that 
 head-of-line guarantee of the sync worker's Lender, per process. (The sync worker needs a second
 thread for that because the app holds its only one; here the selector thread is free and lends
 itself, without a second thread racing over the connection set.) When no sibling takes them in
-time, every one is as busy: the first to look takes them back and lending pauses for a while.
+time, every one is as busy: the lender takes them back (with whatever else waits there) and
+lends nothing for a while. Only a worker that lent (or is about to) looks at the socket's queue.
 
 Liveness: the heartbeat carries the oldest progress of any busy thread (its request began, or
 body bytes arrived), so a thread stuck in one request past `timeout` gets the worker aborted like
