@@ -58,8 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", nargs="+", choices=KNOWN_SERVERS, default=list(KNOWN_SERVERS),
                         metavar="SERVER", help=f"any of: {', '.join(KNOWN_SERVERS)} (default: all)")
     parser.add_argument("--syscalls", action="store_true",
-                        help="also count system calls per request of one worker under strace "
-                             "(hello, keep-alive)")
+                        help="also count system calls per request of one worker with perf stat, "
+                             "or strace where perf cannot (hello, keep-alive)")
     parser.add_argument("--pin", action="store_true",
                         help="run the servers on CPU 0 and wrk on CPU 1 (taskset)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -155,7 +155,7 @@ def _burst(scenario: Scenario, server: servers.Server, args: argparse.Namespace,
 
 
 def _syscalls(args: argparse.Namespace, skipped: dict[str, str]) -> dict[str, float | str]:
-    """Syscalls per keep-alive hello request, one worker per server, under strace."""
+    """Syscalls per keep-alive hello request, one worker per server (perf stat, else strace)."""
     why_not = syscalls.available()
     if why_not:
         print(f"syscalls: {why_not}", file=sys.stderr)
@@ -170,7 +170,7 @@ def _syscalls(args: argparse.Namespace, skipped: dict[str, str]) -> dict[str, fl
         try:
             counts[name] = syscalls.per_request(servers.SERVERS[name], "benchmarks.apps:hello", load)
             print(f"{counts[name]:.2f} per request")
-        except (servers.NotRunnable, servers.ProbeFailed, wrk.WrkError, syscalls.StraceError) as exc:
+        except (servers.NotRunnable, servers.ProbeFailed, wrk.WrkError, syscalls.CountError) as exc:
             counts[name] = f"failed: {_one_line(str(exc))}"
             print(counts[name])
     return counts
@@ -280,8 +280,8 @@ def _document(
                   "first response.", "", report.burst_table(bursts)]
     if counts:
         extra += ["", "## System calls per request", "",
-                  "`strace -c -f` on the only worker while wrk runs the hello scenario "
-                  "(keep-alive); strace slows the server, so only the count means anything.", "",
+                  f"`{syscalls.counter()}` on the only worker while wrk runs the hello scenario "
+                  "(keep-alive): its system calls over the requests wrk counted.", "",
                   report.syscalls_table(counts)]
     return "\n".join([
         "# Benchmark results",

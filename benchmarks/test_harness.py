@@ -176,8 +176,15 @@ def test_strace_summary_total_is_read_with_or_without_an_errors_column():
     )
     assert syscalls.parse_total(summary) == 80002
     assert syscalls.parse_total("100.00    0.100000           1     80000           total\n") == 80000
-    with pytest.raises(syscalls.StraceError):
+    with pytest.raises(syscalls.CountError):
         syscalls.parse_total("strace: attach: ptrace(PTRACE_SEIZE, 1): Operation not permitted\n")
+
+
+def test_perf_stat_count_is_read_from_its_csv_output():
+    output = "# started on Tue Dec  1 18:00:00 2026\n\n415728,,raw_syscalls:sys_enter,3003059108,100.00,,\n"
+    assert syscalls.parse_perf(output) == 415728
+    with pytest.raises(syscalls.CountError):
+        syscalls.parse_perf("<not counted>,,raw_syscalls:sys_enter,0,0.00,,\n")
 
 
 def test_burst_times_every_client_against_a_real_server():

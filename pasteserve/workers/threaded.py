@@ -15,7 +15,8 @@ and running connections) but takes no hand-offs (`may_take`). A connection that 
 head-of-line guarantee of the sync worker's Lender, per process. (The sync worker needs a second
 thread for that because the app holds its only one; here the selector thread is free and lends
 itself, without a second thread racing over the connection set.) When no sibling takes them in
-time, every one is as busy: the first to look takes them back and lending pauses for a while.
+time, every one is as busy: the lender takes them back (with whatever else waits there) and
+lends nothing for a while. Only a worker that lent (or is about to) looks at the socket's queue.
 
 Liveness: the heartbeat carries the oldest progress of any busy thread (its request began, or
 body bytes arrived), so a thread stuck in one request past `timeout` gets the worker aborted like
@@ -136,6 +137,7 @@ class ThreadedWorker(SyncWorker):
         self.running = 0   # connections queued or being served
         self.from_siblings: set[Connection] = set()   # taken from the hand-off socket, not served yet
         self.pending_since: float | None = None       # since when hand-offs wait for a taker
+        self.lent_out = False                         # we lent, and have not seen the socket empty since
         self.reclaiming = False                       # taking hand-offs though no thread is free
         self.lend_resume = 0.0                        # lend nothing before this
         self.begun = itertools.count(1)   # requests begun, for max_requests (next() is atomic)
@@ -355,17 +357,11 @@ class ThreadedWorker(SyncWorker):
             self.pending_since, self.reclaiming = None, False
             return None
         now = time.monotonic()
-        if handoffs_pending(self.handoff_send):
-            if self.pending_since is None:
-                self.pending_since = now
-            if not self.reclaiming and now - self.pending_since >= LEND_AFTER:
-                # No sibling had a free thread: every one is as busy as we are. Take them back
-                # (first in our queue: they waited longest), and lend nothing for a while.
-                self.reclaiming = True
-                self.lend_resume = now + LEND_PAUSE
-                self.update_taking()
+        # The hand-off socket is looked at (an ioctl) only while what we lent may wait in it, and
+        # before lending: not at every turn while every thread is busy. What a sibling lent, that
+        # sibling watches.
+        if self.lent_out and self.reclaim_due(now):
             return LEND_AFTER
-        self.pending_since = None
         if self.reclaiming:
             self.reclaiming = False
             self.update_taking()
@@ -383,6 +379,9 @@ class ThreadedWorker(SyncWorker):
         due = min((queued + LEND_AFTER for _, queued in waiting), default=None)
         if due is None or due > now:
             return None if due is None else due - now
+        if handoffs_pending(self.handoff_send):
+            # Others' hand-offs wait for a taker: every sibling is busy. Lend nothing on top.
+            return LEND_AFTER
         # One connection per message, as many as an idle sibling has threads: a sibling takes
         # one message per free thread, never more than it can serve at once.
         lent = []
@@ -400,8 +399,27 @@ class ThreadedWorker(SyncWorker):
             self.forget(conn)
             conn.sock.close()   # the sibling's descriptor stays open: no shutdown
         if lent:
+            self.lent_out = True
+            self.pending_since = now
             self.update_taking()
         return LEND_AFTER
+
+    def reclaim_due(self, now: float) -> bool:
+        """While what we lent waits in the hand-off socket: take it back (with whatever else
+        waits there) once no sibling took it within LEND_AFTER. False once the socket is empty."""
+        if not handoffs_pending(self.handoff_send):
+            self.lent_out = False
+            self.pending_since = None
+            return False
+        if self.pending_since is None:
+            self.pending_since = now
+        if not self.reclaiming and now - self.pending_since >= LEND_AFTER:
+            # No sibling had a free thread: every one is as busy as we are. Take them back
+            # (first in our queue: they waited longest), and lend nothing for a while.
+            self.reclaiming = True
+            self.lend_resume = now + LEND_PAUSE
+            self.update_taking()
+        return True
 
     # --- the app threads --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
 from tests.integration.load import Load
 from tests.integration.test_keepalive import spread_connections
+from tests.integration.test_nonblocking_io import Trace
 from tests.server import BIN, Client, get, wait_new_workers
 
 APP = "use = call:tests.integration.hookmod:app_factory"
@@ -180,6 +181,34 @@ def test_a_busy_workers_connections_are_served_by_a_sibling_with_a_free_thread(s
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_worker_whose_threads_are_all_busy_does_not_query_the_hand_off_socket_each_turn(start_server, tmp_path):
+    # Only what it lent (or is about to lend) makes it look at the hand-off socket's queue.
+    hook_log = tmp_path / "hooks.log"
+    server = start_server("pasteserve_paster", ini=ini("workers = 2\nthreads = 2\nkeepalive = 30"),
+                          env={HOOK_LOG_ENV: str(hook_log)})
+    server.wait_workers(2)
+    by_pid = spread_connections(server.port, 2)
+    clients = [c for held in by_pid.values() for c in held]
+    try:
+        assert sorted(len(held) for held in by_pid.values()) == [2, 2], "connections not spread over both workers"
+        busy, slow = next(iter(by_pid.items()))
+        for client in slow:   # both threads of `busy`
+            client.send(b"GET /sleep?seconds=3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        server.wait_for(lambda: sum(e[0] == "sleep-start" for e in read_log(hook_log)) == 2, 10, "the slow requests")
+        with Trace(server, busy, tmp_path / "trace.txt", "ioctl,epoll_wait") as trace:
+            for _ in range(20):   # each wakes its selector thread for a turn (USR1 reopens the logs)
+                os.kill(busy, signal.SIGUSR1)
+                time.sleep(0.02)
+        for client in slow:
+            assert client.response()[0] == 200
+    finally:
+        for client in clients:
+            client.close()
+    assert trace.count("epoll_wait") >= 10, trace.text()[-2000:]
+    # Before: one ioctl (SIOCOUTQ) per turn.
+    assert trace.count("ioctl") == 0, trace.text()[-2000:]
 
 
 def test_threads_with_the_eventlet_worker_are_refused(tmp_path):
