@@ -344,7 +344,10 @@ class Connection:
         if ctx.access_log is not None:
             self._hook(ctx.access_log, environ, status, resp.headers, resp.sent, done - started)
         if observer is not None:
-            self._hook(observer.end, token, status, done - started)
+            try:   # _hook() inlined: this runs for every request
+                observer.end(token, status, done - started)
+            except Exception:
+                ctx.error_log.exception("Error in %s", observer.end)
         ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the
@@ -357,7 +360,8 @@ class Connection:
         keep = keep and inp.error is None
         if keep:
             self._state = _IDLE
-            self._since = time.monotonic()
+            # Idle from now: `done` is now, unless a body was drained since.
+            self._since = done if inp is NO_BODY else time.monotonic()
             self._wait = ctx.keepalive
             return True
         if resp.broken or inp.received:
