@@ -92,17 +92,6 @@ class Heartbeat:
         """Master: the ``time.monotonic()`` of the slot's last beat (0.0 if it never beat)."""
         return _D.unpack_from(self._map, self._offset(slot) + _BEAT)[0]
 
-    def show_request(self, slot: int, since: float, text: bytes) -> None:
-        """Worker: the request it serves (``b"GET /path"``), started at monotonic ``since``."""
-        self.writer(slot).show_request(since, text)
-
-    def request_done(self, slot: int, requests: int, since: float = 0.0, text: bytes = b"") -> None:
-        """Worker: ``requests`` served so far; then idle, or the request still running since ``since``."""
-        self.writer(slot).request_done(requests, since, text)
-
-    def set_connections(self, slot: int, count: int) -> None:
-        self.writer(slot).connections(count)
-
     def set_dropped(self, slot: int, count: int) -> None:
         """Worker: metrics it could not send so far."""
         _Q.pack_into(self._map, self._offset(slot) + _DROPPED, count)

@@ -107,10 +107,10 @@ def test_status_map_round_trip(tmp_path):
         hb.master_beat(2, 3, 7)
         hb.reset(1)
         hb.assign(1, 4321, 2)
-        hb.request_done(1, 2)
-        hb.set_connections(1, 5)
+        hb.writer(1).request_done(2)
+        hb.writer(1).connections(5)
         hb.set_dropped(1, 9)
-        hb.show_request(1, time.monotonic() - 3.0, ("POST /upload/" + "é" * 200).encode())
+        hb.writer(1).show_request(time.monotonic() - 3.0, ("POST /upload/" + "é" * 200).encode())
         hb.reset(2)
         hb.assign(2, 4322, 1)
         hb.set_stopping(2)
@@ -124,10 +124,10 @@ def test_status_map_round_trip(tmp_path):
         assert first["request"]["method"] == "POST" and first["request"]["path"].startswith("/upload/éé")
         assert 3.0 <= first["request"]["seconds"] < 10
         assert 0 <= second["stopping"] < 10 and second["request"] is None and first["stopping"] is None
-        hb.request_done(1, 3, time.monotonic() - 1.0, b"GET /next")
+        hb.writer(1).request_done(3, time.monotonic() - 1.0, b"GET /next")
         (first, _) = read_status(path)["workers"]
         assert first["requests"] == 3 and first["request"]["path"] == "/next"
-        hb.request_done(1, 4)
+        hb.writer(1).request_done(4)
         hb.free(2)
         (only,) = read_status(path)["workers"]
         assert only["pid"] == 4321 and only["request"] is None and only["requests"] == 4
