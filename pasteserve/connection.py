@@ -347,7 +347,7 @@ class Connection:
             try:   # _hook() inlined: this runs for every request
                 observer.end(token, status, done - started)
             except Exception:
-                ctx.error_log.exception("Error in %s", observer.end)
+                ctx.error_log.exception("Error in the request observer")
         ctx.requests += 1
 
         # resp.keep_alive is what the head promised; a stop that began since must not break the

@@ -34,8 +34,8 @@ from pasteserve.http.response import (
 )
 from pasteserve.proxy import ProxyHeaders, trusted_peer
 
-__all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "EnvironTemplate", "ErrorStream", "FileWrapper", "Input", "Response",
-           "peer_certificate"]
+__all__ = ["CLIENT_CERT_KEY", "PEERCERT_KEY", "EnvironBuilder", "EnvironTemplate", "ErrorStream", "FileWrapper",
+           "Input", "Response", "peer_certificate"]
 
 # Read size of FileWrapper iteration (the fallback when sendfile is not possible).
 FILE_BLOCK = 65536

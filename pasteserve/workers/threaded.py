@@ -243,7 +243,7 @@ class ThreadedWorker(SyncWorker):
     def notify(self) -> None:
         self.waiting = False   # the selector thread is at the top of its loop, awake
         busy = [t.since for t in self.app_threads if t.conn is not None]
-        self.heartbeat.beat(self.slot, min(busy) if busy else time.monotonic())
+        self.beats.beat(min(busy) if busy else time.monotonic())
 
     def progress(self) -> None:
         """An app thread received body bytes: it is not stuck."""
