@@ -206,13 +206,15 @@ class _Reader:
     """``trampoline(fileno, read=True)`` for a kept descriptor, again and again, by the green
     thread that made it: one listener for all its waits, and no epoll_ctl while it stays kept."""
 
-    __slots__ = ("_hub", "_fileno", "_listener")
+    __slots__ = ("_hub", "_fileno", "_listener", "_plain")
 
     def __init__(self, hub: Hub, fileno: int) -> None:
         current = getcurrent()
         self._hub = hub
         self._fileno = fileno
         self._listener = hub.lclass(hub.READ, fileno, current.switch, current.throw, None)
+        # No switch_out hook to run (eventlet's hub.switch calls it): we may switch to the hub directly.
+        self._plain = getattr(current, "switch_out", None) is None
 
     def __call__(self) -> Any:
         hub, fileno, listener = self._hub, self._fileno, self._listener
@@ -225,6 +227,9 @@ class _Reader:
         if hub.masks.get(fileno) != hub.keep_mask:
             hub.register(fileno)
         try:
+            main = hub.greenlet
+            if self._plain and not main.dead and listener.greenlet.parent is main:
+                return main.switch()   # what hub.switch() comes to here, less its checks and calls
             return hub.switch()
         finally:
             if readers.get(fileno) is listener:
