@@ -59,14 +59,10 @@ def offer(environ: dict[str, Any], sock: socket.socket) -> None:
     environ["gunicorn.socket"] = sock
 
 
-def _eventlet_local() -> Any:
-    wsgi = sys.modules.get("eventlet.wsgi")
-    return getattr(wsgi, "WSGI_LOCAL", None)
-
-
 def reset() -> None:
     """Before the app runs: the flag belongs to the green thread, which serves many requests."""
-    local = _eventlet_local()
+    wsgi = sys.modules.get("eventlet.wsgi")
+    local = getattr(wsgi, "WSGI_LOCAL", None) if wsgi is not None else None
     if local is not None and getattr(local, "already_handled", False):
         local.already_handled = False
 
