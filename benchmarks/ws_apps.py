@@ -5,6 +5,10 @@ Its own module, so the HTTP benchmarks' servers never import eventlet.
 
 import eventlet.websocket
 
+# hello, from a module that imported eventlet.wsgi as Socket.IO apps do: what their plain HTTP
+# requests cost (benchmarks/cpu.py --app benchmarks.ws_apps:hello).
+from benchmarks.apps import hello  # noqa: F401
+
 
 @eventlet.websocket.WebSocketWSGI
 def echo(ws) -> None:

@@ -228,6 +228,9 @@ class EventletWorker(Worker):
             return self.ssl.wrap_socket(sock, server_side=True)
 
     def new_connection(self, sock: socket.socket, peer: Any) -> Connection:
+        if type(sock) is greenio.GreenSocket:
+            # A sibling's hand-off (socket.socket is eventlet's here): the fast path accepted ones have.
+            sock = kept_hub.DirectSocket(sock.family, sock.type, sock.proto, sock.detach())
         conn = super().new_connection(sock, peer)
         kept_hub.keep(hubs.get_hub(), sock)   # its green thread waits on it with no epoll_ctl
         return conn

@@ -123,26 +123,27 @@ class Hub(epolls.Hub):
             self.block_detect_pre()
         # Collected before any is called, as eventlet does: a callback may change the listeners.
         callbacks = []
+        add = callbacks.append
         on_read = self.READ_MASK | self.EXC_MASK
         on_write = self.WRITE_MASK | self.EXC_MASK
         for fileno, event in events:
             reader = readers.get(fileno) if event & on_read else None
             if reader is not None:
-                callbacks.append((reader, fileno))
+                add(reader)
             elif fileno in self.kept and self.masks.get(fileno, 0) & self.READ_MASK:
                 self._unkeep(fileno)
             if event & on_write:
                 writer = writers.get(fileno)
                 if writer is not None:
-                    callbacks.append((writer, fileno))
+                    add(writer)
         system = self.SYSTEM_EXCEPTIONS
-        for listener, fileno in callbacks:
+        for listener in callbacks:
             try:
-                listener.cb(fileno)
+                listener.cb(listener.fileno)
             except system:
                 raise
             except:  # noqa: E722 - eventlet's hub reports and drops a failing descriptor
-                self.squelch_exception(fileno, sys.exc_info())
+                self.squelch_exception(listener.fileno, sys.exc_info())
         if self.debug_blocking:
             self.block_detect_post()
 
@@ -206,31 +207,41 @@ class _Reader:
     """``trampoline(fileno, read=True)`` for a kept descriptor, again and again, by the green
     thread that made it: one listener for all its waits, and no epoll_ctl while it stays kept."""
 
-    __slots__ = ("_hub", "_fileno", "_listener")
+    __slots__ = ("_hub", "_fileno", "_listener", "_greenlet", "_plain", "_readers", "_masks", "_kept",
+                 "_keep_mask")
 
     def __init__(self, hub: Hub, fileno: int) -> None:
         current = getcurrent()
         self._hub = hub
         self._fileno = fileno
         self._listener = hub.lclass(hub.READ, fileno, current.switch, current.throw, None)
+        self._greenlet = current
+        # No switch_out hook to run (eventlet's hub.switch calls it): we may switch to the hub directly.
+        self._plain = getattr(current, "switch_out", None) is None
+        # The hub's tables, which it keeps for its life: looked up once, not per wait.
+        self._readers = hub.listeners[hub.READ]
+        self._masks, self._kept, self._keep_mask = hub.masks, hub.kept, hub.keep_mask
 
     def __call__(self) -> Any:
-        hub, fileno, listener = self._hub, self._fileno, self._listener
-        readers = hub.listeners[hub.READ]
-        if listener.spent or fileno in readers or listener.greenlet is not getcurrent():
+        fileno, listener, readers = self._fileno, self._listener, self._readers
+        if listener.spent or fileno in readers or getcurrent() is not self._greenlet:
             # Its number was reused (the hub defanged it), another green thread reads it, or one
             # other than its maker waits: eventlet's way, with its errors.
             return trampoline(fileno, read=True)
         readers[fileno] = listener
-        if hub.masks.get(fileno) != hub.keep_mask:
-            hub.register(fileno)
+        masks, keep_mask = self._masks, self._keep_mask
+        if masks.get(fileno) != keep_mask:
+            self._hub.register(fileno)
         try:
-            return hub.switch()
+            main = self._hub.greenlet
+            if self._plain and self._greenlet.parent is main and not main.dead:
+                return main.switch()   # what hub.switch() comes to here, less its checks and calls
+            return self._hub.switch()
         finally:
             if readers.get(fileno) is listener:
                 del readers[fileno]
-                if fileno not in hub.kept or hub.masks.get(fileno) != hub.keep_mask:
-                    hub.register(fileno)   # not kept (any more), or also written: watch what is left
+                if masks.get(fileno) != keep_mask or fileno not in self._kept:
+                    self._hub.register(fileno)   # not kept (any more), or also written: watch what is left
 
 
 def reader(hub: Any, sock: Any) -> Callable[[], Any]:

@@ -248,3 +248,30 @@ def test_listening_direct_socket_accepts_direct_sockets():
             s.close()
 
     in_hub_thread(test)
+
+
+def test_reader_switches_as_eventlets_hub_does_when_its_thread_has_a_switch_out_hook():
+    # The reader switches to the hub itself (no eventlet hub.switch call) only for a plain green
+    # thread: one with eventlet's switch_out hook still has it called before each wait.
+    def test(hub, counting):
+        sock, peer = green_pair()
+        kept_hub.keep(hub, sock)
+        switched_out = []
+
+        def serve():
+            eventlet.getcurrent().switch_out = lambda: switched_out.append(1)
+            wait = kept_hub.reader(hub, sock)
+            for _ in range(2):
+                wait()
+                sock.recv(100)
+
+        server = eventlet.spawn(serve)
+        for _ in range(2):
+            eventlet.sleep(0.01)
+            peer.send(b"x")
+        server.wait()
+        assert len(switched_out) == 2
+        sock.close()
+        peer.close()
+
+    in_hub_thread(test)

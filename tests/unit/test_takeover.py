@@ -48,3 +48,24 @@ def test_already_handled_marker_of_older_eventlet(monkeypatch):
     takeover.reset()
     assert takeover.handled_by_app(marker)
     assert not takeover.handled_by_app([])
+
+
+def test_already_handled_flag_is_each_green_threads_own():
+    # The flag is read from each green thread's own attributes of WSGI_LOCAL, kept once found.
+    import eventlet
+
+    def serve(handles: bool) -> list[bool]:
+        seen = []
+        for _ in range(2):   # two requests on one green thread
+            takeover.reset()
+            if handles:
+                wsgi.WSGI_LOCAL.already_handled = True
+            eventlet.sleep(0)   # the other green thread runs its request meanwhile
+            seen.append(takeover.handled_by_app([]))
+        return seen
+
+    handling, plain = eventlet.spawn(serve, True), eventlet.spawn(serve, False)
+    assert handling.wait() == [True, True]
+    assert plain.wait() == [False, False]
+    takeover.reset()
+    assert not takeover.handled_by_app([])
