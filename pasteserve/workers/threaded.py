@@ -111,6 +111,10 @@ class SerializedObserver:
 class ThreadedWorker(SyncWorker):
     """`worker_class = gthread`, or `sync` with `threads` > 1 (see the module docstring)."""
 
+    # Its selector thread accepts (and queues) while every app thread is busy: a sibling's long
+    # request says nothing about whether it takes connections.
+    sibling_busy_for = None
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threads = self.settings.threads

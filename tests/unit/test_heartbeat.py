@@ -160,3 +160,25 @@ def test_stopping_is_per_slot_and_reset_clears_it(heartbeat):
     assert heartbeat.last(1) > 0.0   # the beat is untouched
     heartbeat.reset(1)
     assert not heartbeat.retiring(1)
+
+
+def test_fewest_connections_counts_only_siblings_able_to_take_more():
+    hb = Heartbeat(slots=8)
+    try:
+        hb.master_beat(1, 3, 0)   # 3 workers wanted: slots 0..7 read
+        for slot, pid, held in ((0, 100, 9), (1, 101, 3), (2, 102, 5), (3, 103, 1)):
+            hb.reset(slot)
+            hb.assign(slot, pid, 1)
+            hb.writer(slot).connections(held)
+        hb.set_stopping(3)   # the fewest, but leaving
+        assert hb.fewest_connections(0, None) == 3
+        assert hb.fewest_connections(1, None) == 5   # never itself
+        now = time.monotonic()
+        hb.writer(1).show_request(now - 1.0, b"GET /slow")   # inside one request for a second
+        assert hb.fewest_connections(0, now - 0.02) == 5
+        assert hb.fewest_connections(0, None) == 3   # busy or not does not matter to a thread pool
+        hb.free(1)
+        hb.free(2)
+        assert hb.fewest_connections(0, None) is None
+    finally:
+        hb.close()
