@@ -276,12 +276,11 @@ class SyncWorker(Worker):
         """How many connections to take before leaving the rest of the backlog to a sibling.
 
         Every worker is woken by a new connection, and the first to run used to take all that was
-        queued: wrk's 50 connections split 45/5 as often as 25/25, and the worker holding more
-        answered each of them later (a sync worker's keep-alive throughput 74k against 87-93k
-        req/s, p99 4.3 against 1.2 ms; with 200 clients on thread pools, p99 1.9 s at 140/60
-        against 1.3 s balanced). So a worker takes connections while it holds fewer than
-        ACCEPT_SLACK more than the sibling holding fewest, counting only siblings able to take
-        them; with none, as many as it may."""
+        queued: wrk's 50 connections split 45/5 or 50/0 as often as 25/25, and the worker holding
+        more answered each of them later (200 clients on thread pools: p99 1.9 s at 140/60, 1.4 s
+        at 100/100). So a worker takes connections while it holds fewer than ACCEPT_SLACK more
+        than the sibling holding fewest, counting only siblings able to take them; with none, as
+        many as it may."""
         now = time.monotonic()
         if now >= self.siblings_read_at + SIBLINGS_READ_EVERY:
             self.siblings_read_at = now

@@ -1,7 +1,7 @@
 """Connections that arrive together are shared between the workers, not taken by the first awake.
 
 Every worker is woken by a new connection; the first to run used to take all that was queued, so
-one worker could hold 45 of wrk's 50 connections (or 196 of 200 clients) and answer each of them
+one worker could hold 45 of wrk's 50 connections (or 142 of 200 clients) and answer each of them
 later than its idle sibling would have. A worker now leaves the backlog to its siblings while it
 holds a few more connections than the one holding fewest (see SyncWorker.accept_share).
 """
