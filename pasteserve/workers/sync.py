@@ -248,7 +248,8 @@ class SyncWorker(Worker):
         self.accept_resume = time.monotonic() + ACCEPT_PAUSE
 
     def accept(self, listener: socket.socket) -> None:
-        """Take what the backlog holds, up to worker_connections, not one per loop turn."""
+        """Take what the backlog holds, not one per loop turn: up to worker_connections, and up to
+        this worker's share while siblings can take the rest (accept_share)."""
         share = self.accept_share()
         if share <= 0:
             # Siblings hold fewer and can take these: leave the backlog to them for a moment.
