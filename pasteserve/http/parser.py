@@ -235,7 +235,15 @@ REQUEST_LINE_CACHED_MAX = 256
 _request_lines: dict[str, tuple[str, str, tuple[int, int]]] = {}
 # Host values checked before (its regex ran once per connection when each connection kept its own).
 _VALID_HOSTS_MAX = 256
-_valid_hosts: set[str] = set()
+_valid_hosts: dict[str, None] = {}
+
+
+def _remember(cache: dict, key: str, value: object, most: int) -> None:
+    """Keep ``value`` under ``key``; a full cache starts again, so that keys which never repeat
+    cannot keep the repeating ones out for good."""
+    if len(cache) >= most:
+        cache.clear()
+    cache[key] = value
 
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
@@ -553,9 +561,7 @@ class RequestParser:
                             known[name] = upper
                     field = (upper, value.strip(" \t"))
                     if len(line) <= FIELD_LINE_CACHED_MAX:
-                        if len(parsed) >= _FIELD_LINES_MAX:
-                            parsed.clear()   # lines that never repeat filled it: start again
-                        parsed[line] = field
+                        _remember(parsed, line, field, _FIELD_LINES_MAX)
                 append(field)
                 if field[0] in watch:
                     watched.append(field)
@@ -640,9 +646,7 @@ class RequestParser:
         if known is None:
             known = _request_line(line)
             if len(line) <= REQUEST_LINE_CACHED_MAX:
-                if len(_request_lines) >= _REQUEST_LINES_MAX:
-                    _request_lines.clear()   # lines that never repeat filled it: start again
-                _request_lines[line] = known
+                _remember(_request_lines, line, known, _REQUEST_LINES_MAX)
         method, target, version = known
         del lines[0]
         headers, special = self._parse_fields(lines, "header", size, _SPECIAL)
@@ -663,9 +667,7 @@ class RequestParser:
                     if host is None or (value[:1] == "[" and not _valid_ip_literal(host)):
                         raise BadRequest(f"invalid Host header: {_excerpt(value)}")
                     if len(value) <= FIELD_LINE_CACHED_MAX:
-                        if len(_valid_hosts) >= _VALID_HOSTS_MAX:
-                            _valid_hosts.clear()
-                        _valid_hosts.add(value)
+                        _remember(_valid_hosts, value, None, _VALID_HOSTS_MAX)
             elif name == "CONTENT-LENGTH":
                 lengths += (value,)
             elif name == "TRANSFER-ENCODING":
