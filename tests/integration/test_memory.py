@@ -56,41 +56,36 @@ def worker_rss_kib(master: int) -> int:
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
 
 
+def rss_growth_kib(start_server, path: str, requests: int, headers=lambda number: ()) -> tuple[int, int]:
+    """One worker's RSS (KiB) after a first request to ``path``, and after ``requests`` more on the
+    same connection, each with ``headers(number)``."""
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
+    with Client(server.port) as client:
+        assert client.get(path)[0] == 200
+        before = worker_rss_kib(server.pid)
+        for number in range(requests):
+            assert client.get(path, headers(number))[0] == 200
+        return before, worker_rss_kib(server.pid)
+
+
 def test_invented_header_names_leave_no_memory_behind(start_server):
     # The parser and the environ builder remember the names they have seen (1,024 at most); a
     # client sending a new 8 KB name per request must not make them hold megabytes for good.
-    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
-    with Client(server.port) as client:
-        assert client.get("/hello")[0] == 200
-        before = worker_rss_kib(server.pid)
-        for number in range(1024):
-            name = f"X-{number:04d}-" + "a" * 8000
-            assert client.get("/hello", [f"{name}: 1"])[0] == 200
-        after = worker_rss_kib(server.pid)
+    before, after = rss_growth_kib(start_server, "/hello", 1024,
+                                   lambda number: [f"X-{number:04d}-" + "a" * 8000 + ": 1"])
     assert after - before < 4096, f"worker RSS grew from {before} to {after} KiB"
 
 
 def test_header_values_an_app_never_repeats_leave_no_memory_behind(start_server):
     # Rendered header lines are remembered too (1,024 at most): an app sending a new long value
     # per response (a cookie, a token) must not make the worker hold megabytes for good.
-    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
-    with Client(server.port) as client:
-        assert client.get("/unique-header")[0] == 200
-        before = worker_rss_kib(server.pid)
-        for _ in range(1024):
-            assert client.get("/unique-header")[0] == 200
-        after = worker_rss_kib(server.pid)
+    before, after = rss_growth_kib(start_server, "/unique-header", 1024)
     assert after - before < 4096, f"worker RSS grew from {before} to {after} KiB"
 
 
 def test_request_header_lines_a_client_never_repeats_leave_no_memory_behind(start_server):
     # The parser remembers whole header lines (512 at most, then it starts again): a client
     # sending a new 250-byte line per request must not make the worker hold them for good.
-    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "1", "tests.apps:router"])
-    with Client(server.port) as client:
-        assert client.get("/hello")[0] == 200
-        before = worker_rss_kib(server.pid)
-        for number in range(4096):
-            assert client.get("/hello", [f"X-Trace: {number:06d}" + "t" * 240])[0] == 200
-        after = worker_rss_kib(server.pid)
+    before, after = rss_growth_kib(start_server, "/hello", 4096,
+                                   lambda number: [f"X-Trace: {number:06d}" + "t" * 240])
     assert after - before < 2048, f"worker RSS grew from {before} to {after} KiB"
