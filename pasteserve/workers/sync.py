@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import select
-import selectors
 import signal
 import socket
 import ssl
@@ -28,10 +27,11 @@ from .. import logs, nonblocking
 from ..connection import Connection
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
+from .poller import READ, WRITE, Poller
 
 log = logging.getLogger(logs.ERROR_LOGGER)
 
-ACCEPT, HANDOFF, WAKE = object(), object(), object()
+HANDOFF, WAKE = object(), object()
 # How often deadlines of idle connections are checked; a connection may outlive its deadline by this.
 SWEEP_INTERVAL = 0.25
 # Accepting, a worker leaves the backlog to its siblings while it holds ACCEPT_SLACK connections
@@ -110,6 +110,22 @@ class Lender(threading.Thread):
 
 
 @dataclass(eq=False)
+class Listening:
+    """A listener, as the poller's tag for it: what accepting on it needs, worked out once."""
+
+    sock: socket.socket
+    # As plain ints: socket.accept() converts them to enums for every connection.
+    family: int
+    type: int
+    proto: int
+    local: Any   # see fixed_local_name
+
+    @classmethod
+    def of(cls, sock: socket.socket) -> "Listening":
+        return cls(sock, int(sock.family), int(sock.type), sock.proto, fixed_local_name(sock))
+
+
+@dataclass(eq=False)
 class Handshake:
     """A TLS connection whose handshake is still under way."""
 
@@ -143,14 +159,12 @@ class SyncWorker(Worker):
         # byte another thread writes to wake_w.
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, WAKE)
+        self.sel.register(self.wake_r, READ, WAKE)
         self.accepting = self.taking = False
         self.accept_resume = 0.0
         self.siblings_read_at = 0.0   # see accept_share
         self.siblings_fewest: int | None = None
-        self.local_names = {sock: fixed_local_name(sock) for sock in self.listeners}
-        # As plain ints: socket.accept() converts them to enums for every connection.
-        self.kinds = {sock: (int(sock.family), int(sock.type), sock.proto) for sock in self.listeners}
+        self.listening = [Listening.of(sock) for sock in self.listeners]
         self.start_accepting()
         self.lender = self.make_lender()
         if self.lender:
@@ -162,17 +176,16 @@ class SyncWorker(Worker):
                 # Every turn, not only on a wakeup: a signal that came before the wakeup fd was
                 # set (right after fork) still gets its work done within a turn.
                 self.run_pending()
-                for key, _ in self.sel.select(self.before_wait(next_sweep)):
-                    tag = key.data
-                    if tag is ACCEPT:
+                for tag in self.sel.ready(self.before_wait(next_sweep)):
+                    if tag in self.conns:   # not lent away or closed earlier in this batch
+                        self.serve(tag)
+                    elif type(tag) is Listening:
                         if self.alive:   # a stop signal may wake us in the same turn
-                            self.accept(key.fileobj)
+                            self.accept(tag)
                     elif tag is HANDOFF:
                         self.take_lent()
                     elif tag is WAKE:
                         _drain(self.wake_r)
-                    elif tag in self.conns:   # not lent away or closed earlier in this batch
-                        self.serve(tag)
                     elif tag in self.handshakes:
                         self.handshake(tag)
                     else:
@@ -189,8 +202,8 @@ class SyncWorker(Worker):
             if self.lender:
                 self.lender.stop()
 
-    def make_selector(self) -> selectors.BaseSelector:
-        return selectors.DefaultSelector()
+    def make_selector(self) -> Poller:
+        return Poller()
 
     def other_ready(self, tag: Any) -> None:
         """A source that a subclass registered (in make_selector) is ready; or a connection
@@ -213,8 +226,8 @@ class SyncWorker(Worker):
     def start_accepting(self) -> None:
         """Watch the listeners and the hand-off socket: both bring new connections."""
         if not self.accepting:
-            for sock in self.listeners:
-                self.sel.register(sock, selectors.EVENT_READ, ACCEPT)
+            for listening in self.listening:
+                self.sel.register(listening.sock, READ, listening)
             self.accepting = True
         self.update_taking()
 
@@ -229,7 +242,7 @@ class SyncWorker(Worker):
         """Watch the hand-off socket while accepting and `may_take()`."""
         take = self.accepting and self.may_take()
         if take and not self.taking:
-            self.sel.register(self.handoff_recv, selectors.EVENT_READ, HANDOFF)
+            self.sel.register(self.handoff_recv, READ, HANDOFF)
         elif self.taking and not take:
             self.sel.unregister(self.handoff_recv)
         self.taking = take
@@ -247,7 +260,7 @@ class SyncWorker(Worker):
         self.stop_accepting()
         self.accept_resume = time.monotonic() + ACCEPT_PAUSE
 
-    def accept(self, listener: socket.socket) -> None:
+    def accept(self, listening: Listening) -> None:
         """Take what the backlog holds, not one per loop turn: up to worker_connections, and up to
         this worker's share while siblings can take the rest (accept_share)."""
         share = self.accept_share()
@@ -257,8 +270,7 @@ class SyncWorker(Worker):
             self.accept_resume = time.monotonic() + BALANCE_PAUSE
             return
         room = self.settings.worker_connections - self.held() - len(self.handshakes)
-        family, kind, proto = self.kinds[listener]
-        local = self.local_names.get(listener)
+        listener, family, kind, proto = listening.sock, listening.family, listening.type, listening.proto
         for _ in range(max(min(room, share), 1)):
             try:
                 fd, peer = listener._accept()   # what accept() does, minus its enum conversions
@@ -269,7 +281,7 @@ class SyncWorker(Worker):
                     self.pause_accepting()
                 return
             self.accepted()
-            self.add(socket.socket(family, kind, proto, fd), peer, local)
+            self.add(socket.socket(family, kind, proto, fd), peer, listening.local)
             if not self.accepting:
                 return   # worker_connections reached
 
@@ -335,16 +347,16 @@ class SyncWorker(Worker):
             return
         shake = Handshake(tls, peer, time.monotonic() + self.settings.header_timeout)
         self.handshakes.add(shake)
-        self.sel.register(tls, selectors.EVENT_READ, shake)
+        self.sel.register(tls, READ, shake)
 
     def handshake(self, shake: "Handshake") -> None:
         try:
             shake.sock.do_handshake()
         except ssl.SSLWantReadError:
-            self.sel.modify(shake.sock, selectors.EVENT_READ, shake)
+            self.sel.modify(shake.sock, READ, shake)
             return
         except ssl.SSLWantWriteError:
-            self.sel.modify(shake.sock, selectors.EVENT_WRITE, shake)
+            self.sel.modify(shake.sock, WRITE, shake)
             return
         except OSError as exc:
             log.debug("TLS handshake with %s failed: %s", shake.peer, exc)
@@ -392,14 +404,17 @@ class SyncWorker(Worker):
     def register(self, conn: Connection) -> None:
         """Wait for the connection's bytes (the gthread worker: in its own epoll)."""
         fd = self.fds[conn] = conn.fileno()
-        self.sel.register(fd, selectors.EVENT_READ, conn)   # by number: no second fileno() call
+        self.sel.register(fd, READ, conn)   # by number: no second fileno() call
 
     def unregister(self, conn: Connection) -> None:
-        # By the descriptor it was registered with: a closed socket has none any more, and the
-        # selector's lookup would then scan every key.
+        # By the descriptor it was registered with: a closed socket has none any more.
         fd = self.fds.pop(conn, None)
-        if fd is not None:
+        if fd is None:
+            return
+        if conn.fileno() == fd:
             self.sel.unregister(fd)
+        else:   # closed by the connection (the client left, or a `Connection: close`)
+            self.sel.forget(fd)
 
     def serve(self, conn: Connection) -> None:
         if self.lender:
@@ -500,10 +515,9 @@ class SyncWorker(Worker):
 
     def serve_ready(self, timeout: float) -> None:
         """While stopping: serve the connections that have bytes within `timeout` seconds."""
-        for key, _ in self.sel.select(timeout):
-            tag = key.data
+        for tag in self.sel.ready(timeout):
             if tag is WAKE:
-                _drain(key.fileobj)
+                _drain(self.wake_r)
                 self.run_pending()
             elif tag in self.conns:
                 self.serve(tag)

@@ -35,7 +35,6 @@ import logging
 import os
 import queue
 import select
-import selectors
 import socket
 import struct
 import termios
@@ -47,6 +46,7 @@ from typing import Any
 
 from .. import logs
 from ..connection import Connection
+from .poller import READ, Poller
 from .sync import SWEEP_INTERVAL, Lender, SyncWorker
 
 log = logging.getLogger(logs.ERROR_LOGGER)
@@ -192,10 +192,10 @@ class ThreadedWorker(SyncWorker):
     def make_lender(self) -> Lender | None:
         return None   # the selector thread lends (before_wait)
 
-    def make_selector(self) -> selectors.BaseSelector:
+    def make_selector(self) -> Poller:
         sel = super().make_selector()
         self.cpoll = select.epoll()
-        sel.register(self.cpoll.fileno(), selectors.EVENT_READ, CONNS)
+        sel.register(self.cpoll.fileno(), READ, CONNS)
         return sel
 
     def register(self, conn: Connection) -> None:
