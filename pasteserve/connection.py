@@ -216,7 +216,17 @@ class Connection:
             data = self._proxy_header(data)
             if not data:   # b"" here is the header's end, not the client's: feeding it would mean EOF
                 return self._state != _CLOSED
-        self._parser.feed(data)
+        parser = self._parser
+        try:
+            req = parser.whole_head(data)
+        except ProtocolError as exc:
+            return self._reject(exc)
+        if req is None:
+            parser.feed(data)
+        elif not self._handle(req):
+            return self._state == _LINGER
+        elif parser.skip_end():   # its end, and nothing pipelined behind it
+            return True
         return self._serve()
 
     def expire(self) -> bool:

@@ -474,6 +474,25 @@ class RequestParser:
             raise
         return event
 
+    def whole_head(self, data: bytes) -> Request | None:
+        """``feed(data)`` then ``next_event()`` in one call, for the usual case: the parser waits
+        for a request with nothing buffered, and ``data`` is one whole head, nothing more. None
+        when that is not so, and nothing was fed: the caller feeds ``data`` as usual. Raises
+        ProtocolError as next_event() does. (A keep-alive request then skips the buffer and the
+        incremental search.)"""
+        if self._state is not _IDLE or self._buf or self._eof:
+            return None
+        size = len(data)
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 != size or size > self._head_max or data[0] in b"\r\n":
+            return None   # partial, pipelined, too large, or after an empty line: next_event() says
+        try:
+            return self._parse_head(_split_lines(data, "request head"), size - 2)
+        except ProtocolError as exc:
+            self._error = exc
+            self._state = _DEAD
+            raise
+
     def skip_end(self) -> bool:
         """Drop the ``EndOfMessage`` next in line, for a caller that knows the body is all read;
         True when the parser then waits for the next request with nothing buffered (the next

@@ -1,8 +1,10 @@
 """The Gunicorn request corpus against the parser, one test per case.
 
 Each case is fed whole, one byte at a time, and in seeded random cuts. The
-driver acts like a connection: it stops after a request that does not keep
-the connection alive, and sends EOF once the bytes run out.
+driver acts like a connection: it tries ``whole_head`` before feeding each
+piece, stops after a request that does not keep the connection alive, and
+sends EOF once the bytes run out. The whole case is also fed without
+``whole_head``, so both ways of reading a head meet every case.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ CASES = load_cases()
 def _splits(case: Case) -> Iterator[tuple[str, list[bytes]]]:
     raw = case.raw
     yield "whole", [raw]
+    yield "whole-fed", [raw]
     yield "bytewise", [raw[i : i + 1] for i in range(len(raw))]
     rng = random.Random(case.id)
     cuts = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, 12)))
     yield "random", [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
 
 
-def _drive(pieces: list[bytes], limits: Limits, send_eof: bool, proxy: str = "off") -> list[ExpectedRequest]:
+def _drive(pieces: list[bytes], limits: Limits, send_eof: bool, proxy: str = "off",
+           whole_head: bool = True) -> list[ExpectedRequest]:
     """Requests the parser reports, as a connection would consume them (a PROXY header first)."""
     parser = RequestParser(limits)
     seen: list[list] = []  # [request, body, trailers]
@@ -51,7 +55,11 @@ def _drive(pieces: list[bytes], limits: Limits, send_eof: bool, proxy: str = "of
             piece, header = header[found[1]:], None
             if not piece:
                 continue   # the header ended with this piece; b"" would tell the parser EOF
-        parser.feed(piece)
+        head = parser.whole_head(piece) if whole_head else None
+        if head is None:
+            parser.feed(piece)
+        else:
+            seen.append([head, bytearray(), ()])
         while (event := parser.next_event()) is not NEED_DATA:
             if event is CLOSED:
                 return _as_expected(seen)
@@ -90,7 +98,8 @@ def test_case(case: Case) -> None:
     accepted = case.accepted_statuses()
     for how, pieces in _splits(case):
         try:
-            requests = _drive(pieces, case.limits(), send_eof=not case.truncated, proxy=case.proxy_protocol)
+            requests = _drive(pieces, case.limits(), send_eof=not case.truncated, proxy=case.proxy_protocol,
+                              whole_head=how != "whole-fed")
         except ProtocolError as exc:
             assert exc.status in accepted, f"{how}: {type(exc).__name__}({exc.detail!r})"
             continue

@@ -27,7 +27,8 @@ from pasteserve.http.parser import (
     RequestParser,
 )
 
-STYLES = ("whole", "bytewise", "random")
+# "head-first" is "whole" read the way a connection reads: whole_head() before feed().
+STYLES = ("whole", "head-first", "bytewise", "random")
 
 
 @pytest.fixture(params=STYLES)
@@ -37,7 +38,7 @@ def style(request: pytest.FixtureRequest) -> str:
 
 def cut(data: bytes, style: str, seed: int = 0) -> list[bytes]:
     """``data`` split the way ``style`` says (random cuts are seeded)."""
-    if style == "whole":
+    if style in ("whole", "head-first"):
         return [data]
     if style == "bytewise":
         return [data[i : i + 1] for i in range(len(data))]
@@ -66,7 +67,11 @@ def parse(data: bytes, style: str = "whole", limits: Limits = Limits(), eof: boo
     parser = RequestParser(limits)
     events: list = []
     for piece in [*cut(data, style), *([b""] if eof else [])]:
-        parser.feed(piece)
+        head = parser.whole_head(piece) if style == "head-first" else None
+        if head is None:
+            parser.feed(piece)
+        else:
+            events.append(head)
         while (event := parser.next_event()) is not NEED_DATA:
             if isinstance(event, Data):
                 assert event.data, "empty Data event"
@@ -863,3 +868,27 @@ def test_remembered_hosts_stay_bounded_and_a_bad_one_is_still_refused() -> None:
         assert len(module._valid_hosts) <= module._VALID_HOSTS_MAX
     with pytest.raises(BadRequest):
         parse(b"GET / HTTP/1.1\r\nHost: h1.example:80x\r\n\r\n")
+
+
+def test_whole_head_reads_one_whole_head_and_nothing_else() -> None:
+    head = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    parser = RequestParser()
+    assert parser.whole_head(head) == req(target="/a", headers=[("HOST", "x")])
+    assert parser.next_event() == END
+    assert parser.next_event() is NEED_DATA
+    # Not the usual case: nothing is fed, and feed() + next_event() read it as always.
+    for data in (head[:-1], head + head, b"\r\n" + head, b"", b"\r\n\r", b"GET / HTTP/1.1\r\n\r\nx"):
+        assert RequestParser().whole_head(data) is None, data
+    busy = RequestParser()
+    busy.feed(b"GET")
+    assert busy.whole_head(head) is None and busy.buffered_size == 3
+    small = Limits(limit_request_line=4, limit_request_fields=1, limit_request_field_size=4)
+    assert RequestParser(small).whole_head(head) is None   # over head_max: next_event() refuses it
+
+
+def test_whole_head_errors_like_next_event() -> None:
+    parser = RequestParser()
+    with pytest.raises(BadRequest, match="invalid Host"):
+        parser.whole_head(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+    with pytest.raises(BadRequest, match="invalid Host"):   # the parser is dead, as after next_event()
+        parser.next_event()

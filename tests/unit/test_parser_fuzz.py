@@ -1,7 +1,8 @@
 """Property tests for the request parser (hypothesis).
 
 * Any bytes, cut anywhere, give events or a ProtocolError, never another
-  exception, and the same outcome however they are cut.
+  exception, and the same outcome however they are cut, and whether each
+  piece goes first to ``whole_head`` (as a connection does) or to ``feed``.
 * Valid requests built from the grammar round-trip in any split, pipelined.
 """
 
@@ -32,13 +33,18 @@ RESERVED = {
 }
 
 
-def outcome(pieces: list[bytes]) -> tuple[list, str | None]:
-    """Merged events and the error class name, feeding ``pieces`` then EOF."""
+def outcome(pieces: list[bytes], head_first: bool = False) -> tuple[list, str | None]:
+    """Merged events and the error class name, feeding ``pieces`` then EOF (each piece offered
+    to ``whole_head`` first with ``head_first``)."""
     parser = RequestParser()
     events: list = []
     try:
         for piece in [*pieces, b""]:
-            parser.feed(piece)
+            head = parser.whole_head(piece) if head_first else None
+            if head is None:
+                parser.feed(piece)
+            else:
+                events.append(head)
             for _ in range(len(piece) + 4):  # a stuck parser fails, not hangs
                 event = parser.next_event()
                 if event is NEED_DATA:
@@ -78,6 +84,8 @@ def cuts(data: bytes, points: list[int]) -> list[bytes]:
 def assert_split_invariant(data: bytes, points: list[int]) -> tuple[list, str | None]:
     whole = outcome([data])
     assert outcome(cuts(data, points)) == whole
+    assert outcome([data], head_first=True) == whole
+    assert outcome(cuts(data, points), head_first=True) == whole
     assert outcome([data[i : i + 1] for i in range(len(data))]) == whole
     return whole
 
