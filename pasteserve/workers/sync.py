@@ -439,8 +439,10 @@ class SyncWorker(Worker):
                 heads.update(conn)
                 for victim in heads.over():
                     self.refuse_head(victim)
-        self.notify()
-        self.count_request()
+        # notify() and count_request() without their calls: this runs for every request.
+        self.beats.beat()
+        if self.ctx.requests >= self.max_requests and self.alive:
+            self.retire_at_max_requests()
 
     def refuse_head(self, conn: Connection) -> None:
         """Over the worker's head budget: this unfinished head gets 431 and closes."""
