@@ -31,6 +31,10 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 HEARTBEAT_SLOTS = 4096
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 _HANDLED = {getattr(signal, "SIG" + name) for name in SIGNALS}
+# Signals that count: each one the master receives adds or removes a worker, as with Gunicorn,
+# up to this many waiting of one kind.
+_COUNTED = {signal.SIGTTIN, signal.SIGTTOU}
+_COUNTED_MAX = 16
 
 
 # eventlet's green os.read waits in the hub for more bytes, which never come in the master.
@@ -260,9 +264,12 @@ class Arbiter:
             signal.signal(getattr(signal, "SIG" + name), self._queue_signal)
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
-        # Repeats of a kind already waiting merge into it (as the kernel merges pending signals),
-        # so the queue stays bounded by the number of kinds and a burst never drops a new kind.
-        if signum not in self.signals:
+        # Other repeats of a kind already waiting merge into it (as the kernel merges pending
+        # signals): the queue stays bounded and a burst of one kind never drops another kind.
+        if signum in _COUNTED:
+            if self.signals.count(signum) < _COUNTED_MAX:
+                self.signals.append(signum)
+        elif signum not in self.signals:
             self.signals.append(signum)
 
     def loop(self) -> None:

@@ -200,6 +200,12 @@ def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None
     record("nworkers_changed", f"{old_value}->{new_value}")
 
 
+def nworkers_changed_slowly(server: Any, new_value: int, old_value: int | None) -> None:
+    """Holds the master's loop a while: signals that arrive meanwhile wait in its queue."""
+    record("nworkers_changed", f"{old_value}->{new_value}")
+    time.sleep(0.5)
+
+
 def on_exit(server: Any) -> None:
     record("on_exit")
 

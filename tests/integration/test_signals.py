@@ -57,13 +57,30 @@ def test_ttin_adds_and_ttou_removes_a_worker_never_below_one(start_server, worke
     # One of the two oldest retires.
     remaining = server.wait_workers(2)
     assert newest in remaining and set(remaining) < set(three)
-    # Pending signals of one kind merge into one: send each after the previous was handled.
+    # The kernel merges a signal sent again before the first was received: send each after the
+    # previous was handled.
     for handled in (2, 3, 4):
         server.signal(signal.SIGTTOU)
         wait_log(server, "Handling signal: ttou", handled)
     (last,) = server.wait_workers(1)
     assert pid_of(server.port) == last
     assert server.children() == [last]
+
+
+def test_ttin_received_while_the_master_is_busy_counts_each_time(start_server):
+    # Gunicorn's way: three TTINs the master receives are three more workers, even when the
+    # last two wait in its queue while it handles the first (here its nworkers_changed hook is
+    # slow). The kernel still merges signals sent before the master receives the first.
+    hook = "nworkers_changed = tests.integration.hookmod:nworkers_changed_slowly"
+    server = start_server("pasteserve_paster", ini=ini(f"workers = 1\n{hook}"))
+    server.wait_workers(1)
+    server.signal(signal.SIGTTIN)
+    wait_log(server, "Handling signal: ttin")   # the master is in the hook now, for 0.5 s
+    for _ in range(2):
+        server.signal(signal.SIGTTIN)
+        time.sleep(0.05)
+    server.wait_workers(4)
+    wait_log(server, "Handling signal: ttin", 3)
 
 
 def test_killed_worker_is_replaced_and_the_log_says_why(start_server, worker_class):
