@@ -428,8 +428,7 @@ class Arbiter:
 
     def handle_usr1(self) -> None:
         logs.reopen_files()
-        for pid in self.workers:
-            self.workforce.kill_worker(pid, signal.SIGUSR1)
+        self.workforce.kill_all(signal.SIGUSR1)   # over a copy: a worker found gone is forgotten
 
     def handle_usr2(self) -> None:
         self.upgrade.reexec(self)
