@@ -257,6 +257,11 @@ class Worker:
     def held_connections(self, count: int) -> None:
         self.beats.connections(count)
 
+    def has_sibling(self) -> bool:
+        """Whether another worker could take a connection now (alive and not stopping). Read from
+        the status map, not from the settings: TTIN and TTOU change the count while we run."""
+        return self.heartbeat.fewest_connections(self.slot, None) is not None
+
     def check_parent(self) -> None:
         if os.getppid() != self.ppid:
             log.warning("Master (pid %s) is gone; worker (pid %s) stops", self.ppid, self.pid)

@@ -90,6 +90,8 @@ class Lender(threading.Thread):
                     if (self.busy_with is None or not self.worker.alive
                             or time.monotonic() - self.busy_since < self.delay):
                         continue   # stopping: siblings stop too, nobody would take it
+                    if not self.worker.has_sibling():
+                        continue   # lending would only queue a connection for this same worker
                     waiting = self.waiting_connections()
                     if waiting:
                         self.lent.extend(self.worker.hand_off(waiting))
@@ -210,9 +212,10 @@ class SyncWorker(Worker):
         lent away or closed earlier in the same batch, to ignore."""
 
     def make_lender(self) -> Lender | None:
-        """The thread that lends connections ready while the app runs (None: nothing to lend)."""
-        # With no sibling, lending would only queue a connection for this same worker.
-        lend = self.settings.keepalive > 0 and self.ssl is None and self.settings.workers > 1
+        """The thread that lends connections ready while the app runs (None: nothing to lend).
+
+        Also with `workers = 1`: TTIN may add a sibling later (the lender looks before lending)."""
+        lend = self.settings.keepalive > 0 and self.ssl is None
         return Lender(self) if lend else None
 
     def before_wait(self, next_sweep: float) -> float:

@@ -355,9 +355,9 @@ class ThreadedWorker(SyncWorker):
 
         Returns how soon to look again (None: nothing to watch).
         """
-        if not self.alive or self.settings.workers < 2 or self.ssl is not None or self.running < self.threads:
-            # Stopping, nobody to lend to, a TLS session that cannot leave this process, or a
-            # free thread here: then nothing waits and we take hand-offs anyway.
+        if not self.alive or self.ssl is not None or self.running < self.threads:
+            # Stopping, a TLS session that cannot leave this process, or a free thread here: then
+            # nothing waits and we take hand-offs anyway.
             self.pending_since, self.reclaiming = None, False
             return None
         now = time.monotonic()
@@ -383,6 +383,8 @@ class ThreadedWorker(SyncWorker):
         due = min((queued + LEND_AFTER for _, queued in waiting), default=None)
         if due is None or due > now:
             return None if due is None else due - now
+        if not self.has_sibling():
+            return LEND_AFTER   # none to lend to (yet: TTIN may add one)
         if handoffs_pending(self.handoff_send):
             # Others' hand-offs wait for a taker: every sibling is busy. Lend nothing on top.
             return LEND_AFTER

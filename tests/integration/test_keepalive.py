@@ -6,6 +6,7 @@ set far above what a working server needs.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -65,11 +66,21 @@ def spread_connections(port: int, per_worker: int, timeout: float = 15.0) -> dic
     return by_pid
 
 
-def test_sync_request_on_a_busy_workers_connection_is_served_by_an_idle_sibling(start_server, tmp_path):
-    hook_log = tmp_path / "hooks.log"
-    server = start_server("pasteserve_paster", ini=ini("workers = 2\nkeepalive = 30"),
+def two_workers(start_server, options: str, grown: bool, hook_log) -> object:
+    """A server with two workers: configured so, or started with one and given another by TTIN."""
+    server = start_server("pasteserve_paster", ini=ini(f"workers = {1 if grown else 2}\n{options}"),
                           env={HOOK_LOG_ENV: str(hook_log)})
+    if grown:
+        server.wait_workers(1)
+        server.signal(signal.SIGTTIN)
     server.wait_workers(2)
+    return server
+
+
+@pytest.mark.parametrize("grown", [False, True], ids=["workers-2", "ttin-to-2"])
+def test_sync_request_on_a_busy_workers_connection_is_served_by_an_idle_sibling(start_server, tmp_path, grown):
+    hook_log = tmp_path / "hooks.log"
+    server = two_workers(start_server, "keepalive = 30", grown, hook_log)
     by_pid = spread_connections(server.port, 5)
     clients = [c for held in by_pid.values() for c in held]
     try:

@@ -16,10 +16,12 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from tests.conftest import ini_text
 from tests.integration.hookmod import HOOK_LOG_ENV, read_log
 from tests.integration.load import Load
-from tests.integration.test_keepalive import spread_connections
+from tests.integration.test_keepalive import spread_connections, two_workers
 from tests.integration.test_nonblocking_io import Trace
 from tests.server import BIN, Client, get, wait_new_workers
 
@@ -148,11 +150,10 @@ def test_waitress_style_ini_with_threads_serves_concurrently(start_server):
     assert elapsed < 1.4, elapsed
 
 
-def test_a_busy_workers_connections_are_served_by_a_sibling_with_a_free_thread(start_server, tmp_path):
+@pytest.mark.parametrize("grown", [False, True], ids=["workers-2", "ttin-to-2"])
+def test_a_busy_workers_connections_are_served_by_a_sibling_with_a_free_thread(start_server, tmp_path, grown):
     hook_log = tmp_path / "hooks.log"
-    server = start_server("pasteserve_paster", ini=ini("workers = 2\nthreads = 2\nkeepalive = 30"),
-                          env={HOOK_LOG_ENV: str(hook_log)})
-    server.wait_workers(2)
+    server = two_workers(start_server, "threads = 2\nkeepalive = 30", grown, hook_log)
     by_pid = spread_connections(server.port, 4)
     clients = [c for held in by_pid.values() for c in held]
     try:
