@@ -1,9 +1,9 @@
 """`pasteserve [OPTIONS] MODULE:CALLABLE` and `pasteserve --paste app.ini`.
 
 Where settings come from, lowest first (docs/migrating-from-gunicorn.md): defaults; the
-environment's WEB_CONCURRENCY and PORT; the Python config file (`-c`, else ./gunicorn.conf.py when
-present); the INI's server section (with --paste); flags in GUNICORN_CMD_ARGS, then in
-PASTESERVE_CMD_ARGS; flags on the command line.
+environment's WEB_CONCURRENCY, PORT and FORWARDED_ALLOW_IPS; the Python config file (`-c`, else
+./gunicorn.conf.py when present); the INI's server section (with --paste); flags in
+GUNICORN_CMD_ARGS, then in PASTESERVE_CMD_ARGS; flags on the command line.
 """
 
 from __future__ import annotations

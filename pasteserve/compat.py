@@ -167,7 +167,7 @@ GUNICORN_ROWS: tuple[Row, ...] = (
        flags=("--initgroups",), takes_value=False),
     _g("tmp_upload_dir", IGNORED, "request bodies are streamed to the app, never spooled to disk"),
     _g("secure_scheme_headers", SAME),
-    _g("forwarded_allow_ips", SAME, flags=("--forwarded-allow-ips",)),
+    _g("forwarded_allow_ips", SAME, "also from FORWARDED_ALLOW_IPS, as in Gunicorn", flags=("--forwarded-allow-ips",)),
     _g("accesslog", SAME, flags=("--access-logfile",)),
     _g("disable_redirect_access_to_syslog", IGNORED, "there is no syslog redirection to disable",
        flags=("--disable-redirect-access-to-syslog",), takes_value=False),
@@ -488,10 +488,13 @@ def load_config_file_settings(path: str, base: Settings | None = None) -> Settin
 
 def environment_settings(environ: Mapping[str, str]) -> Settings | None:
     """The lowest layer above the defaults, as in Gunicorn: WEB_CONCURRENCY is `workers`, PORT makes
-    `bind` 0.0.0.0:$PORT (Heroku and Cloud Run set it); any other source wins over both."""
+    `bind` 0.0.0.0:$PORT (Heroku and Cloud Run set it), FORWARDED_ALLOW_IPS is
+    `forwarded_allow_ips` (container images set it for the proxy in front); any other source wins
+    over them."""
     raw, sources = {}, {}
     for var, name, value in (("WEB_CONCURRENCY", "workers", environ.get("WEB_CONCURRENCY")),
-                             ("PORT", "bind", f"0.0.0.0:{environ.get('PORT', '').strip()}")):
+                             ("PORT", "bind", f"0.0.0.0:{environ.get('PORT', '').strip()}"),
+                             ("FORWARDED_ALLOW_IPS", "forwarded_allow_ips", environ.get("FORWARDED_ALLOW_IPS"))):
         if environ.get(var, "").strip():
             raw[name], sources[name] = value, f"environment {var}"
     if not raw:
@@ -553,7 +556,8 @@ came from.
 Where a value comes from, lowest first (a later source wins):
 
 1. the default;
-2. the environment: `WEB_CONCURRENCY` sets `workers`, `PORT` sets `bind` to `0.0.0.0:$PORT`;
+2. the environment: `WEB_CONCURRENCY` sets `workers`, `PORT` sets `bind` to `0.0.0.0:$PORT`,
+   `FORWARDED_ALLOW_IPS` sets `forwarded_allow_ips`;
 3. the Python config file (`-c FILE`, `config =` in the INI, else `./gunicorn.conf.py`);
 4. the INI's `[server:main]` section (with `--paste app.ini`);
 5. flags in `GUNICORN_CMD_ARGS`, then flags in `PASTESERVE_CMD_ARGS` (read by the `pasteserve` command);
@@ -591,8 +595,8 @@ As in waitress, `host` defaults to `0.0.0.0` and `port` to `8080`: a section wit
 `[::]:6543` (`ipv4 = false` or `ipv6 = false` leaves one out). `waitress-serve` flags are the same
 names with dashes (`--url-prefix` is `url_prefix`); with `pasteserve` use its own flags
 (`pasteserve --help`). Where waitress runs threads in one process, pasteserve forks `workers`
-processes (default 1). The environment's `WEB_CONCURRENCY` (workers) and `PORT` (bind
-`0.0.0.0:$PORT`) apply when the INI does not set them.
+processes (default 1). The environment's `WEB_CONCURRENCY` (workers), `PORT` (bind
+`0.0.0.0:$PORT`) and `FORWARDED_ALLOW_IPS` apply when the INI does not set them.
 """,
 }
 

@@ -149,7 +149,7 @@ def test_gunicorn_conf_py_with_every_hook_runs_without_an_error(start_server, tm
 
 def run(args: list[str], cwd, env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(cwd)]), **(env or {}))
-    for var in ("PORT", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "PASTESERVE_CMD_ARGS"):
+    for var in ("PORT", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "GUNICORN_CMD_ARGS", "PASTESERVE_CMD_ARGS"):
         if env is None or var not in env:
             full_env.pop(var, None)
     return subprocess.run([str(BIN / "pasteserve"), *args], cwd=cwd, env=full_env, capture_output=True,
@@ -177,6 +177,22 @@ def test_web_concurrency_sets_workers_unless_set_elsewhere(tmp_path):
     assert "= 5    # environment WEB_CONCURRENCY" in out
     out = run(["--print-config", "-w", "2", "tests.integration.compat_app:app"], tmp_path, {"WEB_CONCURRENCY": "5"}).stdout
     assert [line for line in out.splitlines() if line.startswith("workers ")][0].endswith("= 2    # command line")
+
+
+def test_forwarded_allow_ips_from_the_environment_decides_whom_to_believe(start_server):
+    # Gunicorn reads FORWARDED_ALLOW_IPS as the default of forwarded_allow_ips; images set it to
+    # their proxy's address (or *). Here it leaves out 127.0.0.1, which the default trusts.
+    https = ["X-Forwarded-Proto: https"]
+    default = start_server("pasteserve", args=["-w", "1", "-b", "127.0.0.1:0", "tests.integration.compat_app:app"])
+    assert json.loads(get(default.port, "/", https)[2])["url_scheme"] == "https"
+    server = start_server("pasteserve", args=["-w", "1", "-b", "127.0.0.1:0", "tests.integration.compat_app:app"],
+                          env={"FORWARDED_ALLOW_IPS": "10.0.0.1"})
+    assert json.loads(get(server.port, "/", https)[2])["url_scheme"] == "http"
+    flag = start_server("pasteserve", args=["-w", "1", "-b", "127.0.0.1:0", "--forwarded-allow-ips", "127.0.0.1",
+                                            "tests.integration.compat_app:app"], env={"FORWARDED_ALLOW_IPS": "10.0.0.1"})
+    assert json.loads(get(flag.port, "/", https)[2])["url_scheme"] == "https"   # any other source wins
+    out = run(["--print-config", "tests.integration.compat_app:app"], ".", {"FORWARDED_ALLOW_IPS": "*"}).stdout
+    assert "= ['*']    # environment FORWARDED_ALLOW_IPS" in out
 
 
 def test_port_from_the_environment_is_served(start_server, tmp_path):
