@@ -289,13 +289,18 @@ class Arbiter:
             self.sleep()
 
     def report(self) -> None:
-        """Once per turn: systemd's watchdog and READY, the master's row of the status map, the workers gauge."""
+        """Once per turn: systemd's watchdog and READY, the master's row of the status map, the workers gauge
+        and the backlog histogram."""
         workforce = self.workforce
         self.watchdog.ping()
         self.heartbeat.master_beat(workforce.generation, self.num_workers, self.metrics.dropped if self.metrics else 0)
         if self.metrics is not None and len(self.workers) != self.reported_workers:
             self.metrics.gauge("workers", len(self.workers))
         self.reported_workers = len(self.workers)
+        if self.metrics is not None and self.settings.enable_backlog_metric:
+            queued = sockets.queued_connections(self.listeners)
+            if queued is not None:
+                self.metrics.histogram("backlog", queued)
         if not self.ready_sent and not workforce.stopping:
             current = workforce.current_workers()
             if current and not workforce.older_workers() and all(workforce.is_ready(w) for w in current):

@@ -3,7 +3,7 @@
 With ``statsd_prefix = myapp`` (and the default ``statsd_namespace = gunicorn``) a request sends
 ``myapp.gunicorn.requests:1|c``, ``myapp.gunicorn.request.status.200:1|c`` and
 ``myapp.gunicorn.request.duration:<ms>|ms``; the master sends ``myapp.gunicorn.workers:<n>|g``
-when the count changes; warnings and errors on the ``pasteserve.error`` logger count as
+when the count changes, and with ``enable_backlog_metric`` ``myapp.gunicorn.backlog:<n>|h``; warnings and errors on the ``pasteserve.error`` logger count as
 ``log.warning``, ``log.error``, ``log.exception`` (an error with a traceback) and ``log.critical``.
 ``dogstatsd_tags`` are appended to each metric as ``|#tags``.
 
@@ -87,6 +87,9 @@ class Metrics:
 
     def gauge(self, name: str, value: float) -> None:
         self.send(self._line(name, value, "g"))
+
+    def histogram(self, name: str, value: float) -> None:
+        self.send(self._line(name, value, "h"))
 
     def timer(self, name: str, milliseconds: float) -> None:
         self.send(self._line(name, f"{milliseconds:.3f}", "ms"))

@@ -489,6 +489,9 @@ SETTINGS: tuple[Setting, ...] = (
        ("--statsd-namespace",), meta="NAME"),
     _S("dogstatsd_tags", "str", None, "DogStatsD tags appended to every metric as `|#TAGS`, e.g. "
        "`env:prod,app:shop`.", "Metrics", ("--dogstatsd-tags",), meta="TAGS"),
+    _S("enable_backlog_metric", "bool", False, "Also send `backlog`, a histogram (`|h`) of the connections "
+       "waiting in the TCP listeners' accept queues, from the master about once a second (Linux; unix "
+       "sockets are not counted).", "Metrics", ("--enable-backlog-metric",)),
 ) + tuple(
     _S(name, "callable", None, f"Server hook `{name}({', '.join(args)})`: a dotted name (module:function), "
        "or a function in the config file.", "Server hooks", meta="CALLABLE")

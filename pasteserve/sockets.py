@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import stat
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -371,6 +372,28 @@ def close_listeners(listeners: list[socket.socket], unlink: bool) -> None:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+# struct tcp_info (linux/tcp.h): eight one-byte fields, then 32-bit ones; for a listening socket the
+# fifth of those, tcpi_unacked, is how many connections wait in its accept queue.
+_TCP_INFO_QUEUED = struct.Struct("=8x4x4x4x4xI")   # rto, ato, snd_mss, rcv_mss skipped
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def queued_connections(listeners: Sequence[socket.socket]) -> int | None:
+    """Connections waiting to be accepted on the TCP listeners, summed; None where the kernel does
+    not tell (no TCP_INFO). Unix sockets are not counted: nothing tells their queue's length."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    total = 0
+    for sock in listeners:
+        if sock.family in _TCP_FAMILIES:
+            try:
+                total += _TCP_INFO_QUEUED.unpack_from(sock.getsockopt(socket.IPPROTO_TCP, option, 104))[0]
+            except (OSError, struct.error):
+                pass   # closed under us, or a kernel with a shorter struct
+    return total
 
 
 def ssl_context(

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tests.conftest import ini_text
-from tests.server import BIN, get
+from tests.integration.hookmod import HOOK_LOG_ENV, read_log
+from tests.server import BIN, Client, get
 
 APP = "use = call:tests.integration.hookmod:app_factory"
 
@@ -87,6 +88,30 @@ def test_worker_gauge_follows_ttin_and_log_counters_count_warnings(start_server,
     # A killed worker is a warning in the master's log: counted, without the namespace segment.
     os.kill(victim, signal.SIGKILL)
     udp_receiver.wait_for(has("log.warning:1|c"))
+
+
+def test_backlog_histogram_counts_connections_waiting_to_be_accepted(start_server, udp_receiver, tmp_path):
+    # Gunicorn's enable_backlog_metric: the sync worker is inside a slow request, so the next
+    # three connections wait in the listener's accept queue.
+    port = udp_receiver.sock.getsockname()[1]
+    server = start_server("pasteserve", args=["-w", "1", "-b", "127.0.0.1:0", "--statsd-host", f"127.0.0.1:{port}",
+                                              "--enable-backlog-metric", "tests.integration.hookmod:app"],
+                          env={HOOK_LOG_ENV: str(tmp_path / "hooks.log")})
+    server.wait_workers(1)
+    udp_receiver.wait_for(has("gunicorn.backlog:0|h"))
+    slow = Client(server.port)
+    waiting = []
+    try:
+        slow.send(b"GET /sleep?seconds=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for(lambda: any(e[0] == "sleep-start" for e in read_log(tmp_path / "hooks.log")), 10,
+                        "the slow request")
+        waiting = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        udp_receiver.wait_for(has("gunicorn.backlog:3|h"), timeout=3.0)
+        assert slow.response()[0] == 200
+    finally:
+        slow.close()
+        for sock in waiting:
+            sock.close()
 
 
 def test_unix_datagram_socket(start_server, tmp_path, worker_class):
