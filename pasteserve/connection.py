@@ -19,6 +19,7 @@ from a green thread. A connection is in one of five states:
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
@@ -147,7 +148,8 @@ class Connection:
         self._send_wait = ctx.io_timeout if self._nonblocking else None
         # The bytes of a PROXY protocol header so far, while one is owed before the request.
         self._proxy: bytes | None = None
-        self._proxied = False
+        # Once the header came: the client it named (None for LOCAL/UNKNOWN), and its TLS flag.
+        self._proxied: tuple[tuple[str, int] | None, bool] | None = None
         if ctx.proxy_protocol != "off" and ctx.proxy_allow is not None and ctx.proxy_allow.allows(peer):
             self._proxy = b""
 
@@ -161,15 +163,24 @@ class Connection:
     @property
     def idle(self) -> bool:
         """Between requests with nothing buffered: all of the connection's state is in the
-        socket, so the worker may close it on shutdown or pass its descriptor to a sibling
-        (not for TLS, whose session state lives in this process)."""
+        socket (and in :meth:`handoff_note`), so the worker may close it on shutdown or pass its
+        descriptor to a sibling (not for TLS, whose session state lives in this process)."""
         return self._state == _IDLE and not self._parser.buffered and not self._proxy
 
-    @property
-    def portable(self) -> bool:
-        """Idle, and the descriptor alone carries the connection: not once a PROXY header was
-        read, which a sibling given the descriptor would wait for again."""
-        return self.idle and not self._proxied
+    def handoff_note(self) -> bytes:
+        """What a sibling given the descriptor needs besides it (see :meth:`resume`): the client
+        a PROXY header named, since that header does not come again."""
+        if self._proxied is None:
+            return b"c"
+        return b"p" + json.dumps(self._proxied).encode()
+
+    def resume(self, note: bytes) -> None:
+        """Carry on a connection a sibling handed off with ``note``, its :meth:`handoff_note`."""
+        if note[:1] != b"p":
+            return
+        source, tls = json.loads(note[1:])
+        self._proxy = None
+        self._set_proxied(tuple(source) if source else None, tls)
 
     @property
     def head_size(self) -> int:
@@ -299,10 +310,13 @@ class Connection:
             return None
         header, used = result
         self._proxy = None
-        self._proxied = True
-        if header.source is not None:
-            self._environ.set_client(header.source, header.tls)
+        self._set_proxied(header.source, header.tls)
         return buf[used:]
+
+    def _set_proxied(self, source: tuple[str, int] | None, tls: bool) -> None:
+        self._proxied = (source, tls)
+        if source is not None:
+            self._environ.set_client(source, tls)
 
     def _handle(self, req: Request) -> bool:
         """Serve one request; True if the connection stays open for the next."""

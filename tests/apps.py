@@ -9,6 +9,7 @@ from the query string.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -159,6 +160,11 @@ def modules(environ: dict, start_response: Callable) -> list[bytes]:
     return _text(start_response, body, content_type="application/json")
 
 
+def pid(environ: dict, start_response: Callable) -> list[bytes]:
+    """The id of the process that serves the request, with the environ's REMOTE_ADDR: ``PID ADDR``."""
+    return _text(start_response, f"{os.getpid()} {environ.get('REMOTE_ADDR')}".encode())
+
+
 APPS: dict[str, App] = {
     "hello": hello,
     "echo": echo_body,
@@ -178,6 +184,7 @@ APPS: dict[str, App] = {
     "connection-close": connection_close,
     "modules": modules,
     "unique-header": unique_header,
+    "pid": pid,
 }
 
 

@@ -41,6 +41,8 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 
 # Most hand-off messages a stopping worker takes from the queue (the kernel queues 512 by default).
 HANDOFF_DRAIN = 1024
+# Room for a hand-off message: Connection.handoff_note, at most a PROXY header's client.
+HANDOFF_NOTE_MAX = 256
 # accept() errors that mean this process (or the system) ran out of something, not a client failing.
 STARVED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # Seconds accepting pauses once descriptors ran out (a connection closing resumes it sooner).
@@ -316,11 +318,11 @@ class Worker:
         """
         if self.ssl is not None:
             return []   # a TLS session's state lives in this process: its descriptor alone is useless
-        conns = [c for c in conns if c.portable]
+        conns = [c for c in conns if c.idle]
         sent = []
         for conn in conns:
             try:
-                socket.send_fds(self.handoff_send, [b"c"], [conn.fileno()])
+                socket.send_fds(self.handoff_send, [conn.handoff_note()], [conn.fileno()])
             except OSError:
                 break
             sent.append(conn)
@@ -338,7 +340,7 @@ class Worker:
             os.close(self.spare_fd)
             self.spare_fd = -1
             try:
-                _, fds, flags, _ = socket.recv_fds(self.handoff_recv, 16, 1)
+                note, fds, flags, _ = socket.recv_fds(self.handoff_recv, HANDOFF_NOTE_MAX, 1)
             except (BlockingIOError, InterruptedError, TimeoutError):
                 break
             finally:
@@ -352,7 +354,9 @@ class Worker:
                 except OSError:
                     sock.close()
                     continue
-                taken.append(self.new_connection(sock, peer))
+                conn = self.new_connection(sock, peer)
+                conn.resume(note)
+                taken.append(conn)
         return taken
 
     def reserve_spare(self) -> bool:

@@ -379,7 +379,7 @@ class ThreadedWorker(SyncWorker):
             return None
         if head_due > now:
             return head_due - now
-        waiting = [item for item in list(self.ready) if item[0].portable]
+        waiting = [item for item in list(self.ready) if item[0].idle]
         due = min((queued + LEND_AFTER for _, queued in waiting), default=None)
         if due is None or due > now:
             return None if due is None else due - now

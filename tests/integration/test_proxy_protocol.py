@@ -128,20 +128,63 @@ def test_header_alone_then_the_request(start_server, worker_class):
         assert environ(client)["REMOTE_ADDR"] == "192.0.2.1"
 
 
+PID = b"GET /pid HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+def served_by(client: Client) -> tuple[int, str]:
+    """(pid, REMOTE_ADDR) of the /pid answer."""
+    status, _, body = client.response()
+    assert status == 200, body
+    pid, address = body.decode().split()
+    return int(pid), address
+
+
 @pytest.mark.parametrize("worker_class", WORKERS)
-def test_proxied_connection_is_drained_not_handed_off_on_reload(start_server, worker_class):
-    # A sibling given the descriptor would wait for a PROXY header that never comes again.
+def test_proxied_connection_is_handed_off_with_its_client_on_reload(start_server, worker_class):
+    # The retiring worker passes the idle connection to the new one with the client its PROXY
+    # header named: the header does not come again, and the client must not change.
     server = serve(start_server, worker_class, "--proxy-protocol", "v1", "--keep-alive", "30")
     (old,) = server.wait_workers(1)
     with Client(server.port) as client:
-        client.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 40123 443\r\n" + GET)
-        assert environ(client)["REMOTE_ADDR"] == "203.0.113.7"
+        client.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 40123 443\r\n" + PID)
+        assert served_by(client) == (old, "203.0.113.7")
         server.signal(signal.SIGHUP)
-        server.wait_for(lambda: len(server.children()) == 2, 20, "the new worker")
-        time.sleep(0.5)   # the new one booted: the old one retires now, and drains for 2 s
-        client.send(GET)
-        env = environ(client)
-        assert env["REMOTE_ADDR"] == "203.0.113.7"
+        (new,) = server.wait_for(lambda: [pid for pid in server.children() if pid != old] or None, 20,
+                                 "the new worker")
+        server.wait_for(lambda: old not in server.children(), 20, "the old worker to exit")
+        client.send(PID)
+        assert served_by(client) == (new, "203.0.113.7")
+
+
+def test_proxied_connection_waiting_behind_a_long_request_is_lent_with_its_client(start_server):
+    # Two sync workers; the one holding both connections is inside a long request when the
+    # other connection's request comes: its sibling answers it, for the same client.
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "2", "--proxy-protocol", "v1",
+                                              "--keep-alive", "30", "tests.apps:router"])
+    server.wait_workers(2)
+    held: dict[int, list[Client]] = {}
+    clients = []
+    try:
+        deadline = time.monotonic() + 15
+        while not any(len(c) >= 2 for c in held.values()) and time.monotonic() < deadline:
+            client = Client(server.port)
+            clients.append(client)
+            client.send(f"PROXY TCP4 203.0.113.{len(clients)} 10.0.0.1 40123 443\r\n".encode() + PID)
+            pid, _ = served_by(client)
+            held.setdefault(pid, []).append(client)
+        busy = next(pid for pid, c in held.items() if len(c) >= 2)
+        slow, waiting = held[busy][:2]
+        slow.send(b"GET /slow?seconds=3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        time.sleep(0.3)   # the worker is inside the slow request
+        started = time.monotonic()
+        waiting.send(PID)
+        pid, address = served_by(waiting)
+        assert time.monotonic() - started < 1.5, "the request waited for the slow one"
+        assert pid != busy and address == f"203.0.113.{clients.index(waiting) + 1}"
+        assert slow.response()[0] == 200
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_ini_proxy_protocol_true(start_server):

@@ -934,7 +934,7 @@ def proxy_ctx() -> ServerContext:
                          proxy_allow=AllowList(["127.0.0.1"]))
 
 
-def test_proxy_header_makes_the_connection_unportable(pair):
+def test_a_proxied_connection_carries_its_client_to_a_sibling(pair):
     server, client = pair
     conn = Connection(server, "", proxy_ctx())
     client.sendall(b"PROXY TCP4 192.0.2.1 1")
@@ -944,9 +944,17 @@ def test_proxy_header_makes_the_connection_unportable(pair):
     assert conn.process() is True
     environ = json.loads(Client(client).response().body)
     assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("192.0.2.1", "1234")
-    # Idle again, but a sibling given the descriptor would wait for a header that never comes.
-    assert conn.idle and not conn.portable
-    conn.close()
+    # Idle again: what a sibling given the descriptor needs besides it is the header's client.
+    assert conn.idle
+    note = conn.handoff_note()
+    # The sibling's connection over the same socket: no header again, the same client.
+    sibling = Connection(server, "", proxy_ctx())
+    sibling.resume(note)
+    client.sendall(get("/"))
+    assert sibling.process() is True
+    environ = json.loads(Client(client).response().body)
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("192.0.2.1", "1234")
+    sibling.close()
 
 
 def test_eof_before_the_proxy_header_closes_silently(pair):
@@ -959,13 +967,19 @@ def test_eof_before_the_proxy_header_closes_silently(pair):
     assert client.recv(100) == b""
 
 
-def test_without_proxy_protocol_an_idle_connection_is_portable(pair):
+def test_a_plain_connection_resumes_as_it_was(pair):
     server, client = pair
     conn = Connection(server, "", ServerContext(app=apps.hello, limits=Limits()))
     client.sendall(get("/"))
     conn.process()
     Client(client).response()
-    assert conn.portable
+    assert conn.idle and conn.handoff_note() == b"c"
+    # A sibling's connection to a peer that owes a PROXY header still waits for it.
+    owed = Connection(server, "", proxy_ctx())
+    owed.resume(b"c")
+    client.sendall(get("/"))
+    owed.process()
+    assert Client(client).response().status == 400
 
 
 def taking_app(environ, start_response):
