@@ -53,16 +53,16 @@ _NAME_CACHE_MAX = 1024
 _names: dict[str, int] = {}
 
 # Whole header items repeat too (Content-Type, Vary, X-Frame-Options ...): one checked once is
-# rendered from here afterwards. Only plain ones: Content-Length, Date and Server need their
-# kind handled every time. Bounded like the names, and only short values: a value an app never
-# repeats (a cookie, a token) would otherwise fill it, with megabytes when values are long.
-_ITEMS_MAX = 1024
+# rendered from here afterwards, already encoded, with its value as an int for a Content-Length
+# (they repeat as bodies of the same size do; None for the others). Not Date and Server, whose
+# kind needs handling every time. Bounded like the names, and only short values: a value an app
+# never repeats (a cookie, a token) would otherwise fill it, with megabytes when values are long.
+# Content-Length items only while it is less than half full: many body sizes cannot keep the
+# plain items out.
+_ITEMS_MAX = 2048
 _ITEM_VALUE_CACHED_MAX = 256
-# Content-Length items, with their value as an int, have a cache of their own: they repeat
-# as bodies of the same size do, and their kind is still handled every time.
-_LENGTHS_MAX = 1024
-_lengths: dict[tuple[str, str], tuple[bytes, int]] = {}
-_items: dict[tuple[str, str], bytes] = {}   # already encoded: a cached item costs no encoding
+_LENGTH_VALUE_CACHED_MAX = 32
+_items: dict[tuple[str, str], tuple[bytes, int | None]] = {}
 
 # Status strings repeat even more ("200 OK"); same idea.
 _STATUS_CACHE_MAX = 256
@@ -173,19 +173,16 @@ def check_headers(headers: object) -> AppHeaders:
         if type(item) is not tuple:
             raise ResponseError(f"each header must be a (name, value) tuple, not {item!r}")
         try:
-            line = items.get(item)
-            known = _lengths.get(item) if line is None else None
+            known = items.get(item)
         except TypeError:  # an unhashable member: the checks below name it
-            line = known = None
+            known = None
         # Equal to a checked item; exact types too, as equality alone would let a str subclass in.
-        if line is not None:
-            if type(item[0]) is str and type(item[1]) is str:
-                lines.append(line)
-                continue
-        elif known is not None and type(item[0]) is str and type(item[1]) is str:
-            if content_length is not None:
-                raise ResponseError("more than one Content-Length header")
-            line, content_length = known
+        if known is not None and type(item[0]) is str and type(item[1]) is str:
+            line, length = known
+            if length is not None:
+                if content_length is not None:
+                    raise ResponseError("more than one Content-Length header")
+                content_length = length
             lines.append(line)
             continue
         try:
@@ -223,10 +220,11 @@ def check_headers(headers: object) -> AppHeaders:
             line = f"{name}: {value}\r\n".encode("latin-1")
         except UnicodeEncodeError as exc:
             raise ResponseError(f"header value is not latin-1: {exc.object[exc.start:exc.end]!r}") from None
-        if kind == _LENGTH and len(_lengths) < _LENGTHS_MAX and len(value) <= 32:
-            _lengths[item] = (line, content_length)  # type: ignore[assignment]
+        if kind == _LENGTH:
+            if len(items) < _ITEMS_MAX // 2 and len(value) <= _LENGTH_VALUE_CACHED_MAX:
+                items[item] = (line, content_length)
         elif not kind and len(items) < _ITEMS_MAX and len(value) <= _ITEM_VALUE_CACHED_MAX:
-            items[item] = line
+            items[item] = (line, None)
         lines.append(line)
     return AppHeaders(b"".join(lines), content_length, has_date, has_server, close)
 
