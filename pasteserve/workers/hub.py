@@ -81,12 +81,14 @@ class Hub(epolls.Hub):
             raise
 
     def release(self, fileno: int) -> None:
-        """``fileno`` closes now: stop keeping it, and take it out of epoll unless a green thread
-        still waits on it (which then removes it as eventlet always did)."""
-        self.kept.discard(fileno)
-        if fileno in self.masks and not (self.listeners[self.READ].get(fileno)
-                                         or self.listeners[self.WRITE].get(fileno)):
-            self._watch(fileno, 0, self.masks[fileno])
+        """``fileno`` closes now: stop keeping it, take it out of epoll, and wake the green threads
+        still waiting on it (IOClosed, at the hub's next turn).
+
+        eventlet wakes them only once the number is reused (:meth:`mark_as_reopened`): a green
+        thread waiting on a socket another one closed (an engineio websocket's reader, when its
+        writer closes it) waited for the next connection, or for ever, holding its slot and the
+        worker's graceful stop."""
+        self.mark_as_reopened(fileno)
 
     def remove_descriptor(self, fileno: int) -> None:
         self.masks.pop(fileno, None)
@@ -94,7 +96,8 @@ class Hub(epolls.Hub):
         super().remove_descriptor(fileno)
 
     def mark_as_reopened(self, fileno: int) -> None:
-        # The number was closed behind our back and is reused: whatever we knew of it is stale.
+        # The number was closed behind our back and is reused (or closes now: release), so
+        # whatever we knew of it is stale, and whoever waits on it is told so.
         super().mark_as_reopened(fileno)
         self.kept.discard(fileno)
         if self.masks.pop(fileno, 0):
@@ -107,6 +110,8 @@ class Hub(epolls.Hub):
         """One epoll_wait and the callbacks of the listeners it woke (eventlet's poll hub, less its
         per-event set; a kept descriptor readable while nobody reads it stops being kept, else a
         level-triggered epoll would report it on every turn until it is read)."""
+        if self.closed:
+            seconds = 0   # the waiters of a closed descriptor (release) are told at the next turn: now
         readers = self.listeners[self.READ]
         writers = self.listeners[self.WRITE]
         if not readers and not writers:

@@ -10,6 +10,7 @@ import asyncio
 import re
 import resource
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -19,7 +20,7 @@ import pytest
 from websocket import create_connection   # websocket-client, as users test with
 
 from tests.conftest import ini_text
-from tests.frameworks.wsclient import AsyncWebSocket, WebSocket
+from tests.frameworks.wsclient import CLOSE, AsyncWebSocket, WebSocket
 from tests.server import Client
 
 APP = "use = call:tests.frameworks.ws_apps:app_factory"
@@ -59,6 +60,33 @@ def test_echo_survives_idle_longer_than_keepalive_and_timeout(start_server, entr
     assert status == 200 and body.startswith(b"plain")
     server.wait_for(lambda: '"GET /ws HTTP/1.1" 101' in server.log(), 5, "the access log line")
     assert_clean(server.log())
+
+
+def test_websocket_closed_by_another_green_thread_ends_while_its_reader_waits(start_server):
+    """python-engineio's end of a session (Flask-SocketIO's disconnect): its writer green thread
+    closes the websocket while the handler's green thread waits to read it. The waiting reader is
+    woken, the handler returns: the access log line comes, and the worker stops without waiting
+    for graceful_timeout. (eventlet notices a closed descriptor only when its number is reused,
+    so the reader used to wait for the next connection, or for ever.)"""
+    server = start_echo(start_server, "pasteserve_paster", OPTIONS + "\ngraceful_timeout = 20")
+    server.wait_workers(1)
+    ws = WebSocket(server.port, "/closed-by-writer")
+    assert ws.recv() == b"bye"
+    assert ws.recv_frame()[0] == CLOSE
+    assert ws.sock.recv(1) == b""   # the server closed its end
+    # No other connection before the line: its descriptor would reuse the number and wake the reader.
+    server.wait_for(lambda: '"GET /closed-by-writer HTTP/1.1" 101' in server.log(), 5, "the access log line")
+    ws.sock.close()
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    server.wait_exit(15)
+    assert time.monotonic() - started < 10, "the worker waited for graceful_timeout"
+    log = server.log()
+    assert "Traceback" not in log and "did not stop" not in log, log
+    # eventlet's websocket, woken by the close, shuts the closed socket down again and writes this
+    # to wsgi.errors (as with engineio, see test_socketio); nothing else may be an error.
+    errors = [line for line in log.splitlines() if "[ERROR]" in line and "socket shutdown error" not in line]
+    assert not errors, log
 
 
 def test_eventlet_environ_is_multithread(start_server):
