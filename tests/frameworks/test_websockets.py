@@ -33,6 +33,17 @@ def assert_clean(log: str) -> None:
     assert "[ERROR]" not in log, log
 
 
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed key and certificate for 127.0.0.1 (skips the test without openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    key, crt = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return key, crt
+
+
 def start_echo(start_server, entry: str, options: str = OPTIONS):
     if entry == "pasteserve":
         args = ["-k", "eventlet", "-w", "1", "-b", "127.0.0.1:0", "--keep-alive", "1", "-t", "2",
@@ -62,15 +73,23 @@ def test_echo_survives_idle_longer_than_keepalive_and_timeout(start_server, entr
     assert_clean(server.log())
 
 
-def test_websocket_closed_by_another_green_thread_ends_while_its_reader_waits(start_server):
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_websocket_closed_by_another_green_thread_ends_while_its_reader_waits(start_server, tmp_path, tls):
     """python-engineio's end of a session (Flask-SocketIO's disconnect): its writer green thread
     closes the websocket while the handler's green thread waits to read it. The waiting reader is
     woken, the handler returns: the access log line comes, and the worker stops without waiting
     for graceful_timeout. (eventlet notices a closed descriptor only when its number is reused,
     so the reader used to wait for the next connection, or for ever.)"""
-    server = start_echo(start_server, "pasteserve_paster", OPTIONS + "\ngraceful_timeout = 20")
+    options = OPTIONS + "\ngraceful_timeout = 20"
+    context = None
+    if tls:
+        key, crt = make_certificate(tmp_path)
+        options += f"\ncertfile = {crt}\nkeyfile = {key}"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    server = start_echo(start_server, "pasteserve_paster", options)
     server.wait_workers(1)
-    ws = WebSocket(server.port, "/closed-by-writer")
+    ws = WebSocket(server.port, "/closed-by-writer", tls=context)
     assert ws.recv() == b"bye"
     assert ws.recv_frame()[0] == CLOSE
     assert ws.sock.recv(1) == b""   # the server closed its end
@@ -183,12 +202,7 @@ def test_1000_websockets_on_one_worker(start_server):
 
 def test_wss_through_the_servers_tls(start_server, tmp_path):
     """wss://: the app gets the TLS socket, and an idle websocket outlives keepalive and timeout."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
+    key, crt = make_certificate(tmp_path)
     server = start_echo(start_server, "pasteserve_paster", f"{OPTIONS}\ncertfile = {crt}\nkeyfile = {key}")
     server.wait_workers(1)
     ws = create_connection(f"wss://127.0.0.1:{server.port}/ws", timeout=10, sslopt={"cert_reqs": ssl.CERT_NONE})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import weakref
 from typing import Any, Callable
 
 import pytest
@@ -146,6 +147,32 @@ def test_closing_a_kept_socket_wakes_the_green_thread_waiting_on_it(wait):
         busy.wait()
         for s in (peer, other, other_peer):
             s.close()
+
+    in_hub_thread(test)
+
+
+def test_closing_a_socket_that_is_not_kept_wakes_the_green_thread_waiting_on_it():
+    # A TLS connection's socket is not a green socket that keep() takes: wake_on_close covers it.
+    class Socket(socket.socket):   # as ssl.SSLSocket is: not green, and with a __dict__
+        pass
+
+    def test(hub, counting):
+        ours, peer = socket.socketpair()
+        sock = Socket(fileno=ours.detach())
+        assert kept_hub.keep(hub, sock) is None
+        kept_hub.wake_on_close(hub, sock)
+        waiting = eventlet.spawn(hubs.trampoline, sock.fileno(), read=True)
+        eventlet.sleep(0.05)
+        assert not waiting.dead, "it did not wait"
+        sock.close()
+        with eventlet.Timeout(5, AssertionError("the waiter was not woken")):
+            with pytest.raises(hubs.IOClosed):
+                waiting.wait()
+        # Its close refers to the socket weakly: dropped, it is freed at once, not by the cyclic GC.
+        closed = weakref.ref(sock)
+        del sock
+        assert closed() is None
+        peer.close()
 
     in_hub_thread(test)
 
