@@ -232,7 +232,9 @@ class EventletWorker(Worker):
             # A sibling's hand-off (socket.socket is eventlet's here): the fast path accepted ones have.
             sock = kept_hub.DirectSocket(sock.family, sock.type, sock.proto, sock.detach())
         conn = super().new_connection(sock, peer)
-        kept_hub.keep(hubs.get_hub(), sock)   # its green thread waits on it with no epoll_ctl
+        hub = hubs.get_hub()
+        if kept_hub.keep(hub, sock) is None:   # kept: its green thread waits on it with no epoll_ctl
+            kept_hub.wake_on_close(hub, sock)   # TLS: closing it still wakes who waits on it
         return conn
 
     def keep_serving(self, conn: Connection, counted: bool = True) -> None:

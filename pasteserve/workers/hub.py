@@ -8,7 +8,10 @@ waiting again costs no system call.
 
 A registration left in epoll must go before its descriptor closes: epoll forgets a descriptor
 only when every copy of it is closed (a sibling given it in a hand-off holds one), and the number
-may be reused at once. :func:`keep` makes the socket's ``close`` release it first.
+may be reused at once. :func:`keep` makes the socket's ``close`` release it first, which also
+wakes the green threads still waiting on it: eventlet tells them only once the number is reused,
+so a websocket's reader whose writer closed the socket waited for the next connection, or for
+ever. :func:`wake_on_close` does the same for a socket that is not kept (TLS).
 
 Only imported by the eventlet worker (it imports eventlet).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import weakref
 from functools import partial
 from typing import Any, Callable
 
@@ -26,7 +30,7 @@ from greenlet import getcurrent
 
 from ..green import original
 
-__all__ = ["DirectSocket", "Hub", "keep", "Kept", "is_available", "reader"]
+__all__ = ["DirectSocket", "Hub", "keep", "Kept", "is_available", "reader", "wake_on_close"]
 
 _time = original("time")
 is_available = epolls.is_available   # what eventlet's use_hub asks a hub module
@@ -81,12 +85,12 @@ class Hub(epolls.Hub):
             raise
 
     def release(self, fileno: int) -> None:
-        """``fileno`` closes now: stop keeping it, and take it out of epoll unless a green thread
-        still waits on it (which then removes it as eventlet always did)."""
-        self.kept.discard(fileno)
-        if fileno in self.masks and not (self.listeners[self.READ].get(fileno)
-                                         or self.listeners[self.WRITE].get(fileno)):
-            self._watch(fileno, 0, self.masks[fileno])
+        """``fileno`` closes now: stop keeping it, take it out of epoll, and wake the green threads
+        still waiting on it (IOClosed, at the hub's next turn), as eventlet does only once the
+        number is reused (:meth:`mark_as_reopened`). Else a green thread waiting on a socket that
+        another one closed (an engineio websocket's reader, when its writer closes it) held its
+        connection's slot and the worker's graceful stop until then."""
+        self.mark_as_reopened(fileno)
 
     def remove_descriptor(self, fileno: int) -> None:
         self.masks.pop(fileno, None)
@@ -94,7 +98,8 @@ class Hub(epolls.Hub):
         super().remove_descriptor(fileno)
 
     def mark_as_reopened(self, fileno: int) -> None:
-        # The number was closed behind our back and is reused: whatever we knew of it is stale.
+        # The number was closed behind our back and is reused (or closes now: release), so
+        # whatever we knew of it is stale, and whoever waits on it is told so.
         super().mark_as_reopened(fileno)
         self.kept.discard(fileno)
         if self.masks.pop(fileno, 0):
@@ -107,6 +112,8 @@ class Hub(epolls.Hub):
         """One epoll_wait and the callbacks of the listeners it woke (eventlet's poll hub, less its
         per-event set; a kept descriptor readable while nobody reads it stops being kept, else a
         level-triggered epoll would report it on every turn until it is read)."""
+        if self.closed:
+            seconds = 0   # the waiters of a closed descriptor (release) are told at the next turn: now
         readers = self.listeners[self.READ]
         writers = self.listeners[self.WRITE]
         if not readers and not writers:
@@ -177,6 +184,28 @@ class Kept:
         fileno, self._fileno = self._fileno, -1
         if fileno >= 0 and self._raw.fileno() == fileno:
             self._hub.release(fileno)
+
+
+class _WakeOnClose:
+    """A socket that is not kept (TLS) whose ``close`` still wakes the green threads waiting on
+    it (see :meth:`Hub.release`)."""
+
+    __slots__ = ("_hub", "_fileno", "_sock")
+
+    def __init__(self, hub: Hub, sock: Any) -> None:
+        self._hub = hub
+        self._fileno = sock.fileno()
+        self._sock = weakref.ref(sock)   # its close refers to us: no reference cycle
+        sock.close = self.close
+
+    def close(self) -> None:
+        sock = self._sock()
+        if sock is None:
+            return   # dropped already: its finaliser closed it
+        fileno, self._fileno = self._fileno, -1
+        if fileno >= 0 and sock.fileno() == fileno:   # once only, while open: the number may be reused
+            self._hub.release(fileno)
+        type(sock).close(sock)
 
 
 class DirectSocket(GreenSocket):
@@ -250,6 +279,13 @@ def reader(hub: Any, sock: Any) -> Callable[[], Any]:
     if isinstance(hub, Hub) and sock.fileno() in hub.kept:
         return _Reader(hub, sock.fileno())
     return partial(trampoline, sock, read=True)
+
+
+def wake_on_close(hub: Any, sock: Any) -> None:
+    """Make closing ``sock`` (one :func:`keep` did not take: TLS) wake whoever waits on it, if
+    ``hub`` is ours."""
+    if isinstance(hub, Hub) and sock.fileno() >= 0:
+        _WakeOnClose(hub, sock)
 
 
 def keep(hub: Any, sock: Any) -> Kept | None:

@@ -10,6 +10,7 @@ import asyncio
 import re
 import resource
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -19,7 +20,7 @@ import pytest
 from websocket import create_connection   # websocket-client, as users test with
 
 from tests.conftest import ini_text
-from tests.frameworks.wsclient import AsyncWebSocket, WebSocket
+from tests.frameworks.wsclient import CLOSE, AsyncWebSocket, WebSocket
 from tests.server import Client
 
 APP = "use = call:tests.frameworks.ws_apps:app_factory"
@@ -30,6 +31,17 @@ OPTIONS = "bind = 127.0.0.1:0\nworker_class = eventlet\nworkers = 1\nkeepalive =
 def assert_clean(log: str) -> None:
     assert "Traceback" not in log, log
     assert "[ERROR]" not in log, log
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed key and certificate for 127.0.0.1 (skips the test without openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    key, crt = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return key, crt
 
 
 def start_echo(start_server, entry: str, options: str = OPTIONS):
@@ -59,6 +71,40 @@ def test_echo_survives_idle_longer_than_keepalive_and_timeout(start_server, entr
     assert status == 200 and body.startswith(b"plain")
     server.wait_for(lambda: '"GET /ws HTTP/1.1" 101' in server.log(), 5, "the access log line")
     assert_clean(server.log())
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_websocket_closed_by_another_green_thread_ends_while_its_reader_waits(start_server, tmp_path, tls):
+    """python-engineio's end of a session (Flask-SocketIO's disconnect): its writer green thread
+    closes the websocket while the handler's green thread waits to read it. The waiting reader is
+    woken, the handler returns: the access log line comes, and the worker stops without waiting
+    for graceful_timeout. (eventlet notices a closed descriptor only when its number is reused,
+    so the reader used to wait for the next connection, or for ever.)"""
+    options = OPTIONS + "\ngraceful_timeout = 20"
+    context = None
+    if tls:
+        key, crt = make_certificate(tmp_path)
+        options += f"\ncertfile = {crt}\nkeyfile = {key}"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    server = start_echo(start_server, "pasteserve_paster", options)
+    server.wait_workers(1)
+    ws = WebSocket(server.port, "/closed-by-writer", tls=context)
+    assert ws.recv() == b"bye"
+    assert ws.recv_frame()[0] == CLOSE
+    assert ws.sock.recv(1) == b""   # the server closed its end
+    # No other connection before the line: its descriptor would reuse the number and wake the reader.
+    server.wait_for(lambda: '"GET /closed-by-writer HTTP/1.1" 101' in server.log(), 5, "the access log line")
+    ws.sock.close()
+    server.signal(signal.SIGTERM)
+    server.wait_exit(15)   # less than graceful_timeout
+    log = server.log()
+    assert "open connection(s)" not in log, log   # the worker had none left to wait for
+    assert "Traceback" not in log and "did not stop" not in log, log
+    # eventlet's websocket, woken by the close, shuts the closed socket down again and writes this
+    # to wsgi.errors (as with engineio, see test_socketio); nothing else may be an error.
+    errors = [line for line in log.splitlines() if "[ERROR]" in line and "socket shutdown error" not in line]
+    assert not errors, log
 
 
 def test_eventlet_environ_is_multithread(start_server):
@@ -155,12 +201,7 @@ def test_1000_websockets_on_one_worker(start_server):
 
 def test_wss_through_the_servers_tls(start_server, tmp_path):
     """wss://: the app gets the TLS socket, and an idle websocket outlives keepalive and timeout."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
+    key, crt = make_certificate(tmp_path)
     server = start_echo(start_server, "pasteserve_paster", f"{OPTIONS}\ncertfile = {crt}\nkeyfile = {key}")
     server.wait_workers(1)
     ws = create_connection(f"wss://127.0.0.1:{server.port}/ws", timeout=10, sslopt={"cert_reqs": ssl.CERT_NONE})

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import struct
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -57,8 +58,11 @@ def _length(second: int, read) -> int:
 class WebSocket:
     """Blocking client over a plain socket."""
 
-    def __init__(self, port: int, path: str = "/ws", timeout: float = 10.0) -> None:
+    def __init__(self, port: int, path: str = "/ws", timeout: float = 10.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock)
         key = base64.b64encode(os.urandom(16))
         self.sock.sendall(handshake_request(path, key))
         head = b""

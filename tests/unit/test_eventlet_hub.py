@@ -1,5 +1,5 @@
 """The eventlet worker's hub (pasteserve.workers.hub): connections kept in epoll between waits,
-released before they close, never reported while nobody reads them.
+released before they close (waking whoever waits on them), never reported while nobody reads them.
 
 Each test runs in a thread of its own, whose eventlet hub is ours (hubs are per thread), with
 real sockets and a real epoll; ``Counting`` only counts the calls that reach it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import weakref
 from typing import Any, Callable
 
 import pytest
@@ -23,11 +24,13 @@ from pasteserve.workers import hub as kept_hub  # noqa: E402
 
 
 class Counting:
-    """The hub's epoll, counting the epoll_ctl calls and the waits that reach it."""
+    """The hub's epoll, counting the epoll_ctl calls and the waits that reach it (and keeping
+    how long each wait may block)."""
 
     def __init__(self, epoll: Any) -> None:
         self.epoll = epoll
         self.calls: dict[str, int] = {"register": 0, "modify": 0, "unregister": 0, "poll": 0}
+        self.timeouts: list[float | None] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.epoll, name)
@@ -36,6 +39,8 @@ class Counting:
 
         def counted(*args: Any) -> Any:
             self.calls[name] += 1
+            if name == "poll":
+                self.timeouts.append(args[0] if args else None)
             return method(*args)
         return counted
 
@@ -99,6 +104,74 @@ def test_kept_socket_waits_again_and_again_without_epoll_ctl():
         sock.close()
         assert counting.calls["unregister"] == 1
         assert fileno not in hub.masks and fileno not in hub.kept
+        peer.close()
+
+    in_hub_thread(test)
+
+
+@pytest.mark.parametrize("wait", ["recv", "sendall", "reader"])
+def test_closing_a_kept_socket_wakes_the_green_thread_waiting_on_it(wait):
+    # An engineio websocket's end: its writer closes the socket while its reader waits on it (or
+    # the worker's own reader, or a writer, waits). eventlet tells a waiter only once the number
+    # is reused: with no new descriptor here, it would wait for ever.
+    def test(hub, counting):
+        sock, peer = green_pair()
+        kept_hub.keep(hub, sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+        def waiter() -> None:
+            if wait == "recv":
+                sock.recv(100)
+            elif wait == "sendall":
+                sock.sendall(b"z" * 1_000_000)   # more than the buffers hold; the peer reads nothing
+            else:
+                kept_hub.reader(hub, sock)()
+
+        waiting = eventlet.spawn(waiter)
+        other, other_peer = green_pair()
+        busy = read_once(hub, other)   # as in a worker, someone else waits too: the hub polls
+        eventlet.sleep(0.05)
+        assert not waiting.dead, "it did not wait"
+        fileno = sock.fileno()
+        hub.schedule_call_global(2.0, lambda: None)   # the hub's next timer
+        polls = len(counting.timeouts)
+        sock.close()
+        with eventlet.Timeout(5, AssertionError("the waiter was not woken")):
+            with pytest.raises((OSError, EOFError)):   # IOClosed; eventlet's recv makes it EOFError
+                waiting.wait()
+        # ... at the hub's next turn: it did not wait for its next timer (nor for any event) first.
+        assert not any(counting.timeouts[polls:]), counting.timeouts[polls:]
+        assert fileno not in hub.masks and fileno not in hub.kept
+        assert counting.calls["unregister"] == 1, counting.calls
+        other_peer.send(b"done")
+        busy.wait()
+        for s in (peer, other, other_peer):
+            s.close()
+
+    in_hub_thread(test)
+
+
+def test_closing_a_socket_that_is_not_kept_wakes_the_green_thread_waiting_on_it():
+    # A TLS connection's socket is not a green socket that keep() takes: wake_on_close covers it.
+    class Socket(socket.socket):   # as ssl.SSLSocket is: not green, and with a __dict__
+        pass
+
+    def test(hub, counting):
+        ours, peer = socket.socketpair()
+        sock = Socket(fileno=ours.detach())
+        assert kept_hub.keep(hub, sock) is None
+        kept_hub.wake_on_close(hub, sock)
+        waiting = eventlet.spawn(hubs.trampoline, sock.fileno(), read=True)
+        eventlet.sleep(0.05)
+        assert not waiting.dead, "it did not wait"
+        sock.close()
+        with eventlet.Timeout(5, AssertionError("the waiter was not woken")):
+            with pytest.raises(hubs.IOClosed):
+                waiting.wait()
+        # Its close refers to the socket weakly: dropped, it is freed at once, not by the cyclic GC.
+        closed = weakref.ref(sock)
+        del sock
+        assert closed() is None
         peer.close()
 
     in_hub_thread(test)
