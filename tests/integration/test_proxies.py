@@ -117,9 +117,15 @@ def read_pid(path: Path) -> int:
 
 def wait_booted(pid: int, count: int, old=()) -> list[int]:
     """`count` booted workers of master `pid`, none of them in `old`."""
+    def cmdline(kid: int) -> bytes:
+        try:
+            return Path(f"/proc/{kid}/cmdline").read_bytes()
+        except OSError:   # it exited since children() listed it: not booted, look again
+            return b""
+
     def ready():
         kids = children(pid)
-        booted = all(b"worker" in Path(f"/proc/{k}/cmdline").read_bytes() for k in kids if alive(k))
+        booted = all(b"worker" in cmdline(k) for k in kids)
         return kids if len(kids) == count and booted and not set(old) & set(kids) else None
     return wait_until(ready, 30, f"{count} new workers of {pid}")
 
