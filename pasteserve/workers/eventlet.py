@@ -29,6 +29,7 @@ from .. import logs, nonblocking
 from ..connection import Connection, ServerContext
 from ..nonblocking import poll_readable
 from . import hub as kept_hub
+from .balance import BALANCE_PAUSE, AcceptShare
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
 
@@ -105,6 +106,8 @@ class EventletWorker(Worker):
         self.held = 0   # connections being served, for the status map
         self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
+        # A sibling accepts in a green thread of its own, whatever its requests do.
+        self.accept_share = AcceptShare(self.heartbeat, self.slot, None)
         # Green threads waiting for bytes on their connection, and until when: woken by the sweep
         # (expire_loop) when that passes, and at shutdown.
         self.waiting: dict[Connection, tuple[Any, float]] = {}
@@ -170,12 +173,23 @@ class EventletWorker(Worker):
         return green
 
     def accept_loop(self, listener: greenio.GreenSocket) -> None:
+        """Accept while there is room and this worker is within its share (workers/balance.py)."""
+        capacity, most = self.capacity, self.settings.worker_connections
         while self.alive:
-            self.capacity.acquire()
+            capacity.acquire()
+            # Held counted by capacity, not `held`: a connection accepted counts before its green
+            # thread first runs (this loop takes a whole backlog before any of them does).
+            if self.accept_share(most - capacity.counter - 1, most) <= 0:
+                # Siblings hold fewer and can take these: leave the backlog to them for a moment,
+                # then look again once a connection waits.
+                capacity.release()
+                eventlet.sleep(BALANCE_PAUSE)
+                hubs.trampoline(listener.fileno(), read=True)
+                continue
             try:
                 sock, peer = listener.accept()
             except OSError as exc:
-                self.capacity.release()
+                capacity.release()
                 if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
                     # Out of descriptors, the listener stays readable: retrying at once would spin.
                     eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)

@@ -26,10 +26,11 @@ def worker_connections(pidfile) -> list[int]:
     return sorted(worker["connections"] for worker in json.loads(done.stdout)["workers"])
 
 
-@pytest.mark.parametrize("threads", [1, 4])
-def test_connections_arriving_together_are_shared_between_workers(start_server, tmp_path, threads):
+@pytest.mark.parametrize("kind", [["-k", "sync"], ["-k", "sync", "--threads", "4"], ["-k", "eventlet"]],
+                         ids=["sync", "gthread", "eventlet"])
+def test_connections_arriving_together_are_shared_between_workers(start_server, tmp_path, kind):
     pidfile = tmp_path / "app.pid"
-    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "2", "--threads", str(threads),
+    server = start_server("pasteserve", args=["-b", "127.0.0.1:0", "-w", "2", *kind,
                                               "--pid", str(pidfile), "tests.apps:router"])
     server.wait_workers(2)
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(CLIENTS)]
