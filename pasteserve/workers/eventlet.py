@@ -103,11 +103,12 @@ class EventletWorker(Worker):
 
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
-        self.held = 0   # connections being served, for the status map
+        self.held = 0   # connections held from when they are accepted or taken (see spawn)
         self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
         # A sibling accepts in a green thread of its own, whatever its requests do.
         self.accept_share = AcceptShare(self.heartbeat, self.slot, None)
+        self.resume = Semaphore(0)   # released for an accept loop pausing when a connection ends
         # Green threads waiting for bytes on their connection, and until when: woken by the sweep
         # (expire_loop) when that passes, and at shutdown.
         self.waiting: dict[Connection, tuple[Any, float]] = {}
@@ -163,7 +164,7 @@ class EventletWorker(Worker):
         # Open websockets may keep us for graceful_timeout: drop our copies of the listening
         # sockets now (see Worker.release_listeners), answering what was queued on them.
         for sock, peer in self.release_listeners():
-            self.pool.spawn_n(self.serve, self.greened(sock), peer, False)
+            self.spawn(self.serve, self.greened(sock), peer, False)
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         # A listener's DirectSocket accepts DirectSockets (the plain socket underneath is shared).
@@ -177,13 +178,12 @@ class EventletWorker(Worker):
         capacity, most = self.capacity, self.settings.worker_connections
         while self.alive:
             capacity.acquire()
-            # Held counted by capacity, not `held`: a connection accepted counts before its green
-            # thread first runs (this loop takes a whole backlog before any of them does).
-            if self.accept_share(most - capacity.counter - 1, most) <= 0:
-                # Siblings hold fewer and can take these: leave the backlog to them for a moment,
-                # then look again once a connection waits.
+            if self.accept_share(self.held, most) <= 0:
+                # Siblings hold fewer and can take these: leave the backlog to them for a moment
+                # (less if a connection of ours ends meanwhile, as the sync worker does), then look
+                # again once a connection waits.
                 capacity.release()
-                eventlet.sleep(BALANCE_PAUSE)
+                self.resume.acquire(timeout=BALANCE_PAUSE)
                 hubs.trampoline(listener.fileno(), read=True)
                 continue
             try:
@@ -195,7 +195,24 @@ class EventletWorker(Worker):
                     eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
             self.accepted()
-            self.pool.spawn_n(self.serve, sock, peer)
+            self.spawn(self.serve, sock, peer)
+
+    def spawn(self, serve: Any, *args: Any) -> None:
+        """Serve a connection in a green thread of its own. It counts as held from now, in the
+        status map too: this worker's accept loop takes a whole backlog before any of their green
+        threads runs, and siblings balance their accepts against that count."""
+        self.held += 1
+        self.held_connections(self.held)
+        self.pool.spawn_n(self._serving, serve, args)
+
+    def _serving(self, serve: Any, args: tuple) -> None:
+        try:
+            serve(*args)
+        finally:
+            self.held -= 1
+            self.held_connections(self.held)
+            if self.resume.balance < 0:   # an accept loop pauses
+                self.resume.release()
 
     def handoff_loop(self) -> None:
         while self.alive:
@@ -209,7 +226,7 @@ class EventletWorker(Worker):
                 self.capacity.release()
                 raise
             if taken:
-                self.pool.spawn_n(self.keep_serving, taken[0])
+                self.spawn(self.keep_serving, taken[0])
             else:
                 self.capacity.release()
                 if self.spare_fd < 0:   # out of descriptors: wait for some to be freed
@@ -253,8 +270,6 @@ class EventletWorker(Worker):
         """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
         holds a unit of capacity, released at its end."""
         served = False
-        self.held += 1
-        self.held_connections(self.held)
         current = eventlet.getcurrent()
         waiting, heads, ctx = self.waiting, self.heads, self.ctx
         wait_readable = kept_hub.reader(hubs.get_hub(), conn.sock)
@@ -310,8 +325,6 @@ class EventletWorker(Worker):
             self.heads.forget(conn)
             if counted:
                 self.capacity.release()
-            self.held -= 1
-            self.held_connections(self.held)
 
     def count_request(self) -> None:
         super().count_request()
@@ -341,7 +354,7 @@ class EventletWorker(Worker):
             for conn in self.drain_handoff():
                 if poll_readable(conn.fileno(), 0):
                     # Its client sent a request already: answer it (capacity no longer matters).
-                    self.pool.spawn_n(self.keep_serving, conn, False)
+                    self.spawn(self.keep_serving, conn, False)
                 else:
                     conn.close()   # idle: nothing is lost
         grace = self.settings.graceful_timeout
