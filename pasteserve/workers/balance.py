@@ -14,14 +14,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["ACCEPT_SLACK", "BALANCE_PAUSE", "BUSY_FOR", "SIBLINGS_READ_EVERY", "AcceptShare"]
+__all__ = ["ACCEPT_SLACK", "BALANCE_PAUSE", "BUSY_FOR", "SIBLINGS_READ_EVERY", "SILENT_FOR", "AcceptShare"]
 
 # Siblings' counts are read from the status map at most every SIBLINGS_READ_EVERY; a sibling that
-# has been inside one request for BUSY_FOR accepts nothing meanwhile (a sync worker).
+# has been inside one request for BUSY_FOR accepts nothing meanwhile (a sync worker), nor does one
+# that has not beaten for SILENT_FOR (an eventlet worker whose app blocks its hub; idle workers
+# beat every 0.25 s at most).
 ACCEPT_SLACK = 4
 SIBLINGS_READ_EVERY = 0.005
 BALANCE_PAUSE = 0.005
 BUSY_FOR = 0.02
+SILENT_FOR = 0.5
 
 
 class AcceptShare:
@@ -44,7 +47,8 @@ class AcceptShare:
         if now >= self._read_at + SIBLINGS_READ_EVERY:
             self._read_at = now
             busy = self._busy_for
-            self._fewest = self._heartbeat.fewest_connections(self._slot, None if busy is None else now - busy)
+            self._fewest = self._heartbeat.fewest_connections(
+                self._slot, None if busy is None else now - busy, now - SILENT_FOR)
         if self._fewest is None:
             return most
         return self._fewest + ACCEPT_SLACK - held

@@ -173,29 +173,37 @@ class EventletWorker(Worker):
         green.settimeout(None)
         return green
 
-    def accept_loop(self, listener: greenio.GreenSocket) -> None:
-        """Accept while there is room and this worker is within its share (workers/balance.py)."""
+    def accept_loop(self, listener: kept_hub.DirectSocket) -> None:
+        """Accept while there is room and this worker is within its share (workers/balance.py),
+        which is looked at again for every connection queued."""
         capacity, most = self.capacity, self.settings.worker_connections
+        wait = True
         while self.alive:
+            if wait:
+                hubs.trampoline(listener.fileno(), read=True)   # until a connection is queued
             capacity.acquire()
             if self.accept_share(self.held, most) <= 0:
                 # Siblings hold fewer and can take these: leave the backlog to them for a moment
-                # (less if a connection of ours ends meanwhile, as the sync worker does), then look
-                # again once a connection waits.
+                # (less if a connection of ours ends meanwhile, as the sync worker does).
                 capacity.release()
                 self.resume.acquire(timeout=BALANCE_PAUSE)
-                hubs.trampoline(listener.fileno(), read=True)
+                wait = True
                 continue
             try:
-                sock, peer = listener.accept()
+                taken = listener.accept_ready()
             except OSError as exc:
                 capacity.release()
-                if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
+                wait = False
+                if not isinstance(exc, (InterruptedError, ConnectionAbortedError)):
                     # Out of descriptors, the listener stays readable: retrying at once would spin.
                     eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
+            wait = taken is None
+            if wait:   # the backlog is empty, or a sibling took it
+                capacity.release()
+                continue
             self.accepted()
-            self.spawn(self.serve, sock, peer)
+            self.spawn(self.serve, *taken)
 
     def spawn(self, serve: Any, *args: Any) -> None:
         """Serve a connection in a green thread of its own. It counts as held from now, in the
