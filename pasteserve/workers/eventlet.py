@@ -174,36 +174,34 @@ class EventletWorker(Worker):
         return green
 
     def accept_loop(self, listener: kept_hub.DirectSocket) -> None:
-        """Accept while there is room and this worker is within its share (workers/balance.py),
-        which is looked at again for every connection queued."""
-        capacity, most = self.capacity, self.settings.worker_connections
-        wait = True
+        capacity = self.capacity
         while self.alive:
-            if wait:
-                hubs.trampoline(listener.fileno(), read=True)   # until a connection is queued
-            capacity.acquire()
-            if self.accept_share(self.held, most) <= 0:
-                # Siblings hold fewer and can take these: leave the backlog to them for a moment
-                # (less if a connection of ours ends meanwhile, as the sync worker does).
-                capacity.release()
-                self.resume.acquire(timeout=BALANCE_PAUSE)
-                wait = True
-                continue
+            capacity.acquire()   # held while waiting: room for the connection to come
             try:
-                taken = listener.accept_ready()
+                taken = self.accept_next(listener)
             except OSError as exc:
                 capacity.release()
-                wait = False
                 if not isinstance(exc, (InterruptedError, ConnectionAbortedError)):
                     # Out of descriptors, the listener stays readable: retrying at once would spin.
                     eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
-            wait = taken is None
-            if wait:   # the backlog is empty, or a sibling took it
-                capacity.release()
-                continue
             self.accepted()
             self.spawn(self.serve, *taken)
+
+    def accept_next(self, listener: kept_hub.DirectSocket) -> tuple[kept_hub.DirectSocket, Any]:
+        """The next connection queued that is this worker's to take: its share (workers/balance.py)
+        is looked at again for each."""
+        most = self.settings.worker_connections
+        while True:
+            if self.accept_share(self.held, most) > 0:
+                taken = listener.accept_ready()
+                if taken is not None:
+                    return taken
+            else:
+                # Siblings hold fewer and can take these: leave the backlog to them for a moment
+                # (less if a connection of ours ends meanwhile, as the sync worker does).
+                self.resume.acquire(timeout=BALANCE_PAUSE)
+            hubs.trampoline(listener.fileno(), read=True)   # until a connection is queued
 
     def spawn(self, serve: Any, *args: Any) -> None:
         """Serve a connection in a green thread of its own. It counts as held from now, in the
