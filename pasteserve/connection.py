@@ -132,6 +132,8 @@ class Connection:
         self._parser = RequestParser(ctx.limits)
         self._errors = ErrorStream(ctx.error_log)
         self._environ = EnvironBuilder(sock, peer, ctx.environ_template(), errors=self._errors, local=local)
+        if ctx.takeover:
+            takeover.prepare(self._environ.base, sock)
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
