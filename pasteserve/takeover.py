@@ -79,9 +79,8 @@ _ROOM = tuple(f"pasteserve.room{i}" for i in range(16))
 
 
 def offer(environ: dict[str, Any], sock: socket.socket) -> None:
-    """Put the socket where eventlet and Gunicorn apps look for it."""
+    """Per request, after :func:`prepare`: the socket where eventlet apps look for it."""
     environ["eventlet.input"] = EventletInput(environ["wsgi.input"], sock)
-    environ["gunicorn.socket"] = sock
 
 
 # The name under which a green thread keeps its own eventlet.wsgi flags (see _flags).
