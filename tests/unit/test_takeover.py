@@ -27,17 +27,20 @@ def test_is_websocket_upgrade(headers, expected):
 
 
 def test_offer_puts_the_socket_where_eventlet_and_gunicorn_apps_look():
+    no_body = io.BytesIO(b"")
     a, b = socket.socketpair()
     with a, b:
         base = {"SERVER_SOFTWARE": "pasteserve"}
-        takeover.prepare(base, a)   # per connection
-        assert base == {"SERVER_SOFTWARE": "pasteserve", "gunicorn.socket": a}
-        environ = base.copy()
-        environ["wsgi.input"] = io.BytesIO(b"body")
-        takeover.offer(environ, a)   # per request
-        assert environ["gunicorn.socket"] is a
-        assert environ["eventlet.input"].get_socket() is a
-        assert environ["eventlet.input"].read() == b"body"   # still the request body
+        takeover.prepare(base, a, no_body)   # per connection
+        assert base.keys() == {"SERVER_SOFTWARE", "gunicorn.socket", "eventlet.input"}
+        for body in (b"body", None):   # per request: one with a body, one without
+            environ = base.copy()
+            environ["wsgi.input"] = io.BytesIO(body) if body else no_body
+            takeover.offer(environ, a)
+            assert environ["gunicorn.socket"] is a
+            assert environ["eventlet.input"].get_socket() is a
+            assert environ["eventlet.input"].read() == (body or b"")   # the request's own body
+        assert environ["eventlet.input"] is base["eventlet.input"]   # made once for those without
 
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="how CPython sizes a dict's table")
