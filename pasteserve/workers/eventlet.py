@@ -109,9 +109,10 @@ class EventletWorker(Worker):
         # A sibling accepts in a green thread of its own, whatever its requests do.
         self.accept_share = AcceptShare(self.heartbeat, self.slot, None)
         self.resume = Semaphore(0)   # released for an accept loop pausing when a connection ends
-        # Green threads waiting for bytes on their connection, and until when: woken by the sweep
-        # (expire_loop) when that passes, and at shutdown.
-        self.waiting: dict[Connection, tuple[Any, float]] = {}
+        # Each connection served: its green thread, and until when it waits for bytes (0.0 while it
+        # does not): woken by the sweep (expire_loop) when that passes, and at shutdown. The time is
+        # stored in a list of its own, once per wait, not the entry made and removed per wait.
+        self.waiting: dict[Connection, tuple[Any, list[float]]] = {}
         listeners = [self.greened(sock) for sock in self.listeners]
         # Everything that brings in new connections: stopped together the moment the worker stops.
         self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
@@ -152,10 +153,10 @@ class EventletWorker(Worker):
         while True:
             eventlet.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
-            for conn in [c for c, (_, until) in waiting.items() if until <= now]:
+            for conn in [c for c, (_, until) in waiting.items() if 0.0 < until[0] <= now]:
                 # Each wake runs other green threads: this one may have woken and waits anew.
                 entry = waiting.get(conn)
-                if entry is not None and entry[1] <= now:
+                if entry is not None and 0.0 < entry[1][0] <= now:
                     eventlet.kill(entry[0], _Expired)
 
     def stop_accepting(self) -> None:
@@ -276,8 +277,9 @@ class EventletWorker(Worker):
         """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
         holds a unit of capacity, released at its end."""
         served = False
-        current = eventlet.getcurrent()
-        waiting, heads, ctx = self.waiting, self.heads, self.ctx
+        waits = [0.0]   # until when it waits (see self.waiting)
+        self.waiting[conn] = (eventlet.getcurrent(), waits)
+        heads, ctx = self.heads, self.ctx
         wait_readable = kept_hub.reader(hubs.get_hub(), conn.sock)
         try:
             while True:
@@ -299,7 +301,7 @@ class EventletWorker(Worker):
                     if until <= now:
                         conn.close()
                         return
-                waiting[conn] = (current, until)
+                waits[0] = until
                 try:
                     wait_readable()   # no timer: expire_loop wakes us
                 except (_Expired, _Stopping):
@@ -307,7 +309,7 @@ class EventletWorker(Worker):
                 except hubs.IOClosed:
                     pass   # refused by another green thread (head budget): process() sees it closed
                 finally:
-                    del waiting[conn]
+                    waits[0] = 0.0
                 keep = conn.process()
                 if heads.sizes or conn.head_size:   # else nothing changed: no head was, nor is, buffered
                     heads.update(conn)
@@ -328,6 +330,7 @@ class EventletWorker(Worker):
             log.exception("Error serving a connection")
             conn.close()
         finally:
+            del self.waiting[conn]
             self.heads.forget(conn)
             if counted:
                 self.capacity.release()
@@ -353,8 +356,9 @@ class EventletWorker(Worker):
         """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
         connections go to a sibling or are drained (see `keep_serving`). What is left at the end
         is stopped, its connection closed."""
-        for conn, (greenlet, _) in list(self.waiting.items()):
-            if conn.idle and self.waiting.get(conn, (None,))[0] is greenlet:
+        for conn, (greenlet, waits) in list(self.waiting.items()):
+            # Each kill runs other green threads: this one may have stopped waiting, or ended.
+            if waits[0] and conn.idle and conn in self.waiting:
                 eventlet.kill(greenlet, _Stopping)
         if not self.retiring:
             for conn in self.drain_handoff():
