@@ -3,7 +3,7 @@
 Every worker is woken by a new connection; the first to run used to take all that was queued, so
 one worker could hold 45 of wrk's 50 connections (or 142 of 200 clients) and answer each of them
 later than its idle sibling would have. A worker now leaves the backlog to its siblings while it
-holds a few more connections than the one holding fewest (see SyncWorker.accept_share).
+holds a few more connections than the one holding fewest (see pasteserve/workers/balance.py).
 """
 
 from __future__ import annotations
