@@ -133,6 +133,8 @@ class Connection:
         self._parser = RequestParser(ctx.limits)
         self._errors = ErrorStream(ctx.error_log)
         self._environ = EnvironBuilder(sock, peer, ctx.environ_template(), errors=self._errors, local=local)
+        if ctx.takeover:
+            takeover.prepare(self._environ.base, sock, NO_BODY)
         self._server = server_line(ctx.server_software)
         # TLS: decrypted bytes can wait inside the SSL object where select() cannot see them.
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
@@ -335,6 +337,8 @@ class Connection:
             return False
         observer = ctx.observer
         token = observer.begin(req, started) if observer is not None else None
+        if ctx.takeover:   # before the hook: it sees what the app will
+            takeover.offer(environ, self._sock)
         if ctx.pre_request is not None:
             self._hook(ctx.pre_request, req, environ)
         upgrade = "HTTP_UPGRADE" in environ and takeover.is_websocket_upgrade(environ)
@@ -343,11 +347,9 @@ class Connection:
                                   environ["RAW_URI"], takeover.REFUSAL)
             self._try(resp.send_error, 400, "Bad Request", takeover.REFUSAL)
         else:
-            if ctx.takeover:
-                takeover.offer(environ, self._sock)
-                if upgrade:
-                    # The app may keep this socket for hours, idle between messages: its business.
-                    self._sock.settimeout(None)
+            if upgrade:
+                # The app may keep this socket for hours, idle between messages: its business.
+                self._sock.settimeout(None)
             self._run_app(environ, resp, inp)
             if self._state == _TAKEN:
                 self._taken_over(req, environ, resp, started)

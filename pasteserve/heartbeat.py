@@ -127,18 +127,20 @@ class Heartbeat:
         """Master: the worker in ``slot`` is gone."""
         _Q.pack_into(self._map, self._offset(slot) + _PID, 0)
 
-    def fewest_connections(self, skip: int, busy_before: float | None) -> int | None:
+    def fewest_connections(self, skip: int, busy_before: float | None, silent_before: float = 0.0) -> int | None:
         """Worker: the fewest connections a sibling holds among those able to take more now (alive,
-        not stopping, and, given ``busy_before``, not inside one request since before that
-        monotonic time: a sync worker in a long request accepts nothing); None when no sibling is
-        able. Only the slots a master with its wanted workers uses are read (lowest free first;
-        twice as many while a reload replaces them)."""
+        not stopping, beaten since ``silent_before``, and, given ``busy_before``, not inside one
+        request since before that monotonic time: a sync worker in a long request accepts
+        nothing); None when no sibling is able. Only the slots a master with its wanted workers
+        uses are read (lowest free first; twice as many while a reload replaces them)."""
         region = self._map
         wanted = _Q.unpack_from(region, _H_WANTED)[0]
         fewest = None
         for slot in range(min(self.slots, 2 * wanted + 2)):
             base = HEADER_SIZE + slot * SLOT_SIZE
             if slot == skip or not _Q.unpack_from(region, base + _PID)[0] or _D.unpack_from(region, base + _STOPPING)[0]:
+                continue
+            if _D.unpack_from(region, base + _BEAT)[0] < silent_before:
                 continue
             if busy_before is not None:
                 since = _D.unpack_from(region, base + _SINCE)[0]

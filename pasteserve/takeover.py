@@ -23,7 +23,7 @@ import socket
 import sys
 from typing import Any
 
-__all__ = ["REFUSAL", "EventletInput", "handled_by_app", "is_websocket_upgrade", "offer", "reset"]
+__all__ = ["REFUSAL", "EventletInput", "handled_by_app", "is_websocket_upgrade", "offer", "prepare", "reset"]
 
 # The answer of a worker whose apps cannot own a connection (the sync worker: one websocket
 # would hold the whole process for as long as it lives).
@@ -53,10 +53,39 @@ def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
     return environ.get("HTTP_UPGRADE", "").lower() == "websocket"
 
 
+def prepare(base: dict[str, Any], sock: socket.socket, no_body: Any) -> None:
+    """Once per connection, in the base every environ of its requests is copied from: the socket
+    where Gunicorn apps look for it and the ``eventlet.input`` of requests without a body (whose
+    ``wsgi.input`` is ``no_body``, shared by them all), the same for all of them; and room for
+    what a request adds.
+
+    CPython grows a dict by copying it into a table twice as large, and a copy of a dict keeps
+    its table. The usual base fills its table to where hello's environ, with this worker's keys,
+    had to grow once in every request; grown here, its copies never need to. Keys are added until
+    the table grows and removed again (the deleted entries must stay under a third of the table's
+    entries, else a copy is compacted into a small table again: a few do)."""
+    base["gunicorn.socket"] = sock
+    base["eventlet.input"] = EventletInput(no_body, sock)
+    size = sys.getsizeof(base)
+    added = []
+    for key in _ROOM:
+        base[key] = None
+        added.append(key)
+        if sys.getsizeof(base) != size:
+            break
+    for key in added:
+        del base[key]
+
+
+# Keys that make a base's table grow (see prepare): more than the slack of any table it may have.
+_ROOM = tuple(f"pasteserve.room{i}" for i in range(16))
+
+
 def offer(environ: dict[str, Any], sock: socket.socket) -> None:
-    """Put the socket where eventlet and Gunicorn apps look for it."""
-    environ["eventlet.input"] = EventletInput(environ["wsgi.input"], sock)
-    environ["gunicorn.socket"] = sock
+    """Per request, after :func:`prepare`: ``eventlet.input`` for a request with a body."""
+    wsgi_input = environ["wsgi.input"]
+    if environ["eventlet.input"]._input is not wsgi_input:
+        environ["eventlet.input"] = EventletInput(wsgi_input, sock)
 
 
 # The name under which a green thread keeps its own eventlet.wsgi flags (see _flags).

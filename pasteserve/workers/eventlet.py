@@ -29,6 +29,7 @@ from .. import logs, nonblocking
 from ..connection import Connection, ServerContext
 from ..nonblocking import poll_readable
 from . import hub as kept_hub
+from .balance import BALANCE_PAUSE, AcceptShare
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
 
@@ -102,12 +103,16 @@ class EventletWorker(Worker):
 
     def run(self) -> None:
         self.capacity = Semaphore(self.settings.worker_connections)
-        self.held = 0   # connections being served, for the status map
+        self.held = 0   # connections held from when they are accepted or taken (see spawn)
         self.heads = HeadBudget(self.settings.limit_head_buffer)
         self.pool = GreenPool(self.settings.worker_connections + 1)
-        # Green threads waiting for bytes on their connection, and until when: woken by the sweep
-        # (expire_loop) when that passes, and at shutdown.
-        self.waiting: dict[Connection, tuple[Any, float]] = {}
+        # A sibling accepts in a green thread of its own, whatever its requests do.
+        self.accept_share = AcceptShare(self.heartbeat, self.slot, None)
+        self.resume = Semaphore(0)   # released for an accept loop pausing when a connection ends
+        # Each connection served: its green thread, and until when it waits for bytes (0.0 while it
+        # does not): woken by the sweep (expire_loop) when that passes, and at shutdown. The time is
+        # stored in a list of its own, once per wait, not the entry made and removed per wait.
+        self.waiting: dict[Connection, tuple[Any, list[float]]] = {}
         listeners = [self.greened(sock) for sock in self.listeners]
         # Everything that brings in new connections: stopped together the moment the worker stops.
         self.acceptors = [eventlet.spawn(self.accept_loop, sock) for sock in listeners]
@@ -148,10 +153,10 @@ class EventletWorker(Worker):
         while True:
             eventlet.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
-            for conn in [c for c, (_, until) in waiting.items() if until <= now]:
+            for conn in [c for c, (_, until) in waiting.items() if 0.0 < until[0] <= now]:
                 # Each wake runs other green threads: this one may have woken and waits anew.
                 entry = waiting.get(conn)
-                if entry is not None and entry[1] <= now:
+                if entry is not None and 0.0 < entry[1][0] <= now:
                     eventlet.kill(entry[0], _Expired)
 
     def stop_accepting(self) -> None:
@@ -160,7 +165,7 @@ class EventletWorker(Worker):
         # Open websockets may keep us for graceful_timeout: drop our copies of the listening
         # sockets now (see Worker.release_listeners), answering what was queued on them.
         for sock, peer in self.release_listeners():
-            self.pool.spawn_n(self.serve, self.greened(sock), peer, False)
+            self.spawn(self.serve, self.greened(sock), peer, False)
 
     def greened(self, sock: socket.socket) -> greenio.GreenSocket:
         # A listener's DirectSocket accepts DirectSockets (the plain socket underneath is shared).
@@ -169,19 +174,52 @@ class EventletWorker(Worker):
         green.settimeout(None)
         return green
 
-    def accept_loop(self, listener: greenio.GreenSocket) -> None:
+    def accept_loop(self, listener: kept_hub.DirectSocket) -> None:
+        capacity = self.capacity
         while self.alive:
-            self.capacity.acquire()
+            capacity.acquire()   # held while waiting: room for the connection to come
             try:
-                sock, peer = listener.accept()
+                taken = self.accept_next(listener)
             except OSError as exc:
-                self.capacity.release()
-                if not isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
+                capacity.release()
+                if not isinstance(exc, (InterruptedError, ConnectionAbortedError)):
                     # Out of descriptors, the listener stays readable: retrying at once would spin.
                     eventlet.sleep(ACCEPT_PAUSE if self.accept_failed(exc) else 0.1)
                 continue
             self.accepted()
-            self.pool.spawn_n(self.serve, sock, peer)
+            self.spawn(self.serve, *taken)
+
+    def accept_next(self, listener: kept_hub.DirectSocket) -> tuple[kept_hub.DirectSocket, Any]:
+        """The next connection queued that is this worker's to take: its share (workers/balance.py)
+        is looked at again for each."""
+        most = self.settings.worker_connections
+        while True:
+            if self.accept_share(self.held, most) > 0:
+                taken = listener.accept_ready()
+                if taken is not None:
+                    return taken
+            else:
+                # Siblings hold fewer and can take these: leave the backlog to them for a moment
+                # (less if a connection of ours ends meanwhile, as the sync worker does).
+                self.resume.acquire(timeout=BALANCE_PAUSE)
+            hubs.trampoline(listener.fileno(), read=True)   # until a connection is queued
+
+    def spawn(self, serve: Any, *args: Any) -> None:
+        """Serve a connection in a green thread of its own. It counts as held from now, in the
+        status map too: this worker's accept loop takes a whole backlog before any of their green
+        threads runs, and siblings balance their accepts against that count."""
+        self.held += 1
+        self.held_connections(self.held)
+        self.pool.spawn_n(self._serving, serve, args)
+
+    def _serving(self, serve: Any, args: tuple) -> None:
+        try:
+            serve(*args)
+        finally:
+            self.held -= 1
+            self.held_connections(self.held)
+            if self.resume.balance < 0:   # an accept loop pauses
+                self.resume.release()
 
     def handoff_loop(self) -> None:
         while self.alive:
@@ -195,7 +233,7 @@ class EventletWorker(Worker):
                 self.capacity.release()
                 raise
             if taken:
-                self.pool.spawn_n(self.keep_serving, taken[0])
+                self.spawn(self.keep_serving, taken[0])
             else:
                 self.capacity.release()
                 if self.spare_fd < 0:   # out of descriptors: wait for some to be freed
@@ -241,10 +279,9 @@ class EventletWorker(Worker):
         """Serve one connection until it closes, expires, or the worker stops; ``counted``: it
         holds a unit of capacity, released at its end."""
         served = False
-        self.held += 1
-        self.held_connections(self.held)
-        current = eventlet.getcurrent()
-        waiting, heads, ctx = self.waiting, self.heads, self.ctx
+        waits = [0.0]   # until when it waits (see self.waiting)
+        self.waiting[conn] = (eventlet.getcurrent(), waits)
+        heads, ctx = self.heads, self.ctx
         wait_readable = kept_hub.reader(hubs.get_hub(), conn.sock)
         try:
             while True:
@@ -266,7 +303,7 @@ class EventletWorker(Worker):
                     if until <= now:
                         conn.close()
                         return
-                waiting[conn] = (current, until)
+                waits[0] = until
                 try:
                     wait_readable()   # no timer: expire_loop wakes us
                 except (_Expired, _Stopping):
@@ -274,7 +311,7 @@ class EventletWorker(Worker):
                 except hubs.IOClosed:
                     pass   # refused by another green thread (head budget): process() sees it closed
                 finally:
-                    del waiting[conn]
+                    waits[0] = 0.0
                 keep = conn.process()
                 if heads.sizes or conn.head_size:   # else nothing changed: no head was, nor is, buffered
                     heads.update(conn)
@@ -295,11 +332,10 @@ class EventletWorker(Worker):
             log.exception("Error serving a connection")
             conn.close()
         finally:
+            del self.waiting[conn]
             self.heads.forget(conn)
             if counted:
                 self.capacity.release()
-            self.held -= 1
-            self.held_connections(self.held)
 
     def count_request(self) -> None:
         super().count_request()
@@ -322,14 +358,15 @@ class EventletWorker(Worker):
         """Let in-flight requests and open websockets finish (bounded by graceful_timeout); idle
         connections go to a sibling or are drained (see `keep_serving`). What is left at the end
         is stopped, its connection closed."""
-        for conn, (greenlet, _) in list(self.waiting.items()):
-            if conn.idle and self.waiting.get(conn, (None,))[0] is greenlet:
+        for conn, (greenlet, waits) in list(self.waiting.items()):
+            # Each kill runs other green threads: this one may have stopped waiting, or ended.
+            if waits[0] and conn.idle and conn in self.waiting:
                 eventlet.kill(greenlet, _Stopping)
         if not self.retiring:
             for conn in self.drain_handoff():
                 if poll_readable(conn.fileno(), 0):
                     # Its client sent a request already: answer it (capacity no longer matters).
-                    self.pool.spawn_n(self.keep_serving, conn, False)
+                    self.spawn(self.keep_serving, conn, False)
                 else:
                     conn.close()   # idle: nothing is lost
         grace = self.settings.graceful_timeout

@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any, Callable
 
 from eventlet.greenio import GreenSocket
-from eventlet.hubs import epolls, trampoline
+from eventlet.hubs import epolls, notify_opened, trampoline
 from greenlet import getcurrent
 
 from ..green import original
@@ -214,6 +214,17 @@ class DirectSocket(GreenSocket):
     answer cost one call each, not eventlet's two and three (and an exception object per send).
 
     Listening sockets of this class accept connections of this class."""
+
+    def accept_ready(self) -> tuple[DirectSocket, Any] | None:
+        """A connection the backlog holds, None if it holds none: never waits, so that the caller
+        decides again, once one is queued, whether to take it (see workers/balance.py)."""
+        try:
+            client, peer = self.fd.accept()
+        except BlockingIOError:
+            return None
+        notify_opened(client.fileno())   # as eventlet's accept: the hub forgets what it knew of the number
+        client.setblocking(False)
+        return type(self)(client), peer
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize:   # eventlet waits for readability before a recv of 0 bytes

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import logs, nonblocking
 from ..connection import Connection
+from .balance import BALANCE_PAUSE, BUSY_FOR, AcceptShare
 from .base import ACCEPT_PAUSE, Worker
 from .budget import HeadBudget
 from .poller import READ, WRITE, Poller
@@ -34,14 +35,6 @@ log = logging.getLogger(logs.ERROR_LOGGER)
 HANDOFF, WAKE = object(), object()
 # How often deadlines of idle connections are checked; a connection may outlive its deadline by this.
 SWEEP_INTERVAL = 0.25
-# Accepting, a worker leaves the backlog to its siblings while it holds ACCEPT_SLACK connections
-# more than the one holding fewest (see SyncWorker.accept_share). It reads their counts from the
-# status map at most every SIBLINGS_READ_EVERY, looks at the listener again BALANCE_PAUSE later,
-# and counts no sibling that has been inside one request for BUSY_FOR (it accepts nothing).
-ACCEPT_SLACK = 4
-SIBLINGS_READ_EVERY = 0.005
-BALANCE_PAUSE = 0.005
-BUSY_FOR = 0.02
 
 
 class Lender(threading.Thread):
@@ -137,7 +130,7 @@ class Handshake:
 
 
 class SyncWorker(Worker):
-    # A sibling inside one request this long accepts nothing meanwhile (see accept_share).
+    # A sibling inside one request this long accepts nothing meanwhile (see AcceptShare).
     sibling_busy_for: float | None = BUSY_FOR
 
     def make_context(self) -> Any:
@@ -164,8 +157,7 @@ class SyncWorker(Worker):
         self.sel.register(self.wake_r, READ, WAKE)
         self.accepting = self.taking = False
         self.accept_resume = 0.0
-        self.siblings_read_at = 0.0   # see accept_share
-        self.siblings_fewest: int | None = None
+        self.accept_share = AcceptShare(self.heartbeat, self.slot, self.sibling_busy_for)
         self.listening = [Listening.of(sock) for sock in self.listeners]
         self.start_accepting()
         self.lender = self.make_lender()
@@ -265,8 +257,8 @@ class SyncWorker(Worker):
 
     def accept(self, listening: Listening) -> None:
         """Take what the backlog holds, not one per loop turn: up to worker_connections, and up to
-        this worker's share while siblings can take the rest (accept_share)."""
-        share = self.accept_share()
+        this worker's share while siblings can take the rest (workers/balance.py)."""
+        share = self.accept_share(self.held(), self.settings.worker_connections)
         if share <= 0:
             # Siblings hold fewer and can take these: leave the backlog to them for a moment.
             self.stop_accepting()
@@ -287,25 +279,6 @@ class SyncWorker(Worker):
             self.add(socket.socket(family, kind, proto, fd), peer, listening.local)
             if not self.accepting:
                 return   # worker_connections reached
-
-    def accept_share(self) -> int:
-        """How many connections to take before leaving the rest of the backlog to a sibling.
-
-        Every worker is woken by a new connection, and the first to run used to take all that was
-        queued: wrk's 50 connections split 45/5 or 50/0 as often as 25/25, and the worker holding
-        more answered each of them later (200 clients on thread pools: p99 1.9 s at 140/60, 1.4 s
-        at 100/100). So a worker takes connections while it holds fewer than ACCEPT_SLACK more
-        than the sibling holding fewest, counting only siblings able to take them; with none, as
-        many as it may."""
-        now = time.monotonic()
-        if now >= self.siblings_read_at + SIBLINGS_READ_EVERY:
-            self.siblings_read_at = now
-            busy = self.sibling_busy_for
-            self.siblings_fewest = self.heartbeat.fewest_connections(
-                self.slot, None if busy is None else now - busy)
-        if self.siblings_fewest is None:
-            return self.settings.worker_connections
-        return self.siblings_fewest + ACCEPT_SLACK - self.held()
 
     def take_lent(self) -> None:
         """Connections siblings passed us, never more than worker_connections allows.

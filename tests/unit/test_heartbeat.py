@@ -182,3 +182,22 @@ def test_fewest_connections_counts_only_siblings_able_to_take_more():
         assert hb.fewest_connections(0, None) is None
     finally:
         hb.close()
+
+
+def test_fewest_connections_leaves_out_a_silent_sibling():
+    """One that has not beaten for a while cannot be accepting (an eventlet worker whose app
+    blocks its hub): leaving the backlog to it would leave it to nobody."""
+    hb = Heartbeat(slots=4)
+    try:
+        hb.master_beat(1, 2, 0)
+        now = time.monotonic()
+        for slot, held in ((0, 9), (1, 3)):
+            hb.reset(slot)
+            hb.assign(slot, 100 + slot, 1)
+            hb.writer(slot).connections(held)
+        assert hb.fewest_connections(0, None, now - 0.5) == 3
+        hb.beat(1, now - 1.0)
+        assert hb.fewest_connections(0, None, now - 0.5) is None
+        assert hb.fewest_connections(0, None) == 3   # silence counts only when asked
+    finally:
+        hb.close()
