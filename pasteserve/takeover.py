@@ -55,30 +55,12 @@ def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
 
 def prepare(base: dict[str, Any], sock: socket.socket, no_body: Any) -> None:
     """Once per connection, in the base every environ of its requests is copied from: the socket
-    where Gunicorn apps look for it and the ``eventlet.input`` of requests without a body (whose
-    ``wsgi.input`` is ``no_body``, shared by them all), the same for all of them; and room for
-    what a request adds.
-
-    CPython grows a dict by copying it into a table twice as large, and a copy of a dict keeps
-    its table. The usual base fills its table to where hello's environ, with this worker's keys,
-    had to grow once in every request; grown here, its copies never need to. Keys are added until
-    the table grows and removed again (the deleted entries must stay under a third of the table's
-    entries, else a copy is compacted into a small table again: a few do)."""
+    where Gunicorn apps look for it, and the ``eventlet.input`` of requests without a body (whose
+    ``wsgi.input`` is ``no_body``, shared by them all), the same for all of them. Per request,
+    only :func:`offer` is left (hello's environ used to outgrow its table with these two keys,
+    in every request)."""
     base["gunicorn.socket"] = sock
     base["eventlet.input"] = EventletInput(no_body, sock)
-    size = sys.getsizeof(base)
-    added = []
-    for key in _ROOM:
-        base[key] = None
-        added.append(key)
-        if sys.getsizeof(base) != size:
-            break
-    for key in added:
-        del base[key]
-
-
-# Keys that make a base's table grow (see prepare): more than the slack of any table it may have.
-_ROOM = tuple(f"pasteserve.room{i}" for i in range(16))
 
 
 def offer(environ: dict[str, Any], sock: socket.socket) -> None:

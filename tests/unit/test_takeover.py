@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import io
 import socket
-import sys
 
 import pytest
 
 from pasteserve import takeover
-from pasteserve.connection import Connection, ServerContext
-from pasteserve.http.parser import Limits
 
 wsgi = pytest.importorskip("eventlet.wsgi")
 
@@ -41,32 +38,6 @@ def test_offer_puts_the_socket_where_eventlet_and_gunicorn_apps_look():
             assert environ["eventlet.input"].get_socket() is a
             assert environ["eventlet.input"].read() == (body or b"")   # the request's own body
         assert environ["eventlet.input"] is base["eventlet.input"]   # made once for those without
-
-
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="how CPython sizes a dict's table")
-@pytest.mark.parametrize("head", [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-                                  b"GET /x?y HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nUser-Agent: t\r\n"
-                                  b"Accept-Language: en\r\nAccept-Encoding: gzip\r\nCookie: a=b\r\n\r\n"])
-def test_a_request_environ_is_copied_with_room_for_its_keys(head):
-    """The environ of every request is a copy of its connection's base: prepared, the copy has
-    room for the request's keys and offer's, instead of growing (a new table) in every request."""
-    seen = []
-
-    def app(environ, start_response):
-        seen.append(sys.getsizeof(environ))
-        start_response("200 OK", [("Content-Length", "0")])
-        return []
-
-    ctx = ServerContext(app=app, limits=Limits(), takeover=True)
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        conn = Connection(a, ("127.0.0.1", 40000), ctx)
-        copied = sys.getsizeof(conn._environ.base)
-        b.sendall(head)
-        conn.process()
-        assert b.recv(4096).startswith(b"HTTP/1.1 200 ")
-    assert seen == [copied]
 
 
 def test_already_handled_flag_of_eventlet_wsgi():
