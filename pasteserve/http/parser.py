@@ -476,22 +476,26 @@ class RequestParser:
 
     def whole_head(self, data: bytes) -> Request | None:
         """``feed(data)`` then ``next_event()`` in one call, for the usual case: the parser waits
-        for a request with nothing buffered, and ``data`` is one whole head, nothing more. None
-        when that is not so, and nothing was fed: the caller feeds ``data`` as usual. Raises
-        ProtocolError as next_event() does. (A keep-alive request then skips the buffer and the
-        incremental search.)"""
+        for a request with nothing buffered, and ``data`` begins with a whole head (its body or
+        a pipelined request may follow, and is buffered). None when that is not so, and nothing
+        was fed: the caller feeds ``data`` as usual. Raises ProtocolError as next_event() does.
+        (The head then skips the buffer and the incremental search.)"""
         if self._state is not _IDLE or self._buf or self._eof:
             return None
-        size = len(data)
         end = data.find(b"\r\n\r\n")
-        if end < 0 or end + 4 != size or size > self._head_max or data[0] in b"\r\n":
-            return None   # partial, pipelined, too large, or after an empty line: next_event() says
+        size = end + 4
+        if end < 0 or size > self._head_max or data[0] in b"\r\n":
+            return None   # partial, too large, or after an empty line: next_event() says
+        whole = size == len(data)
         try:
-            return self._parse_head(_split_lines(data, "request head"), size - 2)
+            req = self._parse_head(_split_lines(data if whole else data[:size], "request head"), size - 2)
         except ProtocolError as exc:
             self._error = exc
             self._state = _DEAD
             raise
+        if not whole:
+            self._buf += memoryview(data)[size:]
+        return req
 
     def skip_end(self) -> bool:
         """Drop the ``EndOfMessage`` next in line, for a caller that knows the body is all read;

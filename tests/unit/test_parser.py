@@ -876,8 +876,16 @@ def test_whole_head_reads_one_whole_head_and_nothing_else() -> None:
     assert parser.whole_head(head) == req(target="/a", headers=[("HOST", "x")])
     assert parser.next_event() == END
     assert parser.next_event() is NEED_DATA
+    # What follows the head is buffered: a pipelined request, or a body.
+    pipelined = RequestParser()
+    assert pipelined.whole_head(head + head) == req(target="/a", headers=[("HOST", "x")])
+    assert pipelined.buffered_size == len(head)
+    assert [pipelined.next_event() for _ in range(3)] == [END, req(target="/a", headers=[("HOST", "x")]), END]
+    post = RequestParser()
+    assert post.whole_head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").content_length == 3
+    assert post.next_event() == Data(b"abc")
     # Not the usual case: nothing is fed, and feed() + next_event() read it as always.
-    for data in (head[:-1], head + head, b"\r\n" + head, b"", b"\r\n\r", b"GET / HTTP/1.1\r\n\r\nx"):
+    for data in (head[:-1], b"\r\n" + head, b"", b"\r\n\r", b"GET / HTTP/1.1\r\n"):
         assert RequestParser().whole_head(data) is None, data
     busy = RequestParser()
     busy.feed(b"GET")
