@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
-import shutil
 import signal
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from websocket import create_connection   # websocket-client, as users test with
 
 from tests.conftest import ini_text
 from tests.frameworks.wsclient import CLOSE, AsyncWebSocket, WebSocket
+from tests.proxies import certificate
 from tests.server import Client
 
 APP = "use = call:tests.frameworks.ws_apps:app_factory"
@@ -31,17 +30,6 @@ OPTIONS = "bind = 127.0.0.1:0\nworker_class = eventlet\nworkers = 1\nkeepalive =
 def assert_clean(log: str) -> None:
     assert "Traceback" not in log, log
     assert "[ERROR]" not in log, log
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed key and certificate for 127.0.0.1 (skips the test without openssl)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    key, crt = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
-    return key, crt
 
 
 def start_echo(start_server, entry: str, options: str = OPTIONS):
@@ -83,7 +71,7 @@ def test_websocket_closed_by_another_green_thread_ends_while_its_reader_waits(st
     options = OPTIONS + "\ngraceful_timeout = 20"
     context = None
     if tls:
-        key, crt = make_certificate(tmp_path)
+        crt, key = certificate(tmp_path)
         options += f"\ncertfile = {crt}\nkeyfile = {key}"
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
@@ -201,7 +189,7 @@ def test_1000_websockets_on_one_worker(start_server):
 
 def test_wss_through_the_servers_tls(start_server, tmp_path):
     """wss://: the app gets the TLS socket, and an idle websocket outlives keepalive and timeout."""
-    key, crt = make_certificate(tmp_path)
+    crt, key = certificate(tmp_path)
     server = start_echo(start_server, "pasteserve_paster", f"{OPTIONS}\ncertfile = {crt}\nkeyfile = {key}")
     server.wait_workers(1)
     ws = create_connection(f"wss://127.0.0.1:{server.port}/ws", timeout=10, sslopt={"cert_reqs": ssl.CERT_NONE})

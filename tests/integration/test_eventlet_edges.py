@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.conftest import ini_text
+from tests.proxies import certificate
 from tests.server import Client, connect, traced
 
 APP = "use = call:tests.integration.edges_app:app_factory"
@@ -53,17 +54,6 @@ def test_trickling_body_gets_408_after_timeout_in_all(start_server):
         assert client.get("/")[0] == 200
 
 
-@pytest.fixture
-def cert(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
-    return crt, key
-
-
 def client_hello() -> bytes:
     """The bytes a real TLS client opens with."""
     ctx = ssl.create_default_context()
@@ -76,8 +66,8 @@ def client_hello() -> bytes:
     return outgoing.read()
 
 
-def test_trickling_tls_handshake_is_dropped_after_header_timeout_in_all(start_server, cert):
-    crt, key = cert
+def test_trickling_tls_handshake_is_dropped_after_header_timeout_in_all(start_server, tmp_path):
+    crt, key = certificate(tmp_path)
     server = start_server("pasteserve_paster", ini=ini(f"certfile = {crt}\nkeyfile = {key}\nheader_timeout = 1.5"))
     server.wait_workers(1)
     hello = client_hello()
