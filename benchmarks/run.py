@@ -1,7 +1,8 @@
 """Benchmark pasteserve side by side with Gunicorn and waitress, using wrk.
 
-    .venv/bin/python benchmarks/run.py [--duration 8] [--connections 50] [--threads 2]
-                                       [--scenarios hello post ...] [--servers waitress ...]
+    .venv/bin/python benchmarks/run.py [--duration 8] [--rounds 3] [--connections 50]
+                                       [--threads 2] [--scenarios hello post ...]
+                                       [--servers waitress ...]
 
 Prints a Markdown table and writes it to benchmarks/results/latest.md.
 See benchmarks/README.md for what each scenario measures.
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=_at_least(1), default=2,
                         help="worker processes per server; waitress has none "
                              "(default: %(default)s)")
+    parser.add_argument("--rounds", type=_at_least(1), default=3,
+                        help="times each server runs each scenario, the servers taking turns; "
+                             "every figure is the median of its rounds (default: %(default)s)")
     parser.add_argument("--timeout", type=_at_least(1), default=2,
                         help="wrk request timeout: slower responses count as timeout errors "
                              "and drop out of the latency figures (default: %(default)s)")
@@ -95,40 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         except servers.NotRunnable as exc:
             _skip(skipped, name, str(exc))
 
-    runs = sum(
+    runs = args.rounds * sum(
         1 for s in scenarios for name in s.servers if name in args.servers and name not in skipped
     )
     estimate = runs * (args.duration + args.warmup + OVERHEAD_SECONDS)
     print(f"{runs} runs, about {estimate // 60} min {estimate % 60} s", flush=True)
-
-    rows: list[report.Row] = []
-    bursts: list[report.BurstRow] = []
-    with tempfile.TemporaryDirectory(prefix="pasteserve-bench-") as scratch:
-        for scenario in scenarios:
-            script = _script_for(scenario, Path(scratch))
-            for name in scenario.servers:
-                if name not in args.servers or name in skipped:
-                    continue
-                server = servers.SERVERS[name]
-                print(f"{scenario.name} / {name} ...", end=" ", flush=True)
-                if scenario.kind == "burst":
-                    bursts.append(_burst(scenario, server, args, server_prefix))
-                    continue
-                try:
-                    result, rss = _measure(scenario, server, script, args, server_prefix,
-                                           wrk_prefix)
-                except servers.NotRunnable as exc:
-                    print("not runnable")
-                    _skip(skipped, name, str(exc))
-                    continue
-                except (servers.ProbeFailed, wrk.WrkError) as exc:
-                    print(f"failed: {exc}")
-                    rows.append(report.Row(scenario.name, name, server.shape(args.workers),
-                                           None, f"failed: {_one_line(str(exc))}"))
-                    continue
-                print(f"{result.requests_per_sec:,.0f} req/s")
-                rows.append(report.Row(scenario.name, name, server.shape(args.workers), result,
-                                       rss_mib=rss))
+    rows, bursts = _rounds(scenarios, skipped, args, server_prefix, wrk_prefix)
     counts = _syscalls(args, skipped) if args.syscalls else {}
 
     document = _document(rows, bursts, counts, scenarios, skipped, args)
@@ -137,21 +114,100 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(document)
     print(f"written to {args.output}")
-    results = [row.result for row in rows] + [row.result for row in bursts]
-    return 0 if any(result is not None for result in results) else 1
+    measured = any(row.result is not None for row in rows) or any(row.results for row in bursts)
+    return 0 if measured else 1
+
+
+def _rounds(
+    scenarios: list[Scenario],
+    skipped: dict[str, str],
+    args: argparse.Namespace,
+    server_prefix: tuple[str, ...],
+    wrk_prefix: tuple[str, ...],
+) -> tuple[list[report.Row], list[report.BurstRow]]:
+    """Every scenario on every server, ``args.rounds`` times; each row the median of its rounds.
+
+    The servers take turns within each round, so that a slow spell of the machine (other
+    processes, frequency scaling) falls on all of them rather than on one server's runs.
+    """
+    measured: dict[tuple[str, str], list[wrk.WrkResult]] = defaultdict(list)
+    memory: dict[tuple[str, str], list[float]] = defaultdict(list)
+    burst_results: dict[str, list[burst.BurstResult]] = defaultdict(list)
+    failures: dict[tuple[str, str], list[str]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="pasteserve-bench-") as scratch:
+        scripts = {s.name: _script_for(s, Path(scratch)) for s in scenarios}
+        for turn in range(args.rounds):
+            for scenario in scenarios:
+                names = [n for n in scenario.servers if n in args.servers and n not in skipped]
+                # A different order each round: no server always follows the same one.
+                shift = turn % len(names) if names else 0
+                for name in names[shift:] + names[:shift]:
+                    if name in skipped:
+                        continue
+                    key = (scenario.name, name)
+                    server = servers.SERVERS[name]
+                    counter = f" (round {turn + 1}/{args.rounds})" if args.rounds > 1 else ""
+                    print(f"{scenario.name} / {name}{counter} ...", end=" ", flush=True)
+                    if scenario.kind == "burst":
+                        try:
+                            found = _burst(scenario, server, args, server_prefix)
+                        except (servers.NotRunnable, servers.ProbeFailed) as exc:
+                            print(f"failed: {exc}")
+                            failures[key].append(_one_line(str(exc)))
+                            continue
+                        print(f"slowest first answer {report.format_ms(found.slowest_ms)}")
+                        burst_results[name].append(found)
+                        continue
+                    try:
+                        result, rss = _measure(scenario, server, scripts[scenario.name], args,
+                                               server_prefix, wrk_prefix)
+                    except servers.NotRunnable as exc:
+                        print("not runnable")
+                        _skip(skipped, name, str(exc))
+                        continue
+                    except (servers.ProbeFailed, wrk.WrkError) as exc:
+                        print(f"failed: {exc}")
+                        failures[key].append(_one_line(str(exc)))
+                        continue
+                    print(f"{result.requests_per_sec:,.0f} req/s")
+                    measured[key].append(result)
+                    if rss is not None:
+                        memory[key].append(rss)
+
+    rows: list[report.Row] = []
+    bursts: list[report.BurstRow] = []
+    for scenario in scenarios:
+        for name in scenario.servers:
+            key = (scenario.name, name)
+            if name not in args.servers or (name in skipped and key not in measured):
+                continue
+            shape = servers.SERVERS[name].shape(args.workers)
+            failure = _failure(failures[key], args.rounds)
+            if scenario.kind == "burst":
+                bursts.append(report.BurstRow(name, shape, tuple(burst_results[name]), failure))
+                continue
+            results = measured[key]
+            rows.append(report.Row(
+                scenario.name, name, shape, wrk.median(results) if results else None, failure,
+                rss_mib=max(memory[key], default=None),
+                rates=tuple(r.requests_per_sec for r in results) if args.rounds > 1 else (),
+            ))
+    return rows, bursts
+
+
+def _failure(reasons: list[str], rounds: int) -> str:
+    """How many rounds failed and the first reason; empty when none did."""
+    if not reasons:
+        return ""
+    if rounds == 1:
+        return f"failed: {reasons[0]}"
+    return f"failed in {len(reasons)} of {rounds} rounds: {reasons[0]}"
 
 
 def _burst(scenario: Scenario, server: servers.Server, args: argparse.Namespace,
-           server_prefix: tuple[str, ...]) -> report.BurstRow:
-    shape = server.shape(args.workers)
-    try:
-        with servers.running(server, scenario.app_spec, args.workers, server_prefix) as live:
-            result = burst.measure(live.port, scenario.connections or args.connections)
-    except (servers.NotRunnable, servers.ProbeFailed) as exc:
-        print(f"failed: {exc}")
-        return report.BurstRow(server.name, shape, None, f"failed: {_one_line(str(exc))}")
-    print(f"slowest first answer {report.format_ms(result.slowest_ms)}")
-    return report.BurstRow(server.name, shape, result)
+           server_prefix: tuple[str, ...]) -> burst.BurstResult:
+    with servers.running(server, scenario.app_spec, args.workers, server_prefix) as live:
+        return burst.measure(live.port, scenario.connections or args.connections)
 
 
 def _syscalls(args: argparse.Namespace, skipped: dict[str, str]) -> dict[str, float | str]:
@@ -270,8 +326,10 @@ def _document(
             "bare-loop is benchmarks/bare.py, a selector loop with no checks at all (the ceiling "
             "for a pure-Python server); \"of ceiling\" is each server's fraction of its rate."
         )
-    notes.append("worker RSS: the largest worker's resident memory right after the run "
-                 "(waitress: its only process).")
+    if args.rounds > 1:
+        notes.append("rounds' range: the lowest and the highest req/s of the rounds.")
+    notes.append("worker RSS: the largest worker's resident memory right after a run, the "
+                 "largest of the rounds (waitress: its only process).")
     notes += [f"{name}: not runnable ({reason})" for name, reason in skipped.items()]
     extra = []
     if bursts:
@@ -288,13 +346,21 @@ def _document(
         "",
         f"{when}; {_environment()}.",
         f"wrk `-t {args.threads}`, {args.duration} s measured after a {args.warmup} s warm-up, "
-        f"{connections}, `--timeout {args.timeout}s`; {args.workers} workers per server.",
+        f"{connections}, `--timeout {args.timeout}s`; {args.workers} workers per server; "
+        + _rounds_phrase(args.rounds) + ".",
         "",
         report.table(rows, baselines),
         *(f"- {note}" for note in notes),
         *extra,
         "",
     ])
+
+
+def _rounds_phrase(rounds: int) -> str:
+    if rounds == 1:
+        return "1 round"
+    return (f"{rounds} rounds, the servers taking turns: every figure is the median of its "
+            "rounds, errors are counted over all of them, ratios are ratios of medians")
 
 
 def _environment() -> str:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import sys
 import urllib.request
+from dataclasses import replace
 from wsgiref.validate import validator
 
 import pytest
@@ -137,14 +138,15 @@ def test_table_ratios_against_each_scenarios_baseline():
     ]
     baselines = {"hello": "gunicorn-sync", "sleep": "gunicorn-gthread"}
     lines = report.table(rows, baselines).splitlines()
-    assert lines[0].startswith("| scenario | server | req/s | p50 | p99 | errors |")
+    assert lines[0].startswith("| scenario | server | req/s | rounds' range | p50 | p99 | errors |")
     assert lines[2] == (
-        "| hello | gunicorn-sync (2 proc) | 2,000 | 500 µs | 250 ms | read 2 | – "
+        "| hello | gunicorn-sync (2 proc) | 2,000 | – | 500 µs | 250 ms | read 2 | – "
         "| 1.00 (baseline) | – |"
     )
     assert lines[3].endswith("| 0.50 | – |")
     assert lines[4] == (
-        "| hello | pasteserve-sync (2 proc) | – | – | – | failed: wrk exited with 1 | – | – | – |"
+        "| hello | pasteserve-sync (2 proc) | – | – | – | – | failed: wrk exited with 1 "
+        "| – | – | – |"
     )
     assert lines[5].endswith("| 1.00 (baseline) | – |")
     assert lines[6].endswith("| 0.50 | – |")
@@ -163,6 +165,37 @@ def test_table_shows_the_fraction_of_the_ceiling_and_worker_memory():
     lines = report.table(rows, {"hello": "gunicorn-sync"}).splitlines()
     assert lines[2].endswith("| 11.5 MiB | – | – |")   # the ceiling is not a fraction of itself
     assert lines[3].endswith("| 20.2 MiB | – | 0.75 |")
+
+
+def test_median_of_rounds_takes_middle_figures_and_counts_every_error():
+    slow = replace(_result(1000.0), p50_ms=0.9, p99_ms=300.0, timeouts=1)
+    fast = replace(_result(3000.0), p50_ms=0.3, p99_ms=None)
+    middle = wrk.median([fast, _result(2000.0), slow])
+    assert middle.requests_per_sec == 2000.0
+    assert middle.p50_ms == 0.5
+    assert middle.p99_ms == 275.0   # the round without a p99 leaves it to the others
+    assert middle.requests == 48000
+    assert (middle.read_errors, middle.timeouts) == (6, 1)
+    with pytest.raises(ValueError):
+        wrk.median([])
+
+
+def test_table_shows_the_rounds_range_and_a_round_that_failed():
+    rows = [report.Row("hello", "waitress", "1 proc × 4 thr", _result(1000.0),
+                       "failed in 1 of 3 rounds: wrk exited with 1", rates=(1200.0, 950.4))]
+    line = report.table(rows, {"hello": "gunicorn-sync"}).splitlines()[2]
+    assert line.startswith("| hello | waitress (1 proc × 4 thr) | 1,000 | 950–1,200 | 500 µs |")
+    assert "| read 2; failed in 1 of 3 rounds: wrk exited with 1 |" in line
+
+
+def test_burst_table_takes_the_median_of_the_rounds():
+    rounds = (burst.BurstResult(3, (1.0, 2.0, 9.0), 0), burst.BurstResult(3, (1.0, 4.0), 1),
+              burst.BurstResult(3, (3.0, 5.0, 7.0), 0))
+    rows = [report.BurstRow("pasteserve-sync", "2 proc", rounds),
+            report.BurstRow("waitress", "1 proc × 4 thr", (), "failed: no such app")]
+    lines = report.burst_table(rows).splitlines()
+    assert lines[2] == "| pasteserve-sync (2 proc) | 3 | 2.50 ms | 7.00 ms | 1 |"
+    assert lines[3] == "| waitress (1 proc × 4 thr) | – | – | – | failed: no such app |"
 
 
 def test_strace_summary_total_is_read_with_or_without_an_errors_column():
@@ -291,12 +324,15 @@ def test_full_run_writes_a_table(tmp_path, capsys):
     output = tmp_path / "latest.md"
     code = run.main([
         "--duration", "1", "--warmup", "0", "--connections", "4", "--threads", "1",
-        "--scenarios", "post", "--servers", "waitress", "--output", str(output),
+        "--rounds", "2", "--scenarios", "post", "--servers", "waitress", "--output", str(output),
     ])
     assert code == 0
     table = output.read_text()
-    assert "| post | waitress (1 proc × 4 thr) |" in table
-    assert table in capsys.readouterr().out
+    assert "2 rounds, the servers taking turns" in table
+    assert re.search(r"\| post \| waitress \(1 proc × 4 thr\) \| [\d,]+ \| [\d,]+–[\d,]+ \|", table)
+    printed = capsys.readouterr().out
+    assert "post / waitress (round 2/2) ..." in printed
+    assert table in printed
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk missing: run benchmarks/setup.sh")
@@ -308,7 +344,7 @@ def test_smoke_run_of_pasteserve_beside_a_peer_and_the_ceiling(tmp_path):
     output = tmp_path / "latest.md"
     code = run.main([
         "--duration", "1", "--warmup", "0", "--connections", "8", "--threads", "1",
-        "--scenarios", "hello", "burst", "--servers", "pasteserve-sync", "gunicorn-sync",
+        "--rounds", "1", "--scenarios", "hello", "burst", "--servers", "pasteserve-sync", "gunicorn-sync",
         "bare-loop", "--output", str(output),
     ])
     assert code == 0

@@ -1,7 +1,9 @@
 """Drive the ``wrk`` load generator and read its report."""
 
 import re
+import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,29 @@ class WrkResult:
             "timeout": self.timeouts,
         }
         return {kind: n for kind, n in counts.items() if n}
+
+
+def median(results: Sequence[WrkResult]) -> WrkResult:
+    """Several rounds of one run as one result: the median rate, p50 and p99; every request and
+    every error of every round counted."""
+    if not results:
+        raise ValueError("no results to take the median of")
+
+    def middle(values: list[float | None]) -> float | None:
+        known = [value for value in values if value is not None]
+        return statistics.median(known) if known else None
+
+    return WrkResult(
+        requests=sum(r.requests for r in results),
+        requests_per_sec=statistics.median(r.requests_per_sec for r in results),
+        p50_ms=middle([r.p50_ms for r in results]),
+        p99_ms=middle([r.p99_ms for r in results]),
+        bad_status=sum(r.bad_status for r in results),
+        connect_errors=sum(r.connect_errors for r in results),
+        read_errors=sum(r.read_errors for r in results),
+        write_errors=sum(r.write_errors for r in results),
+        timeouts=sum(r.timeouts for r in results),
+    )
 
 
 def post_script(body_size: int) -> str:
