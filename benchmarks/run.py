@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,10 +130,7 @@ def _rounds(
     The servers take turns within each round, so that a slow spell of the machine (other
     processes, frequency scaling) falls on all of them rather than on one server's runs.
     """
-    measured: dict[tuple[str, str], list[wrk.WrkResult]] = defaultdict(list)
-    memory: dict[tuple[str, str], list[float]] = defaultdict(list)
-    burst_results: dict[str, list[burst.BurstResult]] = defaultdict(list)
-    failures: dict[tuple[str, str], list[str]] = defaultdict(list)
+    found = _Rounds()
     with tempfile.TemporaryDirectory(prefix="pasteserve-bench-") as scratch:
         scripts = {s.name: _script_for(s, Path(scratch)) for s in scenarios}
         for turn in range(args.rounds):
@@ -150,13 +147,13 @@ def _rounds(
                     print(f"{scenario.name} / {name}{counter} ...", end=" ", flush=True)
                     if scenario.kind == "burst":
                         try:
-                            found = _burst(scenario, server, args, server_prefix)
+                            arrivals = _burst(scenario, server, args, server_prefix)
                         except (servers.NotRunnable, servers.ProbeFailed) as exc:
                             print(f"failed: {exc}")
-                            failures[key].append(_one_line(str(exc)))
+                            found.failures[key].append(_one_line(str(exc)))
                             continue
-                        print(f"slowest first answer {report.format_ms(found.slowest_ms)}")
-                        burst_results[name].append(found)
+                        print(f"slowest first answer {report.format_ms(arrivals.slowest_ms)}")
+                        found.bursts[name].append(arrivals)
                         continue
                     try:
                         result, rss = _measure(scenario, server, scripts[scenario.name], args,
@@ -167,29 +164,48 @@ def _rounds(
                         continue
                     except (servers.ProbeFailed, wrk.WrkError) as exc:
                         print(f"failed: {exc}")
-                        failures[key].append(_one_line(str(exc)))
+                        found.failures[key].append(_one_line(str(exc)))
                         continue
                     print(f"{result.requests_per_sec:,.0f} req/s")
-                    measured[key].append(result)
+                    found.measured[key].append(result)
                     if rss is not None:
-                        memory[key].append(rss)
+                        found.memory[key].append(rss)
+    return _rows(scenarios, skipped, args, found)
 
+
+@dataclass
+class _Rounds:
+    """What every round found, by (scenario, server); bursts by server."""
+
+    measured: defaultdict[tuple[str, str], list[wrk.WrkResult]] = field(
+        default_factory=lambda: defaultdict(list))
+    memory: defaultdict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list))
+    bursts: defaultdict[str, list[burst.BurstResult]] = field(
+        default_factory=lambda: defaultdict(list))
+    failures: defaultdict[tuple[str, str], list[str]] = field(
+        default_factory=lambda: defaultdict(list))
+
+
+def _rows(scenarios: list[Scenario], skipped: dict[str, str], args: argparse.Namespace,
+          found: _Rounds) -> tuple[list[report.Row], list[report.BurstRow]]:
+    """The table's rows, in the scenarios' order of servers, each the median of its rounds."""
     rows: list[report.Row] = []
     bursts: list[report.BurstRow] = []
     for scenario in scenarios:
         for name in scenario.servers:
             key = (scenario.name, name)
-            if name not in args.servers or (name in skipped and key not in measured):
+            if name not in args.servers or (name in skipped and key not in found.measured):
                 continue
             shape = servers.SERVERS[name].shape(args.workers)
-            failure = _failure(failures[key], args.rounds)
+            failure = _failure(found.failures[key], args.rounds)
             if scenario.kind == "burst":
-                bursts.append(report.BurstRow(name, shape, tuple(burst_results[name]), failure))
+                bursts.append(report.BurstRow(name, shape, tuple(found.bursts[name]), failure))
                 continue
-            results = measured[key]
+            results = found.measured[key]
             rows.append(report.Row(
                 scenario.name, name, shape, wrk.median(results) if results else None, failure,
-                rss_mib=max(memory[key], default=None),
+                rss_mib=max(found.memory[key], default=None),
                 rates=tuple(r.requests_per_sec for r in results) if args.rounds > 1 else (),
             ))
     return rows, bursts
