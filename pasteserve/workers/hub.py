@@ -162,8 +162,17 @@ class Hub(epolls.Hub):
             self._watch(fileno, mask, old)
 
 
+# eventlet.websocket's close() shuts the socket down, then closes it, and logs any error of the
+# shutdown but ENOTCONN to wsgi.errors. python-engineio calls it twice when a Socket.IO session
+# ends, and a closed websocket's reader, woken, calls it again: the second shutdown found the
+# socket closed, and "socket shutdown error: [Errno 9] Bad file descriptor" was logged at ERROR
+# for every disconnect. A closed socket has nothing left to shut down, as it has nothing left to
+# close: for the connections of the eventlet worker, shutdown() after close() does nothing.
+
+
 class Kept:
-    """A socket kept registered between waits (see :func:`keep`)."""
+    """A socket kept registered between waits (see :func:`keep`), and its ``close`` and
+    ``shutdown`` as the app sees them."""
 
     __slots__ = ("_hub", "_fileno", "_raw", "_close")
 
@@ -174,10 +183,15 @@ class Kept:
         self._close = sock.close
         hub.kept.add(self._fileno)
         sock.close = self.close
+        sock.shutdown = self.shutdown
 
     def close(self) -> None:
         self.release()
         self._close()
+
+    def shutdown(self, how: int) -> None:
+        if self._raw.fileno() >= 0:   # see above: closed already, nothing to shut down
+            self._raw.shutdown(how)
 
     def release(self) -> None:
         """Stop keeping the socket while it is still open (once only: the number may be reused)."""
@@ -188,7 +202,7 @@ class Kept:
 
 class _WakeOnClose:
     """A socket that is not kept (TLS) whose ``close`` still wakes the green threads waiting on
-    it (see :meth:`Hub.release`)."""
+    it (see :meth:`Hub.release`), and whose ``shutdown`` after it does nothing (see Kept)."""
 
     __slots__ = ("_hub", "_fileno", "_sock")
 
@@ -197,6 +211,7 @@ class _WakeOnClose:
         self._fileno = sock.fileno()
         self._sock = weakref.ref(sock)   # its close refers to us: no reference cycle
         sock.close = self.close
+        sock.shutdown = self.shutdown
 
     def close(self) -> None:
         sock = self._sock()
@@ -206,6 +221,11 @@ class _WakeOnClose:
         if fileno >= 0 and sock.fileno() == fileno:   # once only, while open: the number may be reused
             self._hub.release(fileno)
         type(sock).close(sock)
+
+    def shutdown(self, how: int) -> None:
+        sock = self._sock()
+        if sock is not None and sock.fileno() >= 0:   # see Kept: closed already, nothing to shut down
+            type(sock).shutdown(sock, how)
 
 
 class DirectSocket(GreenSocket):

@@ -63,7 +63,7 @@ def test_socketio_echo(start_server, entry, transports):
                     5, "the websocket's access log line")
     log = server.log()
     assert "Traceback" not in log, log
-    # engineio closes the websocket twice, and eventlet writes this to wsgi.errors (Gunicorn 23's
-    # eventlet worker logs the same line); nothing else may be an error.
-    errors = [line for line in log.splitlines() if "[ERROR]" in line and "socket shutdown error" not in line]
-    assert not errors, log
+    # engineio closes the websocket twice: eventlet's second shutdown must not find a closed socket
+    # and log "socket shutdown error: [Errno 9] Bad file descriptor" (Gunicorn 23's eventlet
+    # worker does, on every disconnect). No error at all.
+    assert "[ERROR]" not in log, log

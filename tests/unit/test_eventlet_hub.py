@@ -177,6 +177,29 @@ def test_closing_a_socket_that_is_not_kept_wakes_the_green_thread_waiting_on_it(
     in_hub_thread(test)
 
 
+def test_shutdown_after_close_does_nothing_kept_or_not():
+    # eventlet.websocket's close() (which python-engineio calls twice) shuts the socket down before
+    # closing it, and logged the EBADF of the second shutdown at ERROR on every disconnect.
+    class Socket(socket.socket):   # as ssl.SSLSocket is: not green, and with a __dict__
+        pass
+
+    def test(hub, counting):
+        kept, kept_peer = green_pair()
+        assert kept_hub.keep(hub, kept) is not None
+        ours, other_peer = socket.socketpair()
+        other = Socket(fileno=ours.detach())
+        kept_hub.wake_on_close(hub, other)
+        for sock, peer in ((kept, kept_peer), (other, other_peer)):
+            sock.shutdown(socket.SHUT_WR)   # open: shut down as ever, the peer reads the end
+            assert peer.recv(10) == b""
+            sock.close()
+            sock.shutdown(socket.SHUT_WR)   # closed: nothing to shut down
+            sock.close()
+            peer.close()
+
+    in_hub_thread(test)
+
+
 def test_kept_socket_whose_descriptor_lives_on_elsewhere_wakes_nobody_after_close():
     # A hand-off: a sibling holds a copy of the descriptor, so epoll would keep reporting it under
     # a number this process reuses, had its close not taken it out of epoll first.
