@@ -162,14 +162,6 @@ class Hub(epolls.Hub):
             self._watch(fileno, mask, old)
 
 
-# eventlet.websocket's close() shuts the socket down, then closes it, and logs any error of the
-# shutdown but ENOTCONN to wsgi.errors. python-engineio calls it twice when a Socket.IO session
-# ends, and a closed websocket's reader, woken, calls it again: the second shutdown found the
-# socket closed, and "socket shutdown error: [Errno 9] Bad file descriptor" was logged at ERROR
-# for every disconnect. A closed socket has nothing left to shut down, as it has nothing left to
-# close: for the connections of the eventlet worker, shutdown() after close() does nothing.
-
-
 class Kept:
     """A socket kept registered between waits (see :func:`keep`), and its ``close`` and
     ``shutdown`` as the app sees them."""
@@ -190,7 +182,11 @@ class Kept:
         self._close()
 
     def shutdown(self, how: int) -> None:
-        if self._raw.fileno() >= 0:   # see above: closed already, nothing to shut down
+        """Nothing once closed, as ``close``: eventlet.websocket's close() shuts the socket down
+        before closing it and logs any error but ENOTCONN to wsgi.errors, and python-engineio
+        calls it twice as a Socket.IO session ends, so the EBADF of the second shutdown was
+        logged at ERROR for every disconnect."""
+        if self._raw.fileno() >= 0:
             self._raw.shutdown(how)
 
     def release(self) -> None:
@@ -224,7 +220,7 @@ class _WakeOnClose:
 
     def shutdown(self, how: int) -> None:
         sock = self._sock()
-        if sock is not None and sock.fileno() >= 0:   # see Kept: closed already, nothing to shut down
+        if sock is not None and sock.fileno() >= 0:   # nothing once closed: see Kept.shutdown
             type(sock).shutdown(sock, how)
 
 
