@@ -149,8 +149,7 @@ def _rounds(
                         try:
                             arrivals = _burst(scenario, server, args, server_prefix)
                         except (servers.NotRunnable, servers.ProbeFailed) as exc:
-                            print(f"failed: {exc}")
-                            found.failures[key].append(_one_line(str(exc)))
+                            found.failed(key, exc)
                             continue
                         print(f"slowest first answer {report.format_ms(arrivals.slowest_ms)}")
                         found.bursts[name].append(arrivals)
@@ -163,8 +162,7 @@ def _rounds(
                         _skip(skipped, name, str(exc))
                         continue
                     except (servers.ProbeFailed, wrk.WrkError) as exc:
-                        print(f"failed: {exc}")
-                        found.failures[key].append(_one_line(str(exc)))
+                        found.failed(key, exc)
                         continue
                     print(f"{result.requests_per_sec:,.0f} req/s")
                     found.measured[key].append(result)
@@ -185,6 +183,11 @@ class _Rounds:
         default_factory=lambda: defaultdict(list))
     failures: defaultdict[tuple[str, str], list[str]] = field(
         default_factory=lambda: defaultdict(list))
+
+    def failed(self, key: tuple[str, str], exc: Exception) -> None:
+        """A run of ``key`` that failed: say so, and keep the reason for its row."""
+        print(f"failed: {exc}")
+        self.failures[key].append(_one_line(str(exc)))
 
 
 def _rows(scenarios: list[Scenario], skipped: dict[str, str], args: argparse.Namespace,

@@ -72,6 +72,15 @@ def green_pair() -> tuple[GreenSocket, socket.socket]:
     return GreenSocket(ours), peer
 
 
+class TLSLike(socket.socket):
+    """As ssl.SSLSocket is: not green (keep() does not take it), and with a __dict__."""
+
+
+def tls_like_pair() -> tuple[TLSLike, socket.socket]:
+    ours, peer = socket.socketpair()
+    return TLSLike(fileno=ours.detach()), peer
+
+
 def read_once(hub: kept_hub.Hub, sock: GreenSocket) -> bytes:
     """In a green thread of its own: wait for ``sock`` to be readable, then read it."""
     def read() -> bytes:
@@ -153,12 +162,8 @@ def test_closing_a_kept_socket_wakes_the_green_thread_waiting_on_it(wait):
 
 def test_closing_a_socket_that_is_not_kept_wakes_the_green_thread_waiting_on_it():
     # A TLS connection's socket is not a green socket that keep() takes: wake_on_close covers it.
-    class Socket(socket.socket):   # as ssl.SSLSocket is: not green, and with a __dict__
-        pass
-
     def test(hub, counting):
-        ours, peer = socket.socketpair()
-        sock = Socket(fileno=ours.detach())
+        sock, peer = tls_like_pair()
         assert kept_hub.keep(hub, sock) is None
         kept_hub.wake_on_close(hub, sock)
         waiting = eventlet.spawn(hubs.trampoline, sock.fileno(), read=True)
@@ -180,14 +185,10 @@ def test_closing_a_socket_that_is_not_kept_wakes_the_green_thread_waiting_on_it(
 def test_shutdown_after_close_does_nothing_kept_or_not():
     # eventlet.websocket's close() (which python-engineio calls twice) shuts the socket down before
     # closing it, and logged the EBADF of the second shutdown at ERROR on every disconnect.
-    class Socket(socket.socket):   # as ssl.SSLSocket is: not green, and with a __dict__
-        pass
-
     def test(hub, counting):
         kept, kept_peer = green_pair()
         assert kept_hub.keep(hub, kept) is not None
-        ours, other_peer = socket.socketpair()
-        other = Socket(fileno=ours.detach())
+        other, other_peer = tls_like_pair()
         kept_hub.wake_on_close(hub, other)
         for sock, peer in ((kept, kept_peer), (other, other_peer)):
             sock.shutdown(socket.SHUT_WR)   # open: shut down as ever, the peer reads the end
