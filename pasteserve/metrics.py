@@ -3,9 +3,10 @@
 With ``statsd_prefix = myapp`` (and the default ``statsd_namespace = gunicorn``) a request sends
 ``myapp.gunicorn.requests:1|c``, ``myapp.gunicorn.request.status.200:1|c`` and
 ``myapp.gunicorn.request.duration:<ms>|ms``; the master sends ``myapp.gunicorn.workers:<n>|g``
-when the count changes, and with ``enable_backlog_metric`` ``myapp.gunicorn.backlog:<n>|h``; warnings and errors on the ``pasteserve.error`` logger count as
-``log.warning``, ``log.error``, ``log.exception`` (an error with a traceback) and ``log.critical``.
-``dogstatsd_tags`` are appended to each metric as ``|#tags``.
+when the count changes, and with ``enable_backlog_metric`` ``myapp.gunicorn.backlog:<n>|h``;
+warnings and errors on the ``pasteserve.error`` logger count as ``log.warning``, ``log.error``,
+``log.exception`` (an error with a traceback) and ``log.critical``. ``dogstatsd_tags`` are
+appended to each metric as ``|#tags``.
 
 Sending never waits and never fails a request: one non-blocking datagram per event (a request's
 three metrics travel together, newline-separated, as StatsD and DogStatsD allow), and a datagram

@@ -245,6 +245,7 @@ def _remember(cache: dict, key: str, value: object, most: int) -> None:
         cache.clear()
     cache[key] = value
 
+
 # Parser states; each has one reader (see RequestParser._READERS).
 _IDLE = "idle"
 _END = "end"

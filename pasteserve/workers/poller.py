@@ -23,10 +23,11 @@ class HasFileno(Protocol):
 class Poller:
     """Descriptors (or objects with ``fileno()``) registered with a tag each."""
 
-    __slots__ = ("_poll", "_scale", "_tags")
+    __slots__ = ("_poll", "_epoll", "_scale", "_tags")
 
     def __init__(self, use_epoll: bool = hasattr(select, "epoll")) -> None:
         # epoll's event bits for reading and writing are poll's.
+        self._epoll = use_epoll
         self._poll: Any = select.epoll() if use_epoll else select.poll()
         self._scale = 1.0 if use_epoll else 1000.0   # poll() takes milliseconds
         self._tags: dict[int, Any] = {}
@@ -56,7 +57,7 @@ class Poller:
         """Drop the tag of a descriptor the caller closed already, with no system call: closing
         the last copy of a descriptor takes it out of epoll by itself."""
         del self._tags[fd]
-        if self._scale != 1.0:   # poll() would keep reporting the number as invalid
+        if not self._epoll:   # poll() would keep reporting the number as invalid
             self._poll.unregister(fd)
 
     def ready(self, timeout: float | None) -> list[Any]:
@@ -69,6 +70,6 @@ class Poller:
         return [tags[fd] for fd, _ in self._poll.poll(timeout) if fd in tags]
 
     def close(self) -> None:
-        if self._scale == 1.0:
+        if self._epoll:
             self._poll.close()
         self._tags.clear()
